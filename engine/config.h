@@ -29,21 +29,21 @@ struct config {
     int intermediate_size;
     int n_layers;   /* num_hidden_layers */
     int n_heads;    /* num_attention_heads */
-    int n_kv_heads; /* num_key_value_heads (defaults to n_heads) */
+    int n_kv_heads; /* num_key_value_heads (HF defaults: n_heads for Llama, 32 for Qwen2) */
     int head_dim;   /* head_dim, or hidden_size / n_heads when absent or null */
     int max_position_embeddings;
     float rms_norm_eps;
     double rope_theta; /* default 10000 */
     enum config_rope rope_type;
-    double rope_factor;            /* llama3 only */
-    double rope_low_freq_factor;   /* llama3 only */
-    double rope_high_freq_factor;  /* llama3 only */
+    double rope_factor;             /* llama3 only */
+    double rope_low_freq_factor;    /* llama3 only */
+    double rope_high_freq_factor;   /* llama3 only */
     int rope_original_max_position; /* llama3 only: original_max_position_embeddings */
-    bool attention_bias;  /* bias on q,k,v (Qwen2: always; Llama: attention_bias) */
-    bool o_bias;          /* bias on o_proj (Llama with attention_bias) */
+    bool attention_bias;            /* bias on q,k,v (Qwen2: always; Llama: attention_bias) */
+    bool o_bias;                    /* bias on o_proj (Llama with attention_bias) */
     bool tie_word_embeddings;
-    enum tl_dtype dtype;  /* torch_dtype / dtype; BF16 when absent */
-    int bos_token_id;     /* -1 when absent */
+    enum tl_dtype dtype; /* torch_dtype / dtype; BF16 when absent */
+    int bos_token_id;    /* -1 when null or absent (Llama's HF default is 1) */
     int eos_token_ids[CONFIG_MAX_EOS];
     int n_eos;
 };
@@ -81,7 +81,7 @@ enum tl_status config_parse_generation(const char *json, size_t len, const char 
 enum tl_status config_load_generation(const char *model_dir, struct gen_config *out,
                                       struct tl_err *err);
 
-/* Parameter count and bytes of weights in dtype t (embedding counted twice when untied). */
+/* Parameter count (embedding counted twice when untied). */
 long long config_param_count(const struct config *c);
 
 #endif

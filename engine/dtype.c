@@ -7,17 +7,26 @@ static const struct {
     const char *st, *torch;
     size_t size;
 } dtype_info[TL_DTYPE_COUNT] = {
-    [TL_DTYPE_F32] = {"F32", "float32", 4},       [TL_DTYPE_F16] = {"F16", "float16", 2},
-    [TL_DTYPE_BF16] = {"BF16", "bfloat16", 2},    [TL_DTYPE_F64] = {"F64", "float64", 8},
-    [TL_DTYPE_I64] = {"I64", "int64", 8},         [TL_DTYPE_I32] = {"I32", "int32", 4},
-    [TL_DTYPE_I16] = {"I16", "int16", 2},         [TL_DTYPE_I8] = {"I8", "int8", 1},
-    [TL_DTYPE_U64] = {"U64", "uint64", 8},        [TL_DTYPE_U32] = {"U32", "uint32", 4},
-    [TL_DTYPE_U16] = {"U16", "uint16", 2},        [TL_DTYPE_U8] = {"U8", "uint8", 1},
-    [TL_DTYPE_BOOL] = {"BOOL", "bool", 1},        [TL_DTYPE_F8_E4M3] = {"F8_E4M3", "float8_e4m3fn", 1},
+    [TL_DTYPE_F32] = {"F32", "float32", 4},
+    [TL_DTYPE_F16] = {"F16", "float16", 2},
+    [TL_DTYPE_BF16] = {"BF16", "bfloat16", 2},
+    [TL_DTYPE_F64] = {"F64", "float64", 8},
+    [TL_DTYPE_I64] = {"I64", "int64", 8},
+    [TL_DTYPE_I32] = {"I32", "int32", 4},
+    [TL_DTYPE_I16] = {"I16", "int16", 2},
+    [TL_DTYPE_I8] = {"I8", "int8", 1},
+    [TL_DTYPE_U64] = {"U64", "uint64", 8},
+    [TL_DTYPE_U32] = {"U32", "uint32", 4},
+    [TL_DTYPE_U16] = {"U16", "uint16", 2},
+    [TL_DTYPE_U8] = {"U8", "uint8", 1},
+    [TL_DTYPE_BOOL] = {"BOOL", "bool", 1},
+    [TL_DTYPE_F8_E4M3] = {"F8_E4M3", "float8_e4m3fn", 1},
     [TL_DTYPE_F8_E5M2] = {"F8_E5M2", "float8_e5m2", 1},
 };
 
-size_t dtype_size(enum tl_dtype t) { return (unsigned)t < TL_DTYPE_COUNT ? dtype_info[t].size : 0; }
+size_t dtype_size(enum tl_dtype t) {
+    return (unsigned)t < TL_DTYPE_COUNT ? dtype_info[t].size : 0;
+}
 
 const char *dtype_name(enum tl_dtype t) {
     return (unsigned)t < TL_DTYPE_COUNT ? dtype_info[t].st : "?";
@@ -41,8 +50,8 @@ bool dtype_parse_torch(const char *s, enum tl_dtype *out) {
     static const struct {
         const char *name;
         enum tl_dtype t;
-    } names[] = {{"bfloat16", TL_DTYPE_BF16}, {"bf16", TL_DTYPE_BF16},   {"float16", TL_DTYPE_F16},
-                 {"half", TL_DTYPE_F16},      {"fp16", TL_DTYPE_F16},    {"float32", TL_DTYPE_F32},
+    } names[] = {{"bfloat16", TL_DTYPE_BF16}, {"bf16", TL_DTYPE_BF16}, {"float16", TL_DTYPE_F16},
+                 {"half", TL_DTYPE_F16},      {"fp16", TL_DTYPE_F16},  {"float32", TL_DTYPE_F32},
                  {"float", TL_DTYPE_F32},     {"fp32", TL_DTYPE_F32}};
     if (strncmp(s, "torch.", 6) == 0) s += 6;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

@@ -12,16 +12,16 @@
 
 /* Largest header we accept (the JSON part). Real checkpoints stay far below. */
 #define SAFETENSORS_MAX_HEADER_BYTES (100u * 1024 * 1024)
-#define SAFETENSORS_MAX_DIMS 8
+#define SAFETENSORS_MAX_DIMS         8
 
 struct st_tensor {
-    const char *name;   /* borrowed from the set; valid until safetensors_close */
+    const char *name; /* borrowed from the set; valid until safetensors_close */
     enum tl_dtype dtype;
     int ndim;
     int64_t shape[SAFETENSORS_MAX_DIMS];
-    const void *data;   /* borrowed: points into the read-only mmap */
+    const void *data; /* borrowed: points into the read-only mmap */
     uint64_t nbytes;
-    const char *file;   /* path of the file holding it (borrowed) */
+    const char *file; /* path of the file holding it (borrowed) */
 };
 
 struct st_set;

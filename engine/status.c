@@ -7,14 +7,22 @@
 
 const char *tl_status_str(enum tl_status s) {
     switch (s) {
-    case TL_OK: return "ok";
-    case TL_ERR_INVALID: return "invalid argument";
-    case TL_ERR_IO: return "i/o error";
-    case TL_ERR_FORMAT: return "format error";
-    case TL_ERR_UNSUPPORTED: return "unsupported";
-    case TL_ERR_NOMEM: return "out of memory";
-    case TL_ERR_CUDA: return "cuda error";
-    case TL_ERR_INTERNAL: return "internal error";
+    case TL_OK:
+        return "ok";
+    case TL_ERR_INVALID:
+        return "invalid argument";
+    case TL_ERR_IO:
+        return "i/o error";
+    case TL_ERR_FORMAT:
+        return "format error";
+    case TL_ERR_UNSUPPORTED:
+        return "unsupported";
+    case TL_ERR_NOMEM:
+        return "out of memory";
+    case TL_ERR_CUDA:
+        return "cuda error";
+    case TL_ERR_INTERNAL:
+        return "internal error";
     }
     return "unknown status";
 }
@@ -37,5 +45,6 @@ void tl_err_prefix(struct tl_err *err, const char *fmt, ...) {
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", head, old);
+    /* both halves fit: the head is capped so the original message survives */
+    snprintf(err->msg, sizeof err->msg, "%.300s: %.700s", head, old);
 }

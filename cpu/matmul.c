@@ -1,0 +1,218 @@
+/* matmul: two paths. GEMV (m <= MATMUL_GEMV_MAX_M): threads split the weight rows; each row is
+ * converted to fp32 8 lanes at a time and dotted with all m activation rows while it is in
+ * registers, so the weights stream from memory once. GEMM: threads convert a panel of weight
+ * rows to fp32 in the scratch buffer, then OpenBLAS (its own threads) multiplies the panel. */
+#include "matmul.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+static int force_path;
+
+void cpu_matmul_force_path(int path) {
+    force_path = path;
+}
+
+/* ---------------- GEMV kernels ---------------- */
+
+struct gemv_args {
+    const float *x;
+    int m;
+    int64_t k, n;
+    const void *w;
+    enum tl_dtype dt;
+    float *y;
+};
+
+static inline float load_w(enum tl_dtype dt, const void *w, int64_t i) {
+    if (dt == TL_DTYPE_BF16) return bf16_to_f32(((const uint16_t *)w)[i]);
+    if (dt == TL_DTYPE_F16) return f16_to_f32(((const uint16_t *)w)[i]);
+    return ((const float *)w)[i];
+}
+
+static void gemv_rows_generic(const struct gemv_args *a, int64_t r0, int64_t r1) {
+    size_t es = dtype_size(a->dt);
+    for (int64_t r = r0; r < r1; r++) {
+        const char *row = (const char *)a->w + (size_t)r * (size_t)a->k * es;
+        for (int i = 0; i < a->m; i++) {
+            const float *xi = a->x + (size_t)i * (size_t)a->k;
+            float acc = 0.0f;
+            for (int64_t j = 0; j < a->k; j++) acc += load_w(a->dt, row, j) * xi[j];
+            a->y[(size_t)i * (size_t)a->n + (size_t)r] = acc;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+static inline AVX2 __m256 load8(enum tl_dtype dt, const char *row, int64_t j) {
+    if (dt == TL_DTYPE_BF16) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(row + j * 2));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    if (dt == TL_DTYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + j * 2)));
+    return _mm256_loadu_ps((const float *)row + j);
+}
+
+static inline AVX2 float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* M is a compile-time constant after inlining, so acc[] lives in registers. */
+static inline AVX2 __attribute__((always_inline)) void
+gemv_rows_avx2_m(const struct gemv_args *a, int64_t r0, int64_t r1, const int M) {
+    size_t es = dtype_size(a->dt);
+    int64_t k8 = a->k & ~(int64_t)7;
+    for (int64_t r = r0; r < r1; r++) {
+        const char *row = (const char *)a->w + (size_t)r * (size_t)a->k * es;
+        __m256 acc[MATMUL_GEMV_MAX_M], acc2[MATMUL_GEMV_MAX_M];
+        for (int i = 0; i < M; i++) acc[i] = acc2[i] = _mm256_setzero_ps();
+        int64_t j = 0;
+        /* two independent FMA chains per row hide FMA latency at m = 1 */
+        for (; j + 16 <= k8; j += 16) {
+            __m256 w0 = load8(a->dt, row, j), w1 = load8(a->dt, row, j + 8);
+            for (int i = 0; i < M; i++) {
+                const float *xi = a->x + (size_t)i * (size_t)a->k;
+                acc[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xi + j), acc[i]);
+                acc2[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xi + j + 8), acc2[i]);
+            }
+        }
+        for (; j < k8; j += 8) {
+            __m256 w0 = load8(a->dt, row, j);
+            for (int i = 0; i < M; i++)
+                acc[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a->x + (size_t)i * (size_t)a->k + j),
+                                         acc[i]);
+        }
+        for (int i = 0; i < M; i++) {
+            const float *xi = a->x + (size_t)i * (size_t)a->k;
+            float s = hsum8(_mm256_add_ps(acc[i], acc2[i]));
+            for (int64_t t = k8; t < a->k; t++) s += load_w(a->dt, row, t) * xi[t];
+            a->y[(size_t)i * (size_t)a->n + (size_t)r] = s;
+        }
+    }
+}
+
+static AVX2 void gemv_rows_avx2(const struct gemv_args *a, int64_t r0, int64_t r1) {
+    switch (a->m) {
+    case 1:
+        gemv_rows_avx2_m(a, r0, r1, 1);
+        break;
+    case 2:
+        gemv_rows_avx2_m(a, r0, r1, 2);
+        break;
+    case 3:
+        gemv_rows_avx2_m(a, r0, r1, 3);
+        break;
+    case 4:
+        gemv_rows_avx2_m(a, r0, r1, 4);
+        break;
+    case 5:
+        gemv_rows_avx2_m(a, r0, r1, 5);
+        break;
+    case 6:
+        gemv_rows_avx2_m(a, r0, r1, 6);
+        break;
+    case 7:
+        gemv_rows_avx2_m(a, r0, r1, 7);
+        break;
+    default:
+        gemv_rows_avx2_m(a, r0, r1, 8);
+        break;
+    }
+}
+
+static int have_avx2(void) {
+    static int cached = -1;
+    if (cached < 0)
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                 __builtin_cpu_supports("f16c");
+    return cached;
+}
+#else
+static int have_avx2(void) {
+    return 0;
+}
+static void gemv_rows_avx2(const struct gemv_args *a, int64_t r0, int64_t r1) {
+    gemv_rows_generic(a, r0, r1);
+}
+#endif
+
+const char *cpu_matmul_kernel_name(void) {
+    return have_avx2() ? "avx2" : "generic";
+}
+
+static void gemv_task(void *arg, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    const struct gemv_args *a = arg;
+    if (have_avx2())
+        gemv_rows_avx2(a, r0, r1);
+    else
+        gemv_rows_generic(a, r0, r1);
+}
+
+/* ---------------- GEMM path ---------------- */
+
+struct convert_args {
+    const void *w;
+    enum tl_dtype dt;
+    int64_t k;
+    float *dst;
+};
+
+static void convert_task(void *arg, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    const struct convert_args *a = arg;
+    size_t es = dtype_size(a->dt);
+    dtype_to_f32(a->dt, (const char *)a->w + (size_t)r0 * (size_t)a->k * es,
+                 a->dst + (size_t)r0 * (size_t)a->k, (size_t)(r1 - r0) * (size_t)a->k);
+}
+
+static void gemm_path(struct pool *pool, float *scratch, const float *x, int m,
+                      const struct tl_tensor *w, float *y) {
+    int64_t n = w->rows, k = w->cols;
+    if (w->dtype == TL_DTYPE_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)n, (int)k, 1.0f, x, (int)k,
+                    (const float *)w->data, (int)k, 0.0f, y, (int)n);
+        return;
+    }
+    int64_t panel = (int64_t)(MATMUL_SCRATCH_FLOATS / (size_t)k);
+    if (panel < 1) panel = 1;
+    size_t es = dtype_size(w->dtype);
+    for (int64_t r0 = 0; r0 < n; r0 += panel) {
+        int64_t rows = n - r0 < panel ? n - r0 : panel;
+        struct convert_args ca = {(const char *)w->data + (size_t)r0 * (size_t)k * es, w->dtype, k,
+                                  scratch};
+        pool_parallel_for(pool, rows, 16, convert_task, &ca);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)rows, (int)k, 1.0f, x, (int)k,
+                    scratch, (int)k, 0.0f, y + r0, (int)n);
+    }
+}
+
+void cpu_matmul(struct pool *pool, float *scratch, const float *x, int m, const struct tl_tensor *w,
+                const struct tl_tensor *bias, float *y) {
+    int path = force_path ? force_path : (m <= MATMUL_GEMV_MAX_M ? 1 : 2);
+    if (path == 1) {
+        /* GEMV handles 8 rows of x per pass; larger m (forced) runs in groups of 8. */
+        for (int i0 = 0; i0 < m; i0 += MATMUL_GEMV_MAX_M) {
+            int mi = m - i0 < MATMUL_GEMV_MAX_M ? m - i0 : MATMUL_GEMV_MAX_M;
+            struct gemv_args a = {
+                x + (size_t)i0 * (size_t)w->cols, mi, w->cols, w->rows, w->data, w->dtype,
+                y + (size_t)i0 * (size_t)w->rows};
+            pool_parallel_for(pool, w->rows, 16, gemv_task, &a);
+        }
+    } else {
+        gemm_path(pool, scratch, x, m, w, y);
+    }
+    if (bias) {
+        for (int i = 0; i < m; i++) {
+            float *yi = y + (size_t)i * (size_t)w->rows;
+            for (int64_t r = 0; r < w->rows; r++) yi[r] += load_w(bias->dtype, bias->data, r);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+/* forward: embedding -> n_layers x (rmsnorm, q/k/v, rope + KV write, attention, o, rmsnorm,
+ * gate/up, silu*mul, down) -> final norm -> lm_head on the rows that want logits. The
+ * residual add is fused into the next rmsnorm, so the stream is written once per sub-block. */
+#include "forward.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct forward {
+    const struct model *m;
+    const struct ops *ops;
+    int max_tokens, max_seqs;
+    /* activation buffers (backend memory), each sized for max_tokens rows */
+    void *res, *xn, *q, *k, *v, *attn, *proj, *gate, *up, *last, *logits;
+    int32_t *logit_rows; /* host (max_seqs) */
+    float *hook_buf;     /* host (hidden) */
+    forward_hidden_hook hook;
+    void *hook_user;
+    int hook_token;
+};
+
+static enum tl_status ops_err(const struct forward *f, enum tl_status st, struct tl_err *err,
+                              const char *what) {
+    return tl_fail(err, st, "%s backend: %s failed: %s", f->ops->name, what,
+                   f->ops->last_error(f->ops->ctx));
+}
+
+enum tl_status forward_create(const struct model *m, const struct ops *ops, int max_tokens,
+                              int max_seqs, struct forward **out, struct tl_err *err) {
+    *out = NULL;
+    if (max_tokens < 1 || max_seqs < 1 || max_seqs > max_tokens)
+        return tl_fail(err, TL_ERR_INVALID, "forward: need 1 <= max_seqs (%d) <= max_tokens (%d)",
+                       max_seqs, max_tokens);
+    struct forward *f = calloc(1, sizeof *f);
+    if (!f) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+    f->m = m;
+    f->ops = ops;
+    f->max_tokens = max_tokens;
+    f->max_seqs = max_seqs;
+    f->hook_token = -1;
+    const struct config *c = &m->cfg;
+    size_t es = dtype_size(ops->act_dtype), T = (size_t)max_tokens;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    struct {
+        void **buf;
+        size_t elems;
+    } bufs[] = {
+        {&f->res, T * c->hidden_size},
+        {&f->xn, T * c->hidden_size},
+        {&f->q, T * qd},
+        {&f->k, T * kvd},
+        {&f->v, T * kvd},
+        {&f->attn, T * qd},
+        {&f->proj, T * c->hidden_size},
+        {&f->gate, T * c->intermediate_size},
+        {&f->up, T * c->intermediate_size},
+        {&f->last, (size_t)max_seqs * c->hidden_size},
+        {&f->logits, (size_t)max_seqs * c->vocab_size},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        if (ops->buf_alloc(ops->ctx, bufs[i].elems * es, bufs[i].buf) != TL_OK) {
+            forward_destroy(f);
+            return tl_fail(err, TL_ERR_NOMEM,
+                           "%s backend: no memory for activations of %d tokens (%.1f MiB): "
+                           "lower --max-num-batched-tokens",
+                           ops->name, max_tokens, (double)(bufs[i].elems * es) / (1 << 20));
+        }
+    }
+    f->logit_rows = malloc((size_t)max_seqs * sizeof *f->logit_rows);
+    f->hook_buf = malloc((size_t)c->hidden_size * sizeof *f->hook_buf);
+    if (!f->logit_rows || !f->hook_buf) {
+        forward_destroy(f);
+        return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+    }
+    *out = f;
+    return TL_OK;
+}
+
+void forward_destroy(struct forward *f) {
+    if (!f) return;
+    void *bufs[] = {f->res,  f->xn,   f->q,  f->k,    f->v,     f->attn,
+                    f->proj, f->gate, f->up, f->last, f->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) f->ops->buf_free(f->ops->ctx, bufs[i]);
+    free(f->logit_rows);
+    free(f->hook_buf);
+    free(f);
+}
+
+void forward_set_hidden_hook(struct forward *f, forward_hidden_hook hook, void *user, int token) {
+    f->hook = hook;
+    f->hook_user = user;
+    f->hook_token = token;
+}
+
+/* Checks a batch before any op runs, so a bad request fails alone and cleanly. */
+static enum tl_status check_batch(const struct forward *f, const struct fwd_batch *b, int *n_logits,
+                                  struct tl_err *err) {
+    const struct config *c = &f->m->cfg;
+    if (b->n_tokens < 1 || b->n_tokens > f->max_tokens)
+        return tl_fail(err, TL_ERR_INVALID, "step has %d tokens; this engine takes 1..%d per step",
+                       b->n_tokens, f->max_tokens);
+    if (b->n_seqs < 1 || b->n_seqs > f->max_seqs)
+        return tl_fail(err, TL_ERR_INVALID, "step has %d sequences; at most %d", b->n_seqs,
+                       f->max_seqs);
+    int t = 0, nl = 0;
+    for (int s = 0; s < b->n_seqs; s++) {
+        const struct fwd_seq *q = &b->seqs[s];
+        if (q->n_new < 1 || q->n_past < 0 || t + q->n_new > b->n_tokens)
+            return tl_fail(err, TL_ERR_INVALID, "sequence %d of the step is malformed", s);
+        for (int i = 0; i < q->n_new; i++, t++) {
+            if (b->tokens[t] < 0 || b->tokens[t] >= c->vocab_size)
+                return tl_fail(err, TL_ERR_INVALID, "token id %d is outside the vocabulary (0..%d)",
+                               b->tokens[t], c->vocab_size - 1);
+            if (b->positions[t] != q->n_past + i)
+                return tl_fail(err, TL_ERR_INVALID, "position of token %d is %d, expected %d", t,
+                               b->positions[t], q->n_past + i);
+        }
+        if (q->n_past + q->n_new > c->max_position_embeddings)
+            return tl_fail(err, TL_ERR_INVALID,
+                           "sequence %d reaches %d tokens; the model's max_position_embeddings "
+                           "is %d",
+                           s, q->n_past + q->n_new, c->max_position_embeddings);
+        if (q->want_logits) f->logit_rows[nl++] = t - 1;
+    }
+    if (t != b->n_tokens)
+        return tl_fail(err, TL_ERR_INVALID, "sequences hold %d tokens, the step says %d", t,
+                       b->n_tokens);
+    *n_logits = nl;
+    return TL_OK;
+}
+
+static enum tl_status hook_call(struct forward *f, const void *buf, int layer) {
+    const struct config *c = &f->m->cfg;
+    if (!f->hook || f->hook_token < 0) return TL_OK;
+    size_t off = (size_t)f->hook_token * c->hidden_size * dtype_size(f->ops->act_dtype);
+    enum tl_status st =
+        f->ops->read_f32(f->ops->ctx, (const char *)buf + off, (size_t)c->hidden_size, f->hook_buf);
+    if (st == TL_OK) f->hook(f->hook_user, layer, f->hook_buf, c->hidden_size);
+    return st;
+}
+
+#define OP(call, what)                                                                             \
+    do {                                                                                           \
+        enum tl_status st_ = (call);                                                               \
+        if (st_ != TL_OK) return ops_err(f, st_, err, what);                                       \
+    } while (0)
+
+enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,
+                            struct tl_err *err) {
+    const struct model *m = f->m;
+    const struct config *c = &m->cfg;
+    const struct ops *o = f->ops;
+    void *x = o->ctx;
+    int T = b->n_tokens, nl = 0;
+    enum tl_status st = check_batch(f, b, &nl, err);
+    if (st != TL_OK) return st;
+    if (f->hook_token >= T) f->hook_token = -1;
+
+    OP(o->begin_step(x, b), "begin_step");
+    OP(o->embedding(x, &m->embed, f->res), "embedding");
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_layer *L = &m->layers[l];
+        /* the MLP output of the previous layer joins the stream here */
+        OP(o->rmsnorm(x, f->res, l ? f->proj : NULL, &L->attn_norm, c->rms_norm_eps, T, f->xn),
+           "rmsnorm");
+        OP(hook_call(f, f->res, l), "read hidden state");
+        OP(o->matmul(x, f->xn, T, &L->wq, L->bq.data ? &L->bq : NULL, f->q), "q_proj");
+        OP(o->matmul(x, f->xn, T, &L->wk, L->bk.data ? &L->bk : NULL, f->k), "k_proj");
+        OP(o->matmul(x, f->xn, T, &L->wv, L->bv.data ? &L->bv : NULL, f->v), "v_proj");
+        OP(o->rope_kv_write(x, l, f->q, f->k, f->v), "rope/kv write");
+        OP(o->attention(x, l, f->q, f->attn), "attention");
+        OP(o->matmul(x, f->attn, T, &L->wo, L->bo.data ? &L->bo : NULL, f->proj), "o_proj");
+        OP(o->rmsnorm(x, f->res, f->proj, &L->mlp_norm, c->rms_norm_eps, T, f->xn), "rmsnorm");
+        OP(o->matmul(x, f->xn, T, &L->w_gate, NULL, f->gate), "gate_proj");
+        OP(o->matmul(x, f->xn, T, &L->w_up, NULL, f->up), "up_proj");
+        OP(o->silu_mul(x, f->gate, f->up, T, c->intermediate_size, f->gate), "silu*mul");
+        OP(o->matmul(x, f->gate, T, &L->w_down, NULL, f->proj), "down_proj");
+    }
+    OP(o->rmsnorm(x, f->res, f->proj, &m->final_norm, c->rms_norm_eps, T, f->xn), "final norm");
+    OP(hook_call(f, f->xn, c->n_layers), "read hidden state");
+    if (nl == 0) return TL_OK;
+    OP(o->gather_rows(x, f->xn, c->hidden_size, f->logit_rows, nl, f->last), "gather");
+    OP(o->matmul(x, f->last, nl, &m->lm_head, NULL, f->logits), "lm_head");
+    OP(o->read_f32(x, f->logits, (size_t)nl * c->vocab_size, logits), "read logits");
+    return TL_OK;
+}

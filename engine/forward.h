@@ -1,0 +1,31 @@
+/* forward: the transformer block, written once against the op interface (ops.h). It walks
+ * the layers for one step of a batch and returns the logits of the sequences that want them.
+ * Owns the activation buffers, sized at create for the largest step. Not thread-safe. */
+#ifndef TL_FORWARD_H
+#define TL_FORWARD_H
+
+#include "model.h"
+#include "ops.h"
+#include "status.h"
+
+struct forward;
+
+/* Called with the residual stream entering layer `layer` (0..n_layers-1) and, with layer ==
+ * n_layers, the final normed hidden state, for one chosen token of the step. Debug/tests. */
+typedef void (*forward_hidden_hook)(void *user, int layer, const float *hidden, int dim);
+
+/* max_tokens: most tokens one step may carry; max_seqs: most sequences. Borrowed model and
+ * ops must outlive the forward. */
+enum tl_status forward_create(const struct model *m, const struct ops *ops, int max_tokens,
+                              int max_seqs, struct forward **out, struct tl_err *err);
+void forward_destroy(struct forward *f);
+
+/* Runs one step. Writes (number of seqs with want_logits, vocab) fp32 logits to `logits`
+ * (host), in batch order. Validates token ids and batch shape first. Blocks until done. */
+enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,
+                            struct tl_err *err);
+
+/* Installs a hook that sees the hidden state of token `token` (index in the batch). */
+void forward_set_hidden_hook(struct forward *f, forward_hidden_hook hook, void *user, int token);
+
+#endif

@@ -1,0 +1,69 @@
+/* ops: the small op interface the transformer block is written against (DESIGN.md). cpu/
+ * and kernels/ each implement it; the forward driver never touches activation memory itself,
+ * it only passes the backend's buffers between ops. Buffers are backend memory (host for the
+ * CPU backend, device for CUDA) of dtype ops->act_dtype; byte offsets into them are valid. */
+#ifndef TL_OPS_H
+#define TL_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "model.h"
+#include "status.h"
+
+/* One sequence's part of a step: its n_new tokens follow n_past tokens already cached. */
+struct fwd_seq {
+    int n_new;
+    int n_past;
+    const int32_t *block_table; /* borrowed; covers n_past + n_new tokens */
+    int n_blocks;
+    int want_logits; /* 1: logits for its last new token */
+};
+
+/* A step: the new tokens of every sequence, concatenated sequence by sequence (host memory). */
+struct fwd_batch {
+    int n_seqs;
+    const struct fwd_seq *seqs;
+    int n_tokens;
+    const int32_t *tokens;    /* (n_tokens) */
+    const int32_t *positions; /* (n_tokens): n_past + i within its sequence */
+};
+
+struct ops {
+    const char *name;
+    void *ctx; /* owned by the backend; freed by its destroy function */
+    enum tl_dtype act_dtype;
+    /* The last failure's message (ops return a status; details stay in the backend). */
+    const char *(*last_error)(void *ctx);
+
+    enum tl_status (*buf_alloc)(void *ctx, size_t bytes, void **out);
+    void (*buf_free)(void *ctx, void *buf);
+    /* Copies n activations to host fp32 (logits, debug hooks). Blocks until done. */
+    enum tl_status (*read_f32)(void *ctx, const void *src, size_t n, float *dst);
+
+    /* Makes the batch (token ids, positions, block tables) current for the ops below. */
+    enum tl_status (*begin_step)(void *ctx, const struct fwd_batch *b);
+    /* out (n_tokens, hidden) = table[tokens] */
+    enum tl_status (*embedding)(void *ctx, const struct tl_tensor *table, void *out);
+    /* For each of n rows: res += add (when add is non-NULL), out = rmsnorm(res) * w. */
+    enum tl_status (*rmsnorm)(void *ctx, void *res, const void *add, const struct tl_tensor *w,
+                              float eps, int n, void *out);
+    /* y (m, w->rows) = x (m, w->cols) . w^T (+ bias) */
+    enum tl_status (*matmul)(void *ctx, const void *x, int m, const struct tl_tensor *w,
+                             const struct tl_tensor *bias, void *y);
+    /* Rotates q (n_tokens, n_heads, hd) and k (n_tokens, n_kv, hd) in place by position, then
+     * writes k and v (n_tokens, n_kv, hd) into layer's paged cache at each token's slot. */
+    enum tl_status (*rope_kv_write)(void *ctx, int layer, void *q, void *k, const void *v);
+    /* Causal attention of each new token over its sequence's cached tokens 0..position:
+     * out (n_tokens, n_heads, hd). */
+    enum tl_status (*attention)(void *ctx, int layer, const void *q, void *out);
+    /* out (n, dim) = silu(gate) * up */
+    enum tl_status (*silu_mul)(void *ctx, const void *gate, const void *up, int n, int dim,
+                               void *out);
+    /* out (n, dim) = x[rows[i]] for i < n; rows in host memory. */
+    enum tl_status (*gather_rows)(void *ctx, const void *x, int dim, const int32_t *rows, int n,
+                                  void *out);
+};
+
+#endif
