@@ -32,7 +32,10 @@ struct gen_args {
     enum tl_dtype dtype; /* TL_DTYPE_COUNT = auto */
     int threads, block_size, num_blocks, max_step_tokens, max_model_len;
     int quiet;
+    unsigned set; /* SET_* bits: sampling flags the user gave (others come from the model) */
 };
+
+enum { SET_TEMP = 1, SET_TOPK = 2, SET_TOPP = 4, SET_MINP = 8, SET_REP = 16 };
 
 static void help(FILE *f) {
     fprintf(f,
@@ -48,12 +51,13 @@ static void help(FILE *f) {
             "  --dtype T                auto | float32 | float16 | bfloat16: dtype of dummy\n"
             "                           weights; real weights run in their file dtype   [auto]\n"
             "  --device D               auto | cpu | cuda   [auto: cpu in this build]\n"
-            "prompts and sampling (vLLM semantics):\n"
+            "prompts and sampling (vLLM semantics; unset flags take the model's "
+            "generation_config.json):\n"
             "  --prompt-ids LIST        comma-separated token ids; repeat for a batch\n"
             "  --max-tokens N           tokens to generate per prompt   [16]\n"
             "  --min-tokens N           EOS is ignored before N tokens   [0]\n"
             "  --ignore-eos             keep generating after EOS\n"
-            "  --temperature T          0 = greedy   [1.0]\n"
+            "  --temperature T          0 = greedy   [generation_config.json, else 1.0]\n"
             "  --top-k K                keep the K most likely tokens (-1 = off)   [-1]\n"
             "  --top-p P                nucleus sampling mass (0, 1]   [1.0]\n"
             "  --min-p P                drop tokens below P x the top probability   [0]\n"
@@ -226,18 +230,23 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
             a->ignore_eos = 1;
             break;
         case O_TEMP:
+            a->set |= SET_TEMP;
             bad = parse_float("--temperature", optarg, &a->sp.temperature);
             break;
         case O_TOPK:
+            a->set |= SET_TOPK;
             bad = parse_int("--top-k", optarg, -1, INT_MAX, &a->sp.top_k);
             break;
         case O_TOPP:
+            a->set |= SET_TOPP;
             bad = parse_float("--top-p", optarg, &a->sp.top_p);
             break;
         case O_MINP:
+            a->set |= SET_MINP;
             bad = parse_float("--min-p", optarg, &a->sp.min_p);
             break;
         case O_REP:
+            a->set |= SET_REP;
             bad = parse_float("--repetition-penalty", optarg, &a->sp.repetition_penalty);
             break;
         case O_PRES:
@@ -352,6 +361,19 @@ int cmd_generate(int argc, char **argv) {
     const struct config *c = &m->cfg;
     struct gen_config gc;
     if (config_load_generation(a.model, &gc, &err) != TL_OK) goto fail;
+    /* As vLLM: the model's generation_config.json supplies the sampling defaults. */
+    if (gc.has_temperature && !(a.set & SET_TEMP)) a.sp.temperature = gc.temperature;
+    if (gc.has_top_k && !(a.set & SET_TOPK)) a.sp.top_k = gc.top_k;
+    if (gc.has_top_p && !(a.set & SET_TOPP)) a.sp.top_p = gc.top_p;
+    if (gc.has_min_p && !(a.set & SET_MINP)) a.sp.min_p = gc.min_p;
+    if (gc.has_repetition_penalty && !(a.set & SET_REP))
+        a.sp.repetition_penalty = gc.repetition_penalty;
+    if (!a.quiet && (gc.has_temperature || gc.has_top_k || gc.has_top_p || gc.has_min_p ||
+                     gc.has_repetition_penalty))
+        fprintf(stderr,
+                "tierlm: sampling defaults from generation_config.json (flags override): "
+                "temperature=%g top_k=%d top_p=%g min_p=%g repetition_penalty=%g\n",
+                a.sp.temperature, a.sp.top_k, a.sp.top_p, a.sp.min_p, a.sp.repetition_penalty);
     int32_t eos[2 * CONFIG_MAX_EOS];
     int n_eos = 0;
     for (int i = 0; i < gc.n_eos; i++) eos[n_eos++] = gc.eos_token_ids[i];
@@ -402,10 +424,10 @@ int cmd_generate(int argc, char **argv) {
     double t_load = now_s() - t0;
     if (!a.quiet)
         fprintf(stderr,
-                "tierlm: %s (%s, %d layers, %.2f GB of %s weights) on cpu, %d threads (%s GEMV), "
+                "tierlm: %s (%s, %d layers, %.1f MB of %s weights) on cpu, %d threads (%s GEMV), "
                 "loaded in %.2f s\n",
                 a.model, c->arch == CONFIG_ARCH_QWEN2 ? "qwen2" : "llama", c->n_layers,
-                (double)m->weight_bytes / 1e9, dtype_torch_name(m->embed.dtype),
+                (double)m->weight_bytes / 1e6, dtype_torch_name(m->embed.dtype),
                 pool_size(cpu_backend_pool(&ops)), cpu_matmul_kernel_name(), t_load);
 
     struct gen_opts go = {.max_step_tokens = step, .eos_ids = eos, .n_eos = n_eos};

@@ -98,10 +98,36 @@ gemv_rows_avx2_m(const struct gemv_args *a, int64_t r0, int64_t r1, const int M)
     }
 }
 
+/* m = 1: four weight rows per pass share each load of x, so the core issues one x load per
+ * four weight loads instead of one per weight load. */
+static AVX2 void gemv_m1_avx2(const struct gemv_args *a, int64_t r0, int64_t r1) {
+    size_t es = dtype_size(a->dt), rs = (size_t)a->k * es;
+    int64_t k8 = a->k & ~(int64_t)7, r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const char *w0 = (const char *)a->w + (size_t)r * rs, *w1 = w0 + rs, *w2 = w1 + rs,
+                   *w3 = w2 + rs;
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+        for (int64_t j = 0; j < k8; j += 8) {
+            __m256 xv = _mm256_loadu_ps(a->x + j);
+            c0 = _mm256_fmadd_ps(load8(a->dt, w0, j), xv, c0);
+            c1 = _mm256_fmadd_ps(load8(a->dt, w1, j), xv, c1);
+            c2 = _mm256_fmadd_ps(load8(a->dt, w2, j), xv, c2);
+            c3 = _mm256_fmadd_ps(load8(a->dt, w3, j), xv, c3);
+        }
+        float s[4] = {hsum8(c0), hsum8(c1), hsum8(c2), hsum8(c3)};
+        const char *rows[4] = {w0, w1, w2, w3};
+        for (int i = 0; i < 4; i++) {
+            for (int64_t t = k8; t < a->k; t++) s[i] += load_w(a->dt, rows[i], t) * a->x[t];
+            a->y[r + i] = s[i];
+        }
+    }
+    if (r < r1) gemv_rows_avx2_m(a, r, r1, 1);
+}
+
 static AVX2 void gemv_rows_avx2(const struct gemv_args *a, int64_t r0, int64_t r1) {
     switch (a->m) {
     case 1:
-        gemv_rows_avx2_m(a, r0, r1, 1);
+        gemv_m1_avx2(a, r0, r1);
         break;
     case 2:
         gemv_rows_avx2_m(a, r0, r1, 2);
