@@ -6,9 +6,10 @@
 #   device run: source .devdeps/bootstrap.sh && scripts/gpu-run.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# pkg-config may be missing there: fetch-debs with EXTRA_DEBS="pkgconf pkgconf-bin libpkgconf3 pkg-config"
+command -v pkg-config >/dev/null || export PATH=$PATH:/opt/devdeps/usr/bin
 out=${OUT:-/tmp/tierlm-out}
 mkdir -p "$out"
-export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SapphireRapids}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1
 lscpu | grep -E "Model name|^CPU\(s\)" | tr -s ' '
 
