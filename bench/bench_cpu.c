@@ -1,8 +1,9 @@
 /* bench_cpu: the CPU backend against the ceilings measured in the same run.
  *   1. CPU memory read bandwidth (all threads), the ceiling for decode.
- *   2. One decode-shaped matmul (m = 1, 13824 x 5120 bf16, a 14B MLP projection) through our
- *      GEMV, through our GEMM path (convert + OpenBLAS sgemm) and through OpenBLAS sgemv on an
- *      fp32 copy: the measurement behind the hand-written GEMV.
+ *   2. A 14B MLP projection (13824 x 5120 bf16) at m = 1, 8, 32 through our GEMV and our GEMM
+ *      path (convert + OpenBLAS sgemm), and OpenBLAS sgemv on fp32 at m = 1: the measurement
+ *      behind the hand-written GEMV and its m <= 8 threshold. Calls rotate over 8 copies
+ *      (1.1 GB) so the weights stream from memory.
  *   3. Batch-1 decode of a model (dummy weights of its config.json): tok/s and the weight
  *      bytes streamed per second as a fraction of the bandwidth.
  *   4. Prefill of one prompt of --prefill tokens: tok/s and GFLOP/s against an fp32 sgemm.
@@ -110,18 +111,35 @@ static double sgemm_rate(void) {
     return 2.0 * n * n * (double)n / median(t, 3) / 1e9;
 }
 
-static double time_matmul(struct pool *pool, float *scratch, const float *x,
-                          const struct tl_tensor *w, float *y, int path) {
-    double t[9];
+/* Median seconds of one cpu_matmul of m rows, each call on the next of n_w weight copies so
+ * the weights come from memory, not from the last-level cache. */
+static double time_matmul(struct pool *pool, float *scratch, const float *x, int m,
+                          const struct tl_tensor *w, int n_w, float *y, int path) {
+    double t[16];
     cpu_matmul_force_path(path);
-    cpu_matmul(pool, scratch, x, 1, w, NULL, y);
-    for (int r = 0; r < 9; r++) {
+    cpu_matmul(pool, scratch, x, m, &w[n_w - 1], NULL, y);
+    for (int r = 0; r < 16; r++) {
         double t0 = now_s();
-        cpu_matmul(pool, scratch, x, 1, w, NULL, y);
+        cpu_matmul(pool, scratch, x, m, &w[r % n_w], NULL, y);
         t[r] = now_s() - t0;
     }
     cpu_matmul_force_path(0);
-    return median(t, 9);
+    return median(t, 16);
+}
+
+static void empty_task(void *arg, int64_t b, int64_t e, int tid) {
+    (void)arg, (void)b, (void)e, (void)tid;
+}
+
+/* Microseconds one pool_parallel_for costs with no work: the price of each op dispatch. */
+static double dispatch_us(struct pool *pool) {
+    double t[2001];
+    for (int r = 0; r < 2001; r++) {
+        double t0 = now_s();
+        pool_parallel_for(pool, pool_size(pool), 1, empty_task, NULL);
+        t[r] = now_s() - t0;
+    }
+    return median(t, 2001) * 1e6;
 }
 
 int main(int argc, char **argv) {
@@ -157,34 +175,43 @@ int main(int argc, char **argv) {
     printf("ceiling: CPU memory read bandwidth %.1f GB/s, fp32 sgemm %.0f GFLOP/s\n", bw,
            gemm_gflops);
 
-    double t_gemv = 0, t_gemm = 0, t_sgemv = 0, wbytes = 0;
+    /* 8 copies of a 13824 x 5120 bf16 matrix (1.1 GB): more than any last-level cache */
+    enum { NW = 8 };
+    int ms[] = {1, 8, 32};
+    double t_gemv[3] = {0}, t_gemm[3] = {0}, t_sgemv = 0, wbytes = 0, us = dispatch_us(pool);
     if (!skip_gemv) {
         int64_t n = 13824, k = 5120;
-        float *w32 = malloc((size_t)(n * k) * 4), *x = malloc((size_t)k * 4),
-              *y = malloc((size_t)n * 4);
-        uint16_t *w16 = malloc((size_t)(n * k) * 2);
+        size_t ne = (size_t)(n * k);
+        float *x = malloc((size_t)k * 32 * 4), *y = malloc((size_t)n * 32 * 4);
+        uint16_t *w16 = malloc(ne * 2 * NW);
+        float *w32 = malloc(ne * 4 * NW);
         float *scratch = malloc(MATMUL_SCRATCH_FLOATS * 4);
         uint64_t r = 88172645463325252ull;
-        for (int64_t i = 0; i < n * k; i++) {
+        for (size_t i = 0; i < ne; i++) {
             r ^= r << 13, r ^= r >> 7, r ^= r << 17;
             w32[i] = (float)(r >> 40) / 16777216.0f - 0.5f;
             w16[i] = f32_to_bf16(w32[i]);
         }
-        for (int64_t i = 0; i < k; i++) x[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
-        struct tl_tensor wt = {TL_DTYPE_BF16, n, k, w16};
-        wbytes = (double)(n * k) * 2;
-        t_gemv = time_matmul(pool, scratch, x, &wt, y, 1);
-        t_gemm = time_matmul(pool, scratch, x, &wt, y, 2);
-        double t[9];
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)k, 1.0f, w32, (int)k, x, 1, 0.0f, y,
-                    1);
-        for (int i = 0; i < 9; i++) {
-            double t0 = now_s();
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)k, 1.0f, w32, (int)k, x, 1, 0.0f,
-                        y, 1);
-            t[i] = now_s() - t0;
+        for (int c = 1; c < NW; c++) {
+            memcpy(w16 + ne * c, w16, ne * 2);
+            memcpy(w32 + ne * c, w32, ne * 4);
         }
-        t_sgemv = median(t, 9);
+        for (int64_t i = 0; i < k * 32; i++) x[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+        struct tl_tensor wt[NW];
+        for (int c = 0; c < NW; c++) wt[c] = (struct tl_tensor){TL_DTYPE_BF16, n, k, w16 + ne * c};
+        wbytes = (double)ne * 2;
+        for (int i = 0; i < 3; i++) {
+            t_gemv[i] = time_matmul(pool, scratch, x, ms[i], wt, NW, y, 1);
+            t_gemm[i] = time_matmul(pool, scratch, x, ms[i], wt, NW, y, 2);
+        }
+        double t[16];
+        for (int i = 0; i < 17; i++) {
+            double t0 = now_s();
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)k, 1.0f, w32 + ne * (i % NW),
+                        (int)k, x, 1, 0.0f, y, 1);
+            if (i) t[i - 1] = now_s() - t0;
+        }
+        t_sgemv = median(t, 16);
         free(w32), free(x), free(y), free(w16), free(scratch);
     }
 
@@ -269,13 +296,19 @@ int main(int argc, char **argv) {
     printf("\n%-44s %12s %12s %8s\n", "what", "time", "GB/s", "of bw");
     printf("%-44s %12s %12.1f %8s\n", "ceiling: memory read, all threads", "", bw, "1.00");
     if (!skip_gemv) {
-        printf("%-44s %9.2f ms %12.1f %8.2f\n", "m=1 13824x5120 bf16: tierlm GEMV", t_gemv * 1e3,
-               wbytes / t_gemv / 1e9, wbytes / t_gemv / 1e9 / bw);
-        printf("%-44s %9.2f ms %12.1f %8.2f\n", "m=1 13824x5120 bf16: convert + OpenBLAS sgemm",
-               t_gemm * 1e3, wbytes / t_gemm / 1e9, wbytes / t_gemm / 1e9 / bw);
+        for (int i = 0; i < 3; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "m=%d 13824x5120 bf16: tierlm GEMV", ms[i]);
+            printf("%-44s %9.2f ms %12.1f %8.2f\n", name, t_gemv[i] * 1e3, wbytes / t_gemv[i] / 1e9,
+                   wbytes / t_gemv[i] / 1e9 / bw);
+            snprintf(name, sizeof name, "m=%d 13824x5120 bf16: convert + OpenBLAS sgemm", ms[i]);
+            printf("%-44s %9.2f ms %12.1f %8.2f\n", name, t_gemm[i] * 1e3, wbytes / t_gemm[i] / 1e9,
+                   wbytes / t_gemm[i] / 1e9 / bw);
+        }
         printf("%-44s %9.2f ms %12.1f %8.2f\n", "m=1 13824x5120 fp32: OpenBLAS sgemv",
                t_sgemv * 1e3, 2 * wbytes / t_sgemv / 1e9, 2 * wbytes / t_sgemv / 1e9 / bw);
     }
+    printf("%-44s %9.1f us\n", "pool dispatch of an empty loop", us);
     if (model_dir)
         printf("%-44s %9.2f ms %12.1f %8.2f   (%.2f tok/s)\n", "batch-1 decode step (weights read)",
                1e3 / tok_s, model_bytes * tok_s / 1e9, model_bytes * tok_s / 1e9 / bw, tok_s);

@@ -180,10 +180,16 @@ static enum tl_status op_rmsnorm(void *ctx, void *res, const void *add, const st
     return TL_OK;
 }
 
-static enum tl_status op_matmul(void *ctx, const void *x, int m, const struct tl_tensor *w,
-                                const struct tl_tensor *bias, void *y) {
+static enum tl_status op_matmul(void *ctx, const void *x, int m, int n_w,
+                                const struct tl_tensor *const *w,
+                                const struct tl_tensor *const *bias, void *const *y) {
     struct cpu_backend *be = ctx;
-    cpu_matmul(be->pool, be->mm_scratch, x, m, w, bias, y);
+    if (n_w < 1 || n_w > MATMUL_MAX_GROUP)
+        return be_fail(be, TL_ERR_INTERNAL, "matmul of %d weights (1..%d)", n_w, MATMUL_MAX_GROUP);
+    for (int i = 1; i < n_w; i++)
+        if (w[i]->cols != w[0]->cols)
+            return be_fail(be, TL_ERR_INTERNAL, "grouped matmul with different input sizes");
+    cpu_matmul_group(be->pool, be->mm_scratch, x, m, n_w, w, bias, (float *const *)y);
     return TL_OK;
 }
 

@@ -173,13 +173,26 @@ const char *cpu_matmul_kernel_name(void) {
     return have_avx2() ? "avx2" : "generic";
 }
 
+/* Several weights sharing one x (q/k/v, gate/up) run as one loop over their concatenated rows:
+ * one dispatch and one wait instead of one per weight. */
+struct gemv_group {
+    int n;
+    struct gemv_args part[MATMUL_MAX_GROUP];
+    int64_t first[MATMUL_MAX_GROUP + 1]; /* first concatenated row of each part */
+};
+
 static void gemv_task(void *arg, int64_t r0, int64_t r1, int tid) {
     (void)tid;
-    const struct gemv_args *a = arg;
-    if (have_avx2())
-        gemv_rows_avx2(a, r0, r1);
-    else
-        gemv_rows_generic(a, r0, r1);
+    const struct gemv_group *g = arg;
+    for (int p = 0; p < g->n; p++) {
+        int64_t b = r0 > g->first[p] ? r0 : g->first[p];
+        int64_t e = r1 < g->first[p + 1] ? r1 : g->first[p + 1];
+        if (b >= e) continue;
+        if (have_avx2())
+            gemv_rows_avx2(&g->part[p], b - g->first[p], e - g->first[p]);
+        else
+            gemv_rows_generic(&g->part[p], b - g->first[p], e - g->first[p]);
+    }
 }
 
 /* ---------------- GEMM path ---------------- */
@@ -220,25 +233,42 @@ static void gemm_path(struct pool *pool, float *scratch, const float *x, int m,
     }
 }
 
-void cpu_matmul(struct pool *pool, float *scratch, const float *x, int m, const struct tl_tensor *w,
-                const struct tl_tensor *bias, float *y) {
+static void add_bias(const struct tl_tensor *bias, int m, int64_t n, float *y) {
+    for (int i = 0; i < m; i++) {
+        float *yi = y + (size_t)i * (size_t)n;
+        for (int64_t r = 0; r < n; r++) yi[r] += load_w(bias->dtype, bias->data, r);
+    }
+}
+
+void cpu_matmul_group(struct pool *pool, float *scratch, const float *x, int m, int n_w,
+                      const struct tl_tensor *const *w, const struct tl_tensor *const *bias,
+                      float *const *y) {
     int path = force_path ? force_path : (m <= MATMUL_GEMV_MAX_M ? 1 : 2);
     if (path == 1) {
         /* GEMV handles 8 rows of x per pass; larger m (forced) runs in groups of 8. */
         for (int i0 = 0; i0 < m; i0 += MATMUL_GEMV_MAX_M) {
             int mi = m - i0 < MATMUL_GEMV_MAX_M ? m - i0 : MATMUL_GEMV_MAX_M;
-            struct gemv_args a = {
-                x + (size_t)i0 * (size_t)w->cols, mi, w->cols, w->rows, w->data, w->dtype,
-                y + (size_t)i0 * (size_t)w->rows};
-            pool_parallel_for(pool, w->rows, 16, gemv_task, &a);
+            struct gemv_group g = {.n = n_w};
+            for (int p = 0; p < n_w; p++) {
+                g.part[p] = (struct gemv_args){x + (size_t)i0 * (size_t)w[p]->cols,
+                                               mi,
+                                               w[p]->cols,
+                                               w[p]->rows,
+                                               w[p]->data,
+                                               w[p]->dtype,
+                                               y[p] + (size_t)i0 * (size_t)w[p]->rows};
+                g.first[p + 1] = g.first[p] + w[p]->rows;
+            }
+            pool_parallel_for(pool, g.first[n_w], 16, gemv_task, &g);
         }
     } else {
-        gemm_path(pool, scratch, x, m, w, y);
+        for (int p = 0; p < n_w; p++) gemm_path(pool, scratch, x, m, w[p], y[p]);
     }
-    if (bias) {
-        for (int i = 0; i < m; i++) {
-            float *yi = y + (size_t)i * (size_t)w->rows;
-            for (int64_t r = 0; r < w->rows; r++) yi[r] += load_w(bias->dtype, bias->data, r);
-        }
-    }
+    for (int p = 0; p < n_w; p++)
+        if (bias && bias[p]) add_bias(bias[p], m, w[p]->rows, y[p]);
+}
+
+void cpu_matmul(struct pool *pool, float *scratch, const float *x, int m, const struct tl_tensor *w,
+                const struct tl_tensor *bias, float *y) {
+    cpu_matmul_group(pool, scratch, x, m, 1, &w, &bias, &y);
 }

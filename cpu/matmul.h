@@ -21,6 +21,16 @@
 void cpu_matmul(struct pool *pool, float *scratch, const float *x, int m, const struct tl_tensor *w,
                 const struct tl_tensor *bias, float *y);
 
+/* Most weights one grouped call takes. */
+#define MATMUL_MAX_GROUP 4
+
+/* y[p] = x . w[p]^T + bias[p] for p < n_w (n_w <= MATMUL_MAX_GROUP), all w[p] with the same
+ * cols: one parallel loop over all their rows (q/k/v, gate/up). bias may be NULL, or hold
+ * NULL entries. */
+void cpu_matmul_group(struct pool *pool, float *scratch, const float *x, int m, int n_w,
+                      const struct tl_tensor *const *w, const struct tl_tensor *const *bias,
+                      float *const *y);
+
 /* Forces a path for benchmarks and tests: 0 = automatic, 1 = GEMV, 2 = GEMM. */
 void cpu_matmul_force_path(int path);
 

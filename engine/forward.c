@@ -140,6 +140,16 @@ static enum tl_status hook_call(struct forward *f, const void *buf, int layer) {
     return st;
 }
 
+/* Optional tensors (biases) are passed as NULL when the model has none. */
+static const struct tl_tensor *opt(const struct tl_tensor *t) {
+    return t->data ? t : NULL;
+}
+
+static enum tl_status mm(const struct ops *o, const void *x, int m, const struct tl_tensor *w,
+                         const struct tl_tensor *b, void *y) {
+    return o->matmul(o->ctx, x, m, 1, &w, &b, &y);
+}
+
 #define OP(call, what)                                                                             \
     do {                                                                                           \
         enum tl_status st_ = (call);                                                               \
@@ -165,23 +175,29 @@ enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float 
         OP(o->rmsnorm(x, f->res, l ? f->proj : NULL, &L->attn_norm, c->rms_norm_eps, T, f->xn),
            "rmsnorm");
         OP(hook_call(f, f->res, l), "read hidden state");
-        OP(o->matmul(x, f->xn, T, &L->wq, L->bq.data ? &L->bq : NULL, f->q), "q_proj");
-        OP(o->matmul(x, f->xn, T, &L->wk, L->bk.data ? &L->bk : NULL, f->k), "k_proj");
-        OP(o->matmul(x, f->xn, T, &L->wv, L->bv.data ? &L->bv : NULL, f->v), "v_proj");
+        {
+            const struct tl_tensor *w[3] = {&L->wq, &L->wk, &L->wv};
+            const struct tl_tensor *b[3] = {opt(&L->bq), opt(&L->bk), opt(&L->bv)};
+            void *y[3] = {f->q, f->k, f->v};
+            OP(o->matmul(x, f->xn, T, 3, w, b, y), "q/k/v_proj");
+        }
         OP(o->rope_kv_write(x, l, f->q, f->k, f->v), "rope/kv write");
         OP(o->attention(x, l, f->q, f->attn), "attention");
-        OP(o->matmul(x, f->attn, T, &L->wo, L->bo.data ? &L->bo : NULL, f->proj), "o_proj");
+        OP(mm(o, f->attn, T, &L->wo, opt(&L->bo), f->proj), "o_proj");
         OP(o->rmsnorm(x, f->res, f->proj, &L->mlp_norm, c->rms_norm_eps, T, f->xn), "rmsnorm");
-        OP(o->matmul(x, f->xn, T, &L->w_gate, NULL, f->gate), "gate_proj");
-        OP(o->matmul(x, f->xn, T, &L->w_up, NULL, f->up), "up_proj");
+        {
+            const struct tl_tensor *w[2] = {&L->w_gate, &L->w_up};
+            void *y[2] = {f->gate, f->up};
+            OP(o->matmul(x, f->xn, T, 2, w, NULL, y), "gate/up_proj");
+        }
         OP(o->silu_mul(x, f->gate, f->up, T, c->intermediate_size, f->gate), "silu*mul");
-        OP(o->matmul(x, f->gate, T, &L->w_down, NULL, f->proj), "down_proj");
+        OP(mm(o, f->gate, T, &L->w_down, NULL, f->proj), "down_proj");
     }
     OP(o->rmsnorm(x, f->res, f->proj, &m->final_norm, c->rms_norm_eps, T, f->xn), "final norm");
     OP(hook_call(f, f->xn, c->n_layers), "read hidden state");
     if (nl == 0) return TL_OK;
     OP(o->gather_rows(x, f->xn, c->hidden_size, f->logit_rows, nl, f->last), "gather");
-    OP(o->matmul(x, f->last, nl, &m->lm_head, NULL, f->logits), "lm_head");
+    OP(mm(o, f->last, nl, &m->lm_head, NULL, f->logits), "lm_head");
     OP(o->read_f32(x, f->logits, (size_t)nl * c->vocab_size, logits), "read logits");
     return TL_OK;
 }

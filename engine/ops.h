@@ -49,9 +49,12 @@ struct ops {
     /* For each of n rows: res += add (when add is non-NULL), out = rmsnorm(res) * w. */
     enum tl_status (*rmsnorm)(void *ctx, void *res, const void *add, const struct tl_tensor *w,
                               float eps, int n, void *out);
-    /* y (m, w->rows) = x (m, w->cols) . w^T (+ bias) */
-    enum tl_status (*matmul)(void *ctx, const void *x, int m, const struct tl_tensor *w,
-                             const struct tl_tensor *bias, void *y);
+    /* y[i] (m, w[i]->rows) = x (m, k) . w[i]^T (+ bias[i]) for i < n_w: 1..4 weights with the
+     * same k that share one input (q/k/v, gate/up), which a backend may run as one. bias may
+     * be NULL or hold NULL entries. */
+    enum tl_status (*matmul)(void *ctx, const void *x, int m, int n_w,
+                             const struct tl_tensor *const *w, const struct tl_tensor *const *bias,
+                             void *const *y);
     /* Rotates q (n_tokens, n_heads, hd) and k (n_tokens, n_kv, hd) in place by position, then
      * writes k and v (n_tokens, n_kv, hd) into layer's paged cache at each token's slot. */
     enum tl_status (*rope_kv_write)(void *ctx, int layer, void *q, void *k, const void *v);

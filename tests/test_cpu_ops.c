@@ -96,6 +96,53 @@ static void test_matmul(void **state) {
     free(scratch);
 }
 
+/* q/k/v-style group: three weights of different row counts, one bias missing, both paths. */
+static void test_matmul_group(void **state) {
+    (void)state;
+    struct pool *pool;
+    struct tl_err err;
+    assert_int_equal(pool_create(3, false, &pool, &err), TL_OK);
+    float *scratch = malloc(MATMUL_SCRATCH_FLOATS * sizeof(float));
+    int k = 45, rows[3] = {37, 9, 20};
+    for (int m = 1; m <= 12; m += 11) {
+        float *x = malloc((size_t)m * k * 4), *w32[3], *b32[3], *y[3];
+        void *w[3], *b[3];
+        struct tl_tensor wt[3], bt[3];
+        const struct tl_tensor *wp[3], *bp[3];
+        fill(x, (size_t)m * k);
+        for (int p = 0; p < 3; p++) {
+            w32[p] = malloc((size_t)rows[p] * k * 4), b32[p] = malloc((size_t)rows[p] * 4);
+            y[p] = malloc((size_t)m * rows[p] * 4);
+            fill(w32[p], (size_t)rows[p] * k);
+            fill(b32[p], (size_t)rows[p]);
+            w[p] = make_weight(TL_DTYPE_BF16, w32[p], (size_t)rows[p] * k);
+            b[p] = make_weight(TL_DTYPE_BF16, b32[p], (size_t)rows[p]);
+            wt[p] = (struct tl_tensor){TL_DTYPE_BF16, rows[p], k, w[p]};
+            bt[p] = (struct tl_tensor){TL_DTYPE_BF16, 1, rows[p], b[p]};
+            wp[p] = &wt[p];
+            bp[p] = p == 1 ? NULL : &bt[p];
+            poison(y[p], (size_t)m * rows[p]);
+        }
+        cpu_matmul_group(pool, scratch, x, m, 3, wp, bp, y);
+        for (int p = 0; p < 3; p++) {
+            double *ref = malloc((size_t)m * rows[p] * 8);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < rows[p]; j++) {
+                    double acc = p == 1 ? 0.0 : b32[p][j];
+                    for (int t = 0; t < k; t++)
+                        acc += (double)x[(size_t)i * k + t] * w32[p][(size_t)j * k + t];
+                    ref[(size_t)i * rows[p] + j] = acc;
+                }
+            double r = rel_err_d(y[p], ref, (size_t)m * rows[p]);
+            if (r > 1e-5) fail_msg("matmul group m=%d part %d: rel err %.3g", m, p, r);
+            free(ref), free(w32[p]), free(b32[p]), free(y[p]), free(w[p]), free(b[p]);
+        }
+        free(x);
+    }
+    free(scratch);
+    pool_destroy(pool);
+}
+
 static void test_rmsnorm_silu_embedding(void **state) {
     (void)state;
     struct pool *pool;
@@ -298,6 +345,7 @@ static void test_llama3_inv_freq(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_matmul_group),
         cmocka_unit_test(test_rmsnorm_silu_embedding),
         cmocka_unit_test(test_rope_attention_paged),
         cmocka_unit_test(test_llama3_inv_freq),
