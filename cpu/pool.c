@@ -34,14 +34,10 @@ struct worker_arg {
 
 #define SPIN_NS 100000 /* 0.1 ms of spinning before a worker sleeps */
 
-/* A polite busy-wait step: tells the core we spin (frees the sibling hyperthread, saves
- * power) without the microseconds a sched_yield system call costs. */
+/* Spinning yields the CPU between checks. Not PAUSE: in a VM (the GPU machine is one) a PAUSE
+ * loop triggers pause-loop exits, and a worker spinning with PAUSE ran decode 3x slower. */
 static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#else
     sched_yield();
-#endif
 }
 
 static uint64_t now_ns(void) {
@@ -71,7 +67,7 @@ static void *worker_main(void *varg) {
             uint64_t t0 = now_ns();
             while ((g = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop) &&
                    now_ns() - t0 < SPIN_NS)
-                for (int i = 0; i < 32; i++) cpu_relax();
+                cpu_relax();
             if (g == seen && !atomic_load(&p->stop)) {
                 pthread_mutex_lock(&p->mu);
                 while ((g = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop))
@@ -183,12 +179,5 @@ void pool_parallel_for(struct pool *p, int64_t n, int64_t grain, pool_fn fn, voi
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     run_chunks(p, 0);
-    /* The workers finish within the loop's time; spin briefly, then let others run (a
-     * machine with fewer cores than threads would otherwise spin for a whole time slice). */
-    for (int i = 0; atomic_load(&p->active) > 0; i++) {
-        if (i < 4096)
-            cpu_relax();
-        else
-            sched_yield();
-    }
+    while (atomic_load(&p->active) > 0) cpu_relax();
 }

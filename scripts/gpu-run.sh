@@ -30,7 +30,8 @@ if command -v compute-sanitizer >/dev/null && [ -x build-gpu/tests/test_gpu_ops 
     tail -3 "$out/memcheck.log"
 fi
 
-for t in 16 1; do
+# 0 = one thread per physical core (the default), then 8 and 1 threads
+for t in 0 8 1; do
     build-gpu/bench_cpu --model bench/models/qwen2.5-0.5b --tokens 32 --prefill 256 --threads $t \
         > "$out/bench_cpu_t$t.log" 2>&1
 done
@@ -39,8 +40,8 @@ tiny=$(build-gpu/tierlm generate --model tests/fixtures/qwen2-bf16 --prompt-ids 
 
 echo
 echo "== tierlm on $(hostname): tests rc=$ctest_rc, compute-sanitizer memcheck: $san =="
-echo "tiny qwen2-bf16 (16 threads): $tiny"
-for t in 16 1; do
-    echo "-- bench_cpu --threads $t (Qwen2.5-0.5B shape, dummy bf16) --"
+echo "tiny qwen2-bf16 (default threads): $tiny"
+for t in 0 8 1; do
+    echo "-- bench_cpu --threads $t: $(head -1 "$out/bench_cpu_t$t.log") (Qwen2.5-0.5B shape, dummy bf16) --"
     sed -n '/^what/,$p' "$out/bench_cpu_t$t.log"
 done
