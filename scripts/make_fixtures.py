@@ -23,18 +23,19 @@ PROMPT_LENS = [1, 7, 16, 33, 61]  # crosses 16-token KV blocks at several offset
 GREEDY_TOKENS = 40
 VOCAB = 512
 
-COMMON = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=3, max_position_embeddings=256,
+# head_dim 64 (Qwen2) and 32 (Llama): the GPU attention kernels take multiples of 32.
+COMMON = dict(vocab_size=VOCAB, hidden_size=128, num_hidden_layers=3, max_position_embeddings=256,
               bos_token_id=1, eos_token_id=2, pad_token_id=None, rms_norm_eps=1e-6)
 
 MODELS = [
     # name, class, config kwargs, file dtype, shard size, rewrite config to the classic form
-    ("qwen2-f32", "qwen2", dict(num_attention_heads=4, num_key_value_heads=2, intermediate_size=172,
-                               tie_word_embeddings=False, rope_theta=10000.0), torch.float32, "100KB", False),
-    ("qwen2-bf16", "qwen2", dict(num_attention_heads=4, num_key_value_heads=2, intermediate_size=172,
+    ("qwen2-f32", "qwen2", dict(num_attention_heads=2, num_key_value_heads=1, intermediate_size=172,
+                               tie_word_embeddings=False, rope_theta=10000.0), torch.float32, "400KB", False),
+    ("qwen2-bf16", "qwen2", dict(num_attention_heads=2, num_key_value_heads=1, intermediate_size=172,
                                 tie_word_embeddings=False, rope_theta=1000000.0), torch.bfloat16, None, False),
-    ("qwen2-f16", "qwen2", dict(num_attention_heads=4, num_key_value_heads=2, intermediate_size=172,
+    ("qwen2-f16", "qwen2", dict(num_attention_heads=2, num_key_value_heads=1, intermediate_size=172,
                                tie_word_embeddings=False, rope_theta=10000.0), torch.float16, None, False),
-    ("llama3-f32", "llama", dict(num_attention_heads=4, num_key_value_heads=1, head_dim=32,
+    ("llama3-f32", "llama", dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=1, head_dim=32,
                                 intermediate_size=128, tie_word_embeddings=False, rope_theta=500000.0,
                                 rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
                                                   high_freq_factor=4.0, original_max_position_embeddings=64)),
