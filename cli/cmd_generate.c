@@ -10,21 +10,23 @@
 #include <time.h>
 
 #include "cli.h"
-#include "cpu_ops.h"
-#include "matmul.h"
+#include "backend.h"
 #include "forward.h"
 #include "generate.h"
 #include "kvcache.h"
 #include "model.h"
-#include "pool.h"
 #include "sampler.h"
+#include "text.h"
 
 #define MAX_PROMPTS 256
 
 struct gen_args {
     const char *model;
     const char *prompts[MAX_PROMPTS];
+    enum text_prompt_kind kinds[MAX_PROMPTS];
     int n_prompts;
+    const char *system, *tokenizer;
+    int keep_special, enable_thinking;
     int max_tokens, min_tokens, ignore_eos;
     struct sampling_params sp;
     const char *device;
@@ -32,47 +34,63 @@ struct gen_args {
     enum tl_dtype dtype; /* TL_DTYPE_COUNT = auto */
     int threads, block_size, num_blocks, max_step_tokens, max_model_len;
     int quiet;
+    double gpu_util, gpu_gb;
     unsigned set; /* SET_* bits: sampling flags the user gave (others come from the model) */
 };
 
 enum { SET_TEMP = 1, SET_TOPK = 2, SET_TOPP = 4, SET_MINP = 8, SET_REP = 16 };
 
 static void help(FILE *f) {
-    fprintf(f,
-            "usage: tierlm generate --model DIR --prompt-ids 1,2,3 [--prompt-ids 4,5 ...] [flags]\n"
-            "\n"
-            "Runs every prompt together (batched prefill and decode) and prints, per prompt, the\n"
-            "generated token ids, then a speed line (prompt tok/s, decode tok/s).\n"
-            "\n"
-            "model:\n"
-            "  --model DIR              HF model directory (config.json + *.safetensors)\n"
-            "  --load-format FMT        auto | safetensors | dummy (random weights of the\n"
-            "                           config's shape; needs only config.json)   [auto]\n"
-            "  --dtype T                auto | float32 | float16 | bfloat16: dtype of dummy\n"
-            "                           weights; real weights run in their file dtype   [auto]\n"
-            "  --device D               auto | cpu | cuda   [auto: cpu in this build]\n"
-            "prompts and sampling (vLLM semantics; unset flags take the model's "
-            "generation_config.json):\n"
-            "  --prompt-ids LIST        comma-separated token ids; repeat for a batch\n"
-            "  --max-tokens N           tokens to generate per prompt   [16]\n"
-            "  --min-tokens N           EOS is ignored before N tokens   [0]\n"
-            "  --ignore-eos             keep generating after EOS\n"
-            "  --temperature T          0 = greedy   [generation_config.json, else 1.0]\n"
-            "  --top-k K                keep the K most likely tokens (-1 = off)   [-1]\n"
-            "  --top-p P                nucleus sampling mass (0, 1]   [1.0]\n"
-            "  --min-p P                drop tokens below P x the top probability   [0]\n"
-            "  --repetition-penalty R   divide/multiply logits of seen tokens   [1.0]\n"
-            "  --presence-penalty P     subtract P from logits of generated tokens   [0]\n"
-            "  --frequency-penalty F    subtract F x count of generated tokens   [0]\n"
-            "  --seed S                 per-request seed: same seed, same tokens\n"
-            "engine:\n"
-            "  --threads N              CPU threads, pinned one per core   [physical cores]\n"
-            "  --block-size N           tokens per KV block   [16]\n"
-            "  --num-blocks N           KV blocks to allocate   [what the prompts need]\n"
-            "  --max-num-batched-tokens N  tokens per step (prefill chunk)   [2048]\n"
-            "  --max-model-len N        longest sequence   [prompt + max-tokens]\n"
-            "  --quiet                  print only the ids\n"
-            "  -h, --help               this help\n");
+    fprintf(
+        f,
+        "usage: tierlm generate --model DIR (--prompt TEXT | --chat MESSAGE | --prompt-ids 1,2,3)\n"
+        "                       [more prompts ...] [flags]\n"
+        "\n"
+        "Runs every prompt together (batched prefill and decode) and prints, per prompt, the\n"
+        "generated text (token ids for --prompt-ids), then a speed line (prompt tok/s,\n"
+        "decode tok/s). A single text prompt streams its text as it is generated.\n"
+        "\n"
+        "model:\n"
+        "  --model DIR              HF model directory (config.json + *.safetensors)\n"
+        "  --load-format FMT        auto | safetensors | dummy (random weights of the\n"
+        "                           config's shape; needs only config.json)   [auto]\n"
+        "  --dtype T                auto | float32 | float16 | bfloat16: on cuda the compute\n"
+        "                           dtype (auto: bf16 stays bf16, else fp16, as vLLM); on cpu\n"
+        "                           weights run in their file dtype; also the dummy dtype\n"
+        "  --device D               auto | cpu | cuda   [auto: cuda when a GPU is present]\n"
+        "  --gpu-memory-utilization F  fraction of the GPU's memory to use, as vLLM   [0.9]\n"
+        "  --gpu-memory-gb G        hard cap in GiB (e.g. 24 to act as a 24 GB card)\n"
+        "prompts and sampling (vLLM semantics; unset flags take the model's "
+        "generation_config.json):\n"
+        "  --prompt TEXT            a text prompt (tokenized with BOS etc. as the tokenizer\n"
+        "                           adds them); repeat for a batch\n"
+        "  --chat MESSAGE           a user message rendered with the model's chat template\n"
+        "                           (add_generation_prompt); repeat for a batch\n"
+        "  --system TEXT            system message for every --chat conversation\n"
+        "  --enable-thinking B      true | false: chat template switch (Qwen3)   [template's]\n"
+        "  --prompt-ids LIST        comma-separated token ids; repeat for a batch\n"
+        "  --tokenizer DIR          tokenizer.json / tokenizer_config.json   [--model DIR]\n"
+        "  --keep-special-tokens    print special tokens in the text (vLLM's\n"
+        "                           skip_special_tokens=false)\n"
+        "  --max-tokens N           tokens to generate per prompt   [16]\n"
+        "  --min-tokens N           EOS is ignored before N tokens   [0]\n"
+        "  --ignore-eos             keep generating after EOS\n"
+        "  --temperature T          0 = greedy   [generation_config.json, else 1.0]\n"
+        "  --top-k K                keep the K most likely tokens (-1 = off)   [-1]\n"
+        "  --top-p P                nucleus sampling mass (0, 1]   [1.0]\n"
+        "  --min-p P                drop tokens below P x the top probability   [0]\n"
+        "  --repetition-penalty R   divide/multiply logits of seen tokens   [1.0]\n"
+        "  --presence-penalty P     subtract P from logits of generated tokens   [0]\n"
+        "  --frequency-penalty F    subtract F x count of generated tokens   [0]\n"
+        "  --seed S                 per-request seed: same seed, same tokens\n"
+        "engine:\n"
+        "  --threads N              CPU threads, pinned one per core   [physical cores]\n"
+        "  --block-size N           tokens per KV block   [16]\n"
+        "  --num-blocks N           KV blocks to allocate   [what the prompts need]\n"
+        "  --max-num-batched-tokens N  tokens per step (prefill chunk)   [2048]\n"
+        "  --max-model-len N        longest sequence   [prompt + max-tokens]\n"
+        "  --quiet                  print only the ids\n"
+        "  -h, --help               this help\n");
 }
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
@@ -100,39 +118,6 @@ static int parse_float(const char *flag, const char *s, float *out) {
     return 0;
 }
 
-/* Parses "1,2,3" into a new array; returns its length or -1 with a message. */
-static int parse_ids(const char *s, int vocab, int32_t **out) {
-    int cap = 16, n = 0;
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    const char *p = s;
-    while (ids && *p) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (errno || end == p || v < 0 || v >= vocab || (*end && *end != ',')) {
-            fprintf(stderr,
-                    "tierlm generate: --prompt-ids '%s': each id must be an integer in [0, %d)\n",
-                    s, vocab);
-            free(ids);
-            return -1;
-        }
-        if (n == cap) {
-            int32_t *g = realloc(ids, (size_t)(cap *= 2) * sizeof *ids);
-            if (!g) break;
-            ids = g;
-        }
-        ids[n++] = (int32_t)v;
-        p = *end ? end + 1 : end;
-    }
-    if (!ids || n == 0) {
-        fprintf(stderr, "tierlm generate: --prompt-ids '%s' holds no ids\n", s);
-        free(ids);
-        return -1;
-    }
-    *out = ids;
-    return n;
-}
-
 static int parse_args(int argc, char **argv, struct gen_args *a) {
     enum {
         O_LOAD = 256,
@@ -155,11 +140,27 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
         O_MNBT,
         O_MML,
         O_QUIET,
-        O_PIDS
+        O_PIDS,
+        O_PROMPT,
+        O_CHAT,
+        O_SYSTEM,
+        O_TOKENIZER,
+        O_KEEPSPECIAL,
+        O_THINK,
+        O_GPUUTIL,
+        O_GPUGB,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
         {"prompt-ids", required_argument, 0, O_PIDS},
+        {"prompt", required_argument, 0, O_PROMPT},
+        {"chat", required_argument, 0, O_CHAT},
+        {"system", required_argument, 0, O_SYSTEM},
+        {"tokenizer", required_argument, 0, O_TOKENIZER},
+        {"keep-special-tokens", no_argument, 0, O_KEEPSPECIAL},
+        {"enable-thinking", required_argument, 0, O_THINK},
+        {"gpu-memory-utilization", required_argument, 0, O_GPUUTIL},
+        {"gpu-memory-gb", required_argument, 0, O_GPUGB},
         {"load-format", required_argument, 0, O_LOAD},
         {"dtype", required_argument, 0, O_DTYPE},
         {"device", required_argument, 0, O_DEVICE},
@@ -192,11 +193,45 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
             a->model = optarg;
             break;
         case O_PIDS:
+        case O_PROMPT:
+        case O_CHAT:
             if (a->n_prompts == MAX_PROMPTS) {
                 fprintf(stderr, "tierlm generate: at most %d prompts\n", MAX_PROMPTS);
                 return 2;
             }
+            a->kinds[a->n_prompts] = c == O_PIDS     ? TEXT_PROMPT_IDS
+                                     : c == O_PROMPT ? TEXT_PROMPT_TEXT
+                                                     : TEXT_PROMPT_CHAT;
             a->prompts[a->n_prompts++] = optarg;
+            break;
+        case O_GPUUTIL: {
+            float f;
+            bad = parse_float("--gpu-memory-utilization", optarg, &f);
+            a->gpu_util = f;
+            break;
+        }
+        case O_GPUGB: {
+            float f;
+            bad = parse_float("--gpu-memory-gb", optarg, &f);
+            a->gpu_gb = f;
+            break;
+        }
+        case O_SYSTEM:
+            a->system = optarg;
+            break;
+        case O_TOKENIZER:
+            a->tokenizer = optarg;
+            break;
+        case O_KEEPSPECIAL:
+            a->keep_special = 1;
+            break;
+        case O_THINK:
+            if (!strcmp(optarg, "true"))
+                a->enable_thinking = 1;
+            else if (!strcmp(optarg, "false"))
+                a->enable_thinking = 0;
+            else
+                bad = fprintf(stderr, "tierlm generate: --enable-thinking must be true or false\n");
             break;
         case O_LOAD:
             if (!strcmp(optarg, "auto"))
@@ -296,15 +331,9 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
         return 2;
     }
     if (a->n_prompts == 0) {
-        fprintf(stderr, "tierlm generate: give at least one --prompt-ids (see --help)\n");
-        return 2;
-    }
-    if (strcmp(a->device, "auto") && strcmp(a->device, "cpu")) {
-        if (!strcmp(a->device, "cuda"))
-            fprintf(stderr, "tierlm generate: --device cuda: the CUDA backend does not run models "
-                            "yet in this version; use --device cpu\n");
-        else
-            fprintf(stderr, "tierlm generate: --device must be auto, cpu or cuda\n");
+        fprintf(
+            stderr,
+            "tierlm generate: give at least one --prompt, --chat or --prompt-ids (see --help)\n");
         return 2;
     }
     return 0;
@@ -318,6 +347,27 @@ static void progress(void *user, uint64_t done, uint64_t total) {
     if (done == total && total > (1u << 28)) fputc('\n', stderr);
 }
 
+/* Streams request 0's new tokens as text after each step. */
+struct stream_state {
+    const struct tokenizer *tok;
+    struct detok *dt;
+    int n_pushed;
+};
+
+static void stream_step(void *user, const struct gen_request *reqs, int n) {
+    (void)n;
+    struct stream_state *ss = user;
+    struct tl_err err;
+    while (ss->n_pushed < reqs[0].n_out) {
+        const char *piece;
+        size_t len;
+        int32_t id = reqs[0].out[ss->n_pushed++];
+        if (id >= tokenizer_n_ids(ss->tok)) continue; /* padded embedding rows: no text (as HF) */
+        if (detok_push(ss->dt, id, &piece, &len, &err) == TL_OK) fwrite(piece, 1, len, stdout);
+    }
+    fflush(stdout);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -326,6 +376,8 @@ static double now_s(void) {
 
 int cmd_generate(int argc, char **argv) {
     struct gen_args a = {.max_tokens = 16,
+                         .enable_thinking = -1,
+                         .gpu_util = 0.9,
                          .device = "auto",
                          .dtype = TL_DTYPE_COUNT,
                          .block_size = 16,
@@ -338,9 +390,11 @@ int cmd_generate(int argc, char **argv) {
     struct model *m = NULL;
     struct kvcache *kv = NULL;
     struct forward *fw = NULL;
-    struct ops ops = {0};
+    struct backend be = {0};
     struct gen_request reqs[MAX_PROMPTS];
     int32_t *prompt_ids[MAX_PROMPTS] = {0};
+    struct text_ctx tx = {.system = a.system, .enable_thinking = a.enable_thinking};
+    struct stream_state ss = {0};
     memset(reqs, 0, sizeof reqs);
     rc = 1;
 
@@ -351,13 +405,6 @@ int cmd_generate(int argc, char **argv) {
                                  .n_threads = a.threads,
                                  .progress = progress};
     if (model_load(a.model, &lo, &m, &err) != TL_OK) goto fail;
-    if (a.load_format != MODEL_LOAD_DUMMY && a.dtype != TL_DTYPE_COUNT &&
-        a.dtype != m->embed.dtype) {
-        tl_fail(&err, TL_ERR_UNSUPPORTED,
-                "--dtype %s: the CPU engine runs weights in their file dtype (%s); drop --dtype",
-                dtype_torch_name(a.dtype), dtype_torch_name(m->embed.dtype));
-        goto fail;
-    }
     const struct config *c = &m->cfg;
     struct gen_config gc;
     if (config_load_generation(a.model, &gc, &err) != TL_OK) goto fail;
@@ -374,17 +421,27 @@ int cmd_generate(int argc, char **argv) {
                 "tierlm: sampling defaults from generation_config.json (flags override): "
                 "temperature=%g top_k=%d top_p=%g min_p=%g repetition_penalty=%g\n",
                 a.sp.temperature, a.sp.top_k, a.sp.top_p, a.sp.min_p, a.sp.repetition_penalty);
-    int32_t eos[2 * CONFIG_MAX_EOS];
+    bool need_tok = false, need_chat = false;
+    for (int i = 0; i < a.n_prompts; i++) {
+        need_tok |= a.kinds[i] != TEXT_PROMPT_IDS;
+        need_chat |= a.kinds[i] == TEXT_PROMPT_CHAT;
+    }
+    tx.vocab_size = c->vocab_size;
+    if (text_open(&tx, a.tokenizer ? a.tokenizer : a.model, need_tok, need_chat, &err) != TL_OK)
+        goto fail;
+    int32_t eos[2 * CONFIG_MAX_EOS + 1];
     int n_eos = 0;
+    if (tx.tok && tokenizer_eos_id(tx.tok) >= 0) eos[n_eos++] = tokenizer_eos_id(tx.tok);
     for (int i = 0; i < gc.n_eos; i++) eos[n_eos++] = gc.eos_token_ids[i];
     for (int i = 0; i < c->n_eos; i++) eos[n_eos++] = c->eos_token_ids[i];
 
     int longest = 0;
     int64_t need_blocks = 0;
     for (int i = 0; i < a.n_prompts; i++) {
-        int n = parse_ids(a.prompts[i], c->vocab_size, &prompt_ids[i]);
-        if (n < 0) {
+        int n = 0;
+        if (text_prompt_ids(&tx, a.kinds[i], a.prompts[i], &prompt_ids[i], &n, &err) != TL_OK) {
             rc = 2;
+            fprintf(stderr, "tierlm generate: %s\n", err.msg);
             goto out;
         }
         reqs[i] = (struct gen_request){.prompt = prompt_ids[i],
@@ -410,35 +467,71 @@ int cmd_generate(int argc, char **argv) {
                 longest, lim, lim == max_len ? "--max-model-len" : "max_position_embeddings");
         goto fail;
     }
-    int num_blocks = a.num_blocks ? a.num_blocks : (int)need_blocks;
-    struct cpu_backend_opts co = {.n_threads = a.threads,
-                                  .pin = true,
-                                  .num_blocks = num_blocks,
-                                  .block_size = a.block_size,
-                                  .max_ctx = max_len};
-    if (cpu_backend_create(c, &co, &ops, &err) != TL_OK) goto fail;
-    if (kvcache_create(num_blocks, a.block_size, &kv, &err) != TL_OK) goto fail;
     int step = a.max_step_tokens;
     if (step < a.n_prompts) step = a.n_prompts; /* room for one decode token per sequence */
-    if (forward_create(m, &ops, step, a.n_prompts, &fw, &err) != TL_OK) goto fail;
+    struct backend_args ba = {.device = a.device,
+                              .threads = a.threads,
+                              .block_size = a.block_size,
+                              /* what the prompts need, not the whole card */
+                              .num_blocks = a.num_blocks ? a.num_blocks : (int)need_blocks,
+                              .cpu_blocks = (int)need_blocks,
+                              .max_model_len = max_len,
+                              .max_tokens = step,
+                              .max_seqs = a.n_prompts,
+                              .gpu_memory_utilization = a.gpu_util,
+                              .gpu_memory_gb = a.gpu_gb,
+                              .dtype = a.dtype,
+                              .quiet = a.quiet};
+    if (backend_open(m, &ba, &be, &err) != TL_OK) goto fail;
+    if (kvcache_create(be.num_blocks, a.block_size, &kv, &err) != TL_OK) goto fail;
+    if (forward_create(be.model, &be.ops, step, a.n_prompts, &fw, &err) != TL_OK) goto fail;
     double t_load = now_s() - t0;
     if (!a.quiet)
-        fprintf(stderr,
-                "tierlm: %s (%s, %d layers, %.1f MB of %s weights) on cpu, %d threads (%s GEMV), "
-                "loaded in %.2f s\n",
+        fprintf(stderr, "tierlm: %s (%s, %d layers, %.1f MB of %s weights) loaded in %.2f s\n",
                 a.model, c->arch == CONFIG_ARCH_QWEN2 ? "qwen2" : "llama", c->n_layers,
-                (double)m->weight_bytes / 1e6, dtype_torch_name(m->embed.dtype),
-                pool_size(cpu_backend_pool(&ops)), cpu_matmul_kernel_name(), t_load);
+                (double)m->weight_bytes / 1e6, dtype_torch_name(m->embed.dtype), t_load);
 
     struct gen_opts go = {.max_step_tokens = step, .eos_ids = eos, .n_eos = n_eos};
+    /* one text prompt: stream its text as it is generated */
+    if (a.n_prompts == 1 && a.kinds[0] != TEXT_PROMPT_IDS) {
+        ss.tok = tx.tok;
+        if (detok_create(tx.tok, !a.keep_special, &ss.dt, &err) != TL_OK) goto fail;
+        go.on_step = stream_step;
+        go.user = &ss;
+    }
     struct gen_stats gs;
     if (generate_run(fw, kv, c->vocab_size, reqs, a.n_prompts, &go, &gs, &err) != TL_OK) goto fail;
     for (int i = 0; i < a.n_prompts; i++) {
-        for (int j = 0; j < reqs[i].n_out; j++) printf("%s%d", j ? "," : "", reqs[i].out[j]);
-        if (!a.quiet)
-            printf("   (%d tokens, finish: %s)", reqs[i].n_out,
-                   reqs[i].finish == GEN_FINISH_STOP ? "stop" : "length");
+        const char *fin = reqs[i].finish == GEN_FINISH_STOP ? "stop" : "length";
+        if (a.kinds[i] == TEXT_PROMPT_IDS) {
+            for (int j = 0; j < reqs[i].n_out; j++) printf("%s%d", j ? "," : "", reqs[i].out[j]);
+            if (!a.quiet) printf("   (%d tokens, finish: %s)", reqs[i].n_out, fin);
+            printf("\n");
+            continue;
+        }
+        if (ss.dt) { /* streamed already: flush the held-back tail */
+            const char *tail;
+            size_t tl;
+            if (detok_flush(ss.dt, &tail, &tl, &err) != TL_OK) goto fail;
+            fwrite(tail, 1, tl, stdout);
+        } else {
+            char *text = NULL;
+            size_t len = 0;
+            /* A model's embedding table is often padded past the tokenizer's ids (Qwen: 151936
+             * vs 151669); like HF's decode, ids the tokenizer does not know produce no text. */
+            int n_known = 0;
+            for (int j = 0; j < reqs[i].n_out; j++)
+                if (reqs[i].out[j] < tokenizer_n_ids(tx.tok))
+                    reqs[i].out[n_known++] = reqs[i].out[j];
+            if (tokenizer_decode(tx.tok, reqs[i].out, n_known, !a.keep_special, &text, &len,
+                                 &err) != TL_OK)
+                goto fail;
+            if (a.n_prompts > 1) printf("=== %d ===\n", i);
+            fwrite(text, 1, len, stdout);
+            free(text);
+        }
         printf("\n");
+        if (!a.quiet) fprintf(stderr, "(%d tokens, finish: %s)\n", reqs[i].n_out, fin);
     }
     if (!a.quiet)
         fprintf(stderr,
@@ -453,9 +546,11 @@ int cmd_generate(int argc, char **argv) {
 fail:
     fprintf(stderr, "tierlm generate: %s\n", err.msg);
 out:
+    detok_free(ss.dt);
+    text_close(&tx);
     forward_destroy(fw);
     kvcache_destroy(kv);
-    cpu_backend_destroy(&ops);
+    if (be.ops.ctx) backend_close(&be);
     model_free(m);
     for (int i = 0; i < a.n_prompts; i++) {
         free(prompt_ids[i]);

