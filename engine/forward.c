@@ -25,6 +25,36 @@ static enum tl_status ops_err(const struct forward *f, enum tl_status st, struct
                    f->ops->last_error(f->ops->ctx));
 }
 
+/* The activation buffers: the residual stream, normed input, q/k/v, attention output,
+ * projection output, gate/up (T rows each), and the gathered last rows and their logits. */
+#define FWD_NBUF 11
+
+static void buffer_elems(const struct config *c, int max_tokens, int max_seqs, size_t e[FWD_NBUF]) {
+    size_t T = (size_t)max_tokens, S = (size_t)max_seqs;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t h = (size_t)c->hidden_size, in = (size_t)c->intermediate_size;
+    size_t v[FWD_NBUF] = {T * h,
+                          T * h,
+                          T * qd,
+                          T * kvd,
+                          T * kvd,
+                          T * qd,
+                          T * h,
+                          T * in,
+                          T * in,
+                          S * h,
+                          S * (size_t)c->vocab_size};
+    memcpy(e, v, sizeof v);
+}
+
+size_t forward_activation_bytes(const struct config *c, enum tl_dtype act, int max_tokens,
+                                int max_seqs) {
+    size_t e[FWD_NBUF], total = 0;
+    buffer_elems(c, max_tokens, max_seqs, e);
+    for (int i = 0; i < FWD_NBUF; i++) total += (e[i] * dtype_size(act) + 255) & ~(size_t)255;
+    return total;
+}
+
 enum tl_status forward_create(const struct model *m, const struct ops *ops, int max_tokens,
                               int max_seqs, struct forward **out, struct tl_err *err) {
     *out = NULL;
@@ -38,36 +68,24 @@ enum tl_status forward_create(const struct model *m, const struct ops *ops, int 
     f->max_tokens = max_tokens;
     f->max_seqs = max_seqs;
     f->hook_token = -1;
-    const struct config *c = &m->cfg;
-    size_t es = dtype_size(ops->act_dtype), T = (size_t)max_tokens;
-    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    struct {
-        void **buf;
-        size_t elems;
-    } bufs[] = {
-        {&f->res, T * c->hidden_size},
-        {&f->xn, T * c->hidden_size},
-        {&f->q, T * qd},
-        {&f->k, T * kvd},
-        {&f->v, T * kvd},
-        {&f->attn, T * qd},
-        {&f->proj, T * c->hidden_size},
-        {&f->gate, T * c->intermediate_size},
-        {&f->up, T * c->intermediate_size},
-        {&f->last, (size_t)max_seqs * c->hidden_size},
-        {&f->logits, (size_t)max_seqs * c->vocab_size},
-    };
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-        if (ops->buf_alloc(ops->ctx, bufs[i].elems * es, bufs[i].buf) != TL_OK) {
+    size_t es = dtype_size(ops->act_dtype), elems[FWD_NBUF];
+    buffer_elems(&m->cfg, max_tokens, max_seqs, elems);
+    void **bufs[FWD_NBUF] = {&f->res,  &f->xn,   &f->q,  &f->k,    &f->v,     &f->attn,
+                             &f->proj, &f->gate, &f->up, &f->last, &f->logits};
+    for (int i = 0; i < FWD_NBUF; i++) {
+        if (ops->buf_alloc(ops->ctx, elems[i] * es, bufs[i]) != TL_OK) {
             forward_destroy(f);
-            return tl_fail(err, TL_ERR_NOMEM,
-                           "%s backend: no memory for activations of %d tokens (%.1f MiB): "
-                           "lower --max-num-batched-tokens",
-                           ops->name, max_tokens, (double)(bufs[i].elems * es) / (1 << 20));
+            return tl_fail(
+                err, TL_ERR_NOMEM,
+                "%s backend: no memory for activations of %d tokens (%.1f MiB): "
+                "lower --max-num-batched-tokens",
+                ops->name, max_tokens,
+                (double)forward_activation_bytes(&m->cfg, ops->act_dtype, max_tokens, max_seqs) /
+                    (1 << 20));
         }
     }
     f->logit_rows = malloc((size_t)max_seqs * sizeof *f->logit_rows);
-    f->hook_buf = malloc((size_t)c->hidden_size * sizeof *f->hook_buf);
+    f->hook_buf = malloc((size_t)m->cfg.hidden_size * sizeof *f->hook_buf);
     if (!f->logit_rows || !f->hook_buf) {
         forward_destroy(f);
         return tl_fail(err, TL_ERR_NOMEM, "out of host memory");

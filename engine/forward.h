@@ -20,6 +20,11 @@ enum tl_status forward_create(const struct model *m, const struct ops *ops, int 
                               int max_seqs, struct forward **out, struct tl_err *err);
 void forward_destroy(struct forward *f);
 
+/* Bytes of activation buffers forward_create will ask the backend for (each rounded up to 256
+ * bytes), so a backend can plan its memory before the forward exists. */
+size_t forward_activation_bytes(const struct config *c, enum tl_dtype act, int max_tokens,
+                                int max_seqs);
+
 /* Runs one step. Writes (number of seqs with want_logits, vocab) fp32 logits to `logits`
  * (host), in batch order. Validates token ids and batch shape first. Blocks until done. */
 enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,

@@ -21,6 +21,8 @@
 #include "kvcache.h"
 #include "model.h"
 
+#include "fixture.h"
+
 /* fp32 compute against HF's fp32 reference: the bound. We typically land near 1e-6. */
 #define TOL_REF 1e-3
 /* Against HF running natively in bf16/fp16. HF's own native run differs from its fp32 run by
@@ -29,69 +31,12 @@
 #define TOL_NATIVE_BF16 3e-2
 #define TOL_NATIVE_F16  5e-3
 
-#define MAX_PROMPTS 8
-#define MAX_LEN     128
+#define MAX_PROMPTS FIXTURE_MAX_PROMPTS
+#define MAX_LEN     FIXTURE_MAX_LEN
 
-struct fixture {
-    char dir[512];
-    json_t *exp;
-    struct model *m;
-    int n_prompts;
-    int32_t prompts[MAX_PROMPTS][MAX_LEN];
-    int prompt_len[MAX_PROMPTS];
-    int n_greedy;
-};
-
-static double rel_err(const float *a, const double *ref, int n) {
-    double num = 0, den = 0;
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        num += (a[i] - ref[i]) * (a[i] - ref[i]);
-        den += ref[i] * ref[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1));
-}
-
-static void load_row(json_t *arr, double *out, int n) {
-    assert_true(json_is_array(arr));
-    assert_int_equal((int)json_array_size(arr), n);
-    for (int i = 0; i < n; i++) out[i] = json_number_value(json_array_get(arr, (size_t)i));
-}
-
-static int fixture_open(const char *name, struct fixture *fx) {
-    memset(fx, 0, sizeof *fx);
-    snprintf(fx->dir, sizeof fx->dir, "%s/%s", TL_FIXTURES, name);
-    char path[600];
-    snprintf(path, sizeof path, "%s/expected.json", fx->dir);
-    json_error_t je;
-    fx->exp = json_load_file(path, 0, &je);
-    if (!fx->exp) {
-        fprintf(stderr, "%s: %s\n", path, je.text);
-        return -1;
-    }
-    struct tl_err err = {{0}};
-    if (model_load(fx->dir, NULL, &fx->m, &err) != TL_OK) {
-        fprintf(stderr, "%s: %s\n", fx->dir, err.msg);
-        return -1;
-    }
-    json_t *pr = json_object_get(fx->exp, "prompts");
-    fx->n_prompts = (int)json_array_size(pr);
-    assert_true(fx->n_prompts > 0 && fx->n_prompts <= MAX_PROMPTS);
-    for (int p = 0; p < fx->n_prompts; p++) {
-        json_t *ids = json_array_get(pr, (size_t)p);
-        fx->prompt_len[p] = (int)json_array_size(ids);
-        assert_true(fx->prompt_len[p] <= MAX_LEN);
-        for (int i = 0; i < fx->prompt_len[p]; i++)
-            fx->prompts[p][i] = (int32_t)json_integer_value(json_array_get(ids, (size_t)i));
-    }
-    fx->n_greedy = (int)json_integer_value(json_object_get(fx->exp, "greedy_tokens"));
-    assert_true(fx->n_greedy >= 32);
-    return 0;
-}
-
-static void fixture_close(struct fixture *fx) {
-    model_free(fx->m);
-    json_decref(fx->exp);
+static void load_row(const struct fixture *fx, const char *key, int i, double *out, int n) {
+    if (fixture_row(fx, key, i, out, n) != 0)
+        fail_msg("%s: %s[%d] missing or mis-sized", fx->dir, key, i);
 }
 
 struct engine {
@@ -170,8 +115,8 @@ static void check_model(const char *name) {
     assert_int_equal(cap.n, (int)json_array_size(hs));
     double *href = malloc((size_t)c->hidden_size * sizeof(double));
     for (int l = 0; l < cap.n; l++) {
-        load_row(json_array_get(hs, (size_t)l), href, c->hidden_size);
-        double r = rel_err(rows[l], href, c->hidden_size);
+        load_row(&fx, "hidden_states", l, href, c->hidden_size);
+        double r = fixture_rel_err(rows[l], href, c->hidden_size);
         if (r > TOL_REF)
             fail_msg("%s: hidden state diverges first at %s %d: rel err %.3g > %.g", name,
                      l == c->n_layers ? "final norm" : "input of layer", l, r, TOL_REF);
@@ -179,19 +124,19 @@ static void check_model(const char *name) {
     free(href);
 
     /* 2. last-position logits of every prompt, against the fp32 and the native reference */
-    json_t *jl = json_object_get(fx.exp, "logits"), *jn = json_object_get(fx.exp, "logits_native");
+    json_t *jn = json_object_get(fx.exp, "logits_native");
     const char *dt = json_string_value(json_object_get(fx.exp, "dtype"));
     double tol_native = dt && !strcmp(dt, "float16") ? TOL_NATIVE_F16 : TOL_NATIVE_BF16;
     double worst = 0, worst_native = 0;
     for (int p = 0; p < fx.n_prompts; p++) {
         prefill_logits(&e, &fx, p, logits, NULL);
-        load_row(json_array_get(jl, (size_t)p), ref, V);
-        double r = rel_err(logits, ref, V);
+        load_row(&fx, "logits", p, ref, V);
+        double r = fixture_rel_err(logits, ref, V);
         if (r > worst) worst = r;
         if (r > TOL_REF) fail_msg("%s prompt %d: logits rel err %.3g > %g", name, p, r, TOL_REF);
         if (jn) {
-            load_row(json_array_get(jn, (size_t)p), ref, V);
-            r = rel_err(logits, ref, V);
+            load_row(&fx, "logits_native", p, ref, V);
+            r = fixture_rel_err(logits, ref, V);
             if (r > worst_native) worst_native = r;
             if (r > tol_native)
                 fail_msg("%s prompt %d: logits vs HF native %s rel err %.3g > %g", name, p, dt, r,
@@ -202,7 +147,6 @@ static void check_model(const char *name) {
            jn ? dt : "-", worst_native);
 
     /* 3. greedy: each prompt alone, all together, and in 6-token steps mixing prefill/decode */
-    json_t *jg = json_object_get(fx.exp, "greedy");
     struct gen_request reqs[MAX_PROMPTS];
     int32_t outs[MAX_PROMPTS][64];
     int step_sizes[] = {256, 6};
@@ -232,10 +176,9 @@ static void check_model(const char *name) {
             engine_close(&ge);
             for (int i = 0; i < n; i++) {
                 int p = first + i;
-                json_t *want = json_array_get(jg, (size_t)p);
                 assert_int_equal(reqs[i].n_out, fx.n_greedy);
                 for (int t = 0; t < fx.n_greedy; t++) {
-                    int w = (int)json_integer_value(json_array_get(want, (size_t)t));
+                    int w = fixture_greedy(&fx, p, t);
                     if (reqs[i].out[t] != w)
                         fail_msg("%s prompt %d (%s): greedy token %d is %d, HF says %d", name, p,
                                  mode == 0   ? "alone"

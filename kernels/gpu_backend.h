@@ -1,0 +1,50 @@
+/* gpu_backend: the CUDA implementation of the op interface (ops.h). At creation it plans the
+ * device memory once — weights (converted to the activation dtype), activations, workspaces and
+ * as many KV blocks as the budget leaves — in one allocation, refuses a configuration that cannot
+ * work with the numbers and the nearest working settings, and uploads the weights. Ops queue work
+ * on one stream; only read_f32 (the logits) waits for the device. */
+#ifndef TL_GPU_BACKEND_H
+#define TL_GPU_BACKEND_H
+
+#include <stddef.h>
+
+#include "model.h"
+#include "ops.h"
+#include "status.h"
+
+struct gpu_backend_opts {
+    int device;                    /* CUDA ordinal */
+    double gpu_memory_utilization; /* fraction of the device's memory this process may use (0.9) */
+    double gpu_memory_gb;          /* hard cap in GiB (0 = none), e.g. 24 to emulate a 24 GB card */
+    enum tl_dtype dtype;           /* activation / weight dtype on the GPU; TL_DTYPE_COUNT = auto */
+    int block_size;                /* tokens per KV block */
+    int max_model_len;             /* longest sequence */
+    int max_tokens;                /* most tokens in one step */
+    int max_seqs;                  /* most sequences in one step */
+    int num_blocks_override;       /* 0 = as many KV blocks as fit */
+    /* Called during the weight upload with done/total bytes; may be NULL. */
+    void (*progress)(void *user, size_t done_bytes, size_t total_bytes);
+    void *progress_user;
+};
+
+/* What the plan decided (for logs and the CLI). */
+struct gpu_plan {
+    size_t budget_bytes, weight_bytes, activation_bytes, workspace_bytes, kv_bytes;
+    size_t kv_block_bytes; /* one block, all layers, K and V */
+    int num_blocks;
+    enum tl_dtype dtype;
+    char device_name[256];
+};
+
+/* auto dtype as vLLM chooses it: bf16 stays bf16, fp16 and fp32 checkpoints run in fp16. */
+enum tl_dtype gpu_backend_auto_dtype(const struct model *host);
+
+/* Creates the backend for `host` (weights on the host: mmap or dummy). *dev_model is the same
+ * model with device tensors (owned by the backend; pass it to forward_create). Blocks while the
+ * weights upload. Free with gpu_backend_destroy. */
+enum tl_status gpu_backend_create(const struct model *host, const struct gpu_backend_opts *o,
+                                  struct ops *out, const struct model **dev_model,
+                                  struct gpu_plan *plan, struct tl_err *err);
+void gpu_backend_destroy(struct ops *ops);
+
+#endif

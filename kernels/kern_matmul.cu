@@ -1,0 +1,465 @@
+/* kern_matmul: linear layers y = x . W^T (+ bias) in the activation dtype (F16 / BF16), fp32
+ * accumulation, on the context's stream. Two paths:
+ *
+ * GEMV (m <= GEMV_AUTO_MAX_M, k a multiple of 8, 16-byte aligned x and weights): one launch for
+ * the whole group of weights (q/k/v, gate/up). A CTA of 4 or 8 warps owns 16 rows of one
+ * weight; its warps split k into contiguous slices, so every weight byte is read once, by one
+ * thread, with a 16-byte load that bypasses L1. The products run on the tensor cores: the 16
+ * rows are the A operand and up to 8 (16) rows of x the B operand of mma.m16n8k16, fed straight
+ * from the loaded registers. That works because a dot product does not care in which order k
+ * is summed: thread t holds elements 8*(t%4)..+7 of a 32-element piece of its row and of x's
+ * row, and both operands assign them to the same mma k slots. Each thread issues 8 pieces of
+ * loads (m <= 8; 4 for m <= 16) before its first mma: 8 KB per warp in flight. The slices are
+ * summed through shared memory at the end, bias added in fp32, the result rounded once. m above
+ * 16 (forced) runs in launches of 16 rows.
+ *
+ * What the measurements (bench/bench_gpu_matmul, H100 SXM, 14B decode shapes) decided:
+ *   - the L2::256B prefetch hint on the weight loads: +8..12% of bandwidth (a thread group
+ *     reads only 64 bytes of a row per load; the hint makes L2 fetch whole 256-byte blocks);
+ *   - 16 rows per CTA with 8 pieces in flight beat 32 rows with 4 (+1..3% on the large shapes);
+ *   - 4 warps per CTA when all tiles fit in one wave of 4-warp CTAs (o, down: 320 tiles on 132
+ *     SMs), else 8: a 1.2-wave tail cost 3..5% on those shapes;
+ *   - programmatic dependent launch (the first weight loads go out before griddepcontrol.wait,
+ *     x is read and y written after it): +2..4% on the small shapes, back to back;
+ *   - no gain from a persistent grid or from interleaving the warps' pieces of k.
+ *
+ * cuBLAS (everything else): cublasGemmEx per weight, CUBLAS_COMPUTE_32F, the row-major product
+ * mapped to column-major as D (n, m) = W^T' (n, k) . x' (k, m). A bias is broadcast into y first
+ * and the GEMM runs with beta = 1, so the bias joins the fp32 accumulator and y is rounded once,
+ * as torch's addmm does. The handle's math mode disallows reduced-precision split-K reductions;
+ * it uses cuBLAS's default workspace (allocated with the handle, bound to the context's stream).
+ *
+ * Nothing here blocks the host. */
+#include "kern.h"
+#include "kern_impl.h"
+#include "kern_matmul.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Rows of x up to which the automatic choice takes the GEMV (bench/bench_gpu_matmul, H100 SXM,
+ * 14B shapes, BF16: the GEMV beats cuBLAS at every m <= 16 it can take; at m = 32 its two
+ * passes over the weights lose to cuBLAS everywhere). */
+#define GEMV_AUTO_MAX_M 16
+/* Rows of x one GEMV launch handles (two n8 tiles of the mma). */
+#define GEMV_MAX_M 16
+
+static int force_path; /* 0 auto, 1 GEMV, 2 cuBLAS: for tests and benchmarks only */
+
+void kern_matmul_force_path(int path) {
+    force_path = path;
+}
+
+void *kern_matmul_stream(const struct kern_ctx *ctx) {
+    return ctx ? (void *)ctx->stream : NULL;
+}
+
+/* ---------------- GEMV ---------------- */
+
+struct gemv_part {
+    const void *w;    /* (rows, k) */
+    const void *bias; /* (rows) or NULL */
+    void *y;          /* (m, rows) */
+    int rows;
+};
+
+/* One launch: up to KERN_MATMUL_MAX_GROUP weights sharing x. Block b works on weight p where
+ * tile_start[p] <= b < tile_start[p + 1], rows (b - tile_start[p]) * 16 * RT onwards (RT = 1
+ * as launched). Passed by value as the kernel's parameter. */
+struct gemv_args {
+    struct gemv_part part[KERN_MATMUL_MAX_GROUP];
+    int tile_start[KERN_MATMUL_MAX_GROUP + 1];
+    int n_w;
+    const void *x; /* (m, k) */
+    int m, k;
+};
+
+/* A 16-byte load that streams past L1 (each weight byte is read once) and asks L2 to fetch the
+ * whole 256-byte block on a miss: a thread group reads only 64 bytes of a row per load, and
+ * the hint turns that into full-block DRAM reads (measured: +8 to +12% of bandwidth). Volatile,
+ * so that the loads stay before griddepcontrol.wait. */
+static __device__ __forceinline__ uint4 load_stream(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* Programmatic dependent launch: waits until the kernels this one depends on have finished
+ * and their writes are visible (returns at once when launched without the attribute). */
+static __device__ __forceinline__ void grid_dep_wait() {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+
+/* d (16 x 8, fp32) += a (16 x 16) . b (16 x 8) on the tensor cores, 16-bit inputs. */
+template <typename T>
+static __device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1,
+                                                 uint32_t a2, uint32_t a3, uint32_t b0,
+                                                 uint32_t b1);
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], uint32_t a0, uint32_t a1,
+                                                         uint32_t a2, uint32_t a3, uint32_t b0,
+                                                         uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float (&d)[4], uint32_t a0, uint32_t a1,
+                                                  uint32_t a2, uint32_t a3, uint32_t b0,
+                                                  uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <typename T> static __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) {
+    return __float2half_rn(v);
+}
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+
+/* U pieces of k (32 elements each, c .. c + U - 1) of this thread's rows: weight loads, then
+ * (WAIT) the wait for the previous kernel, x loads, mmas. TAIL: pieces may lie at or past
+ * c_end or (the last one) partly past k; those load zeros. Otherwise every load is
+ * unconditional. */
+template <typename T, int MT, int RT, int U, bool TAIL, bool WAIT>
+static __device__ __forceinline__ void
+gemv_pieces(float (&acc)[RT][MT][4], const T *const (&wp)[RT][2], const T *const (&xp)[MT], int c,
+            int c_end, int k, int t4) {
+    const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+    uint4 wv[U][RT][2], xv[U][MT];
+    bool ok[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int cc = c + u;
+        /* k is a multiple of 8: a thread's 8 elements are all inside k or all past it. */
+        ok[u] = !TAIL || (cc < c_end && cc * 32 + 8 * t4 < k);
+#pragma unroll
+        for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                wv[u][rt][h] = ok[u] ? load_stream(wp[rt][h] + (int64_t)cc * 32) : zero;
+    }
+    if (WAIT) grid_dep_wait();
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            xv[u][mt] = ok[u] ? __ldg((const uint4 *)(xp[mt] + (int64_t)(c + u) * 32)) : zero;
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                /* k slots 2*t4+{0,1} / 8+2*t4+{0,1} <- elements 8*t4+{0,1} / {2,3}, then
+                 * {4,5} / {6,7}: the same assignment for W (rows g, g+8) and x. */
+                mma_16816<T>(acc[rt][mt], wv[u][rt][0].x, wv[u][rt][1].x, wv[u][rt][0].y,
+                             wv[u][rt][1].y, xv[u][mt].x, xv[u][mt].y);
+                mma_16816<T>(acc[rt][mt], wv[u][rt][0].z, wv[u][rt][1].z, wv[u][rt][0].w,
+                             wv[u][rt][1].w, xv[u][mt].z, xv[u][mt].w);
+            }
+}
+
+/* T: activation/weight type. MT: n8 tiles of x rows (1 for m <= 8, 2 for m <= 16). RT: 16-row
+ * tiles of W per CTA. U: pieces in flight per thread. W: warps per CTA, which split k into W
+ * contiguous slices. Lane l of a warp: g = l / 4 picks the row (of W within a 16-row tile: g
+ * and g + 8; of x: g, and g + 8 for MT 2), t4 = l % 4 the 8 elements of each 32-element piece
+ * of k. Accumulator element j of tile (rt, mt): W row rt*16 + g + 8*(j >= 2), x row
+ * mt*8 + 2*t4 + (j & 1) (the mma's C layout). Rows past the weight's end or past m read the
+ * last valid row instead: rows of the mma are independent, and those outputs are not stored,
+ * so the k loop needs no conditions. Launched with programmatic dependent launch: the first
+ * weight loads go out before the wait for the kernel that wrote x; x is read and y written
+ * only after it. */
+template <typename T, int MT, int RT, int U, int W>
+static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struct gemv_args a) {
+    __shared__ float red[W][RT * MT * 4][32]; /* each warp's partial sums */
+    const int lane = (int)(threadIdx.x & 31u), warp = (int)(threadIdx.x >> 5);
+    const int g = lane >> 2, t4 = lane & 3;
+    const int b = (int)blockIdx.x;
+    int p = 0;
+#pragma unroll
+    for (int i = 1; i < KERN_MATMUL_MAX_GROUP; i++)
+        if (i < a.n_w && b >= a.tile_start[i]) p = i;
+    const int rows = a.part[p].rows, row0 = (b - a.tile_start[p]) * 16 * RT;
+    const int k = a.k, m = a.m;
+    const T *w = (const T *)a.part[p].w, *x = (const T *)a.x;
+
+    /* This warp's contiguous slice of 32-element pieces of k; pieces before full_end lie
+     * wholly inside k. */
+    const int n_pieces = (k + 31) / 32;
+    const int c_begin = (int)((int64_t)n_pieces * warp / W);
+    const int c_end = (int)((int64_t)n_pieces * (warp + 1) / W);
+    const int full_end = c_end < k / 32 ? c_end : k / 32;
+
+    const T *wp[RT][2];
+#pragma unroll
+    for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = row0 + rt * 16 + h * 8 + g;
+            wp[rt][h] = w + (int64_t)(r < rows ? r : rows - 1) * k + 8 * t4;
+        }
+    const T *xp[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        const int i = mt * 8 + g;
+        xp[mt] = x + (int64_t)(i < m ? i : m - 1) * k + 8 * t4;
+    }
+
+    float acc[RT][MT][4];
+#pragma unroll
+    for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[rt][mt][j] = 0.0f;
+
+    int c = c_begin;
+    bool waited = false;
+    if (c + U <= full_end) { /* the first round waits between its weight and x loads */
+        gemv_pieces<T, MT, RT, U, false, true>(acc, wp, xp, c, c_end, k, t4);
+        c += U;
+        waited = true;
+    }
+    for (; c + U <= full_end; c += U)
+        gemv_pieces<T, MT, RT, U, false, false>(acc, wp, xp, c, c_end, k, t4);
+    /* At most U - 1 whole pieces and one partial piece are left. */
+    if (c < c_end) {
+        gemv_pieces<T, MT, RT, U, true, true>(acc, wp, xp, c, c_end, k, t4);
+        waited = true;
+    }
+    if (!waited) grid_dep_wait(); /* a warp without pieces: before y is written */
+
+#pragma unroll
+    for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) red[warp][(rt * MT + mt) * 4 + j][lane] = acc[rt][mt][j];
+    __syncthreads();
+
+    const T *bias = (const T *)a.part[p].bias;
+    T *y = (T *)a.part[p].y;
+    for (int e = (int)threadIdx.x; e < RT * MT * 4 * 32; e += W * 32) {
+        const int l = e & 31, q = e >> 5;
+        const int j = q & 3, mt = (q >> 2) % MT, rt = (q >> 2) / MT;
+        const int row = row0 + rt * 16 + (l >> 2) + (j >= 2 ? 8 : 0);
+        const int i = mt * 8 + 2 * (l & 3) + (j & 1);
+        if (row >= rows || i >= m) continue;
+        float s = 0.0f;
+#pragma unroll
+        for (int v = 0; v < W; v++) s += red[v][q][l];
+        if (bias) s += kern_load_f32(bias, row);
+        y[(int64_t)i * rows + row] = from_f32<T>(s);
+    }
+}
+
+/* The launch: programmatic stream serialization lets this kernel start (and issue its first
+ * weight loads) while the previous kernel on the stream drains. */
+template <typename T, int MT, int U, int W>
+static cudaError_t gemv_launch_t(const struct kern_ctx *ctx, const struct gemv_args *a) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1] = {};
+    cfg.gridDim = dim3((unsigned)a->tile_start[a->n_w]);
+    cfg.blockDim = dim3(W * 32);
+    cfg.stream = ctx->stream;
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, gemv_kernel<T, MT, 1, U, W>, *a);
+}
+
+/* 16 rows per CTA; 8 pieces in flight per thread for m <= 8 (8 KB per warp), 4 for m <= 16
+ * (twice the x registers). Warps: 4 when the tiles fit in one wave of 4-warp CTAs (4 per SM;
+ * o and down: 320 tiles), else 8 (fewer, longer CTAs: gate/up, lm_head). */
+template <typename T>
+static cudaError_t gemv_launch_cfg(const struct kern_ctx *ctx, const struct gemv_args *a) {
+    const bool w4 = a->tile_start[a->n_w] <= 4 * ctx->sm_count;
+    if (a->m <= 8)
+        return w4 ? gemv_launch_t<T, 1, 8, 4>(ctx, a) : gemv_launch_t<T, 1, 8, 8>(ctx, a);
+    return w4 ? gemv_launch_t<T, 2, 4, 4>(ctx, a) : gemv_launch_t<T, 2, 4, 8>(ctx, a);
+}
+
+static enum tl_status gemv_launch(const struct kern_ctx *ctx, enum tl_dtype act, const void *x,
+                                  int m, int n_w, const struct tl_tensor *const *w,
+                                  const struct tl_tensor *const *bias, void *const *y) {
+    enum tl_status st = TL_OK;
+    const size_t es = dtype_size(act);
+    const int k = (int)w[0]->cols;
+    struct gemv_args a;
+    int64_t tiles = 0;
+
+    memset(&a, 0, sizeof a);
+    a.n_w = n_w;
+    a.k = k;
+    a.x = x;
+    for (int p = 0; p < n_w; p++) {
+        a.part[p].w = w[p]->data;
+        a.part[p].bias = bias && bias[p] ? bias[p]->data : NULL;
+        a.part[p].rows = (int)w[p]->rows;
+    }
+    for (int p = 0; p < n_w; p++) {
+        a.tile_start[p] = (int)tiles;
+        tiles += (w[p]->rows + 15) / 16;
+    }
+    if (tiles > INT_MAX)
+        KERN_FAIL(ctx->err, TL_ERR_UNSUPPORTED, "kern_matmul: %lld row tiles in one launch",
+                  (long long)tiles);
+    for (int p = n_w; p <= KERN_MATMUL_MAX_GROUP; p++) a.tile_start[p] = (int)tiles;
+    KERN_CUDA(ctx->err, kern_enter(ctx));
+    /* Rows of x in launches of GEMV_MAX_M; y rows follow x rows. */
+    for (int i0 = 0; i0 < m; i0 += GEMV_MAX_M) {
+        const int mi = m - i0 < GEMV_MAX_M ? m - i0 : GEMV_MAX_M;
+        a.m = mi;
+        a.x = (const char *)x + (size_t)i0 * (size_t)k * es;
+        for (int p = 0; p < n_w; p++)
+            a.part[p].y = (char *)y[p] + (size_t)i0 * (size_t)w[p]->rows * es;
+        if (act == TL_DTYPE_BF16)
+            KERN_CUDA(ctx->err, gemv_launch_cfg<__nv_bfloat16>(ctx, &a));
+        else
+            KERN_CUDA(ctx->err, gemv_launch_cfg<__half>(ctx, &a));
+    }
+
+cleanup:
+    return st;
+}
+
+/* ---------------- cuBLAS ---------------- */
+
+/* y (m, n) = bias broadcast over the m rows; the GEMM then adds the product (beta = 1). */
+template <typename T>
+static __global__ void bias_fill_kernel(const T *__restrict__ bias, // (n)
+                                        int n, int64_t total,
+                                        T *__restrict__ y) { // (m, n)
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride)
+        y[i] = bias[i % n];
+}
+
+static enum tl_status cublas_launch(const struct kern_ctx *ctx, enum tl_dtype act, const void *x,
+                                    int m, int n_w, const struct tl_tensor *const *w,
+                                    const struct tl_tensor *const *bias, void *const *y) {
+    enum tl_status st = TL_OK;
+    const cudaDataType_t dt = act == TL_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    const int k = (int)w[0]->cols;
+    const float alpha = 1.0f, zero = 0.0f, one = 1.0f;
+
+    KERN_CUDA(ctx->err, kern_enter(ctx));
+    /* Split-K partial sums stay fp32 (the accumulator's precision) rather than the output's. */
+    KERN_CUBLAS(ctx->err,
+                cublasSetMathMode(
+                    ctx->cublas, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                                CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+    for (int p = 0; p < n_w; p++) {
+        const int n = (int)w[p]->rows;
+        const bool has_bias = bias && bias[p];
+        if (has_bias) {
+            const int64_t total = (int64_t)m * n;
+            const int64_t max_blocks = (int64_t)ctx->sm_count * 8;
+            const int64_t need = (total + 255) / 256;
+            const unsigned blocks = (unsigned)(need < max_blocks ? need : max_blocks);
+            if (act == TL_DTYPE_BF16)
+                bias_fill_kernel<<<blocks, 256, 0, ctx->stream>>>(
+                    (const __nv_bfloat16 *)bias[p]->data, n, total, (__nv_bfloat16 *)y[p]);
+            else
+                bias_fill_kernel<<<blocks, 256, 0, ctx->stream>>>((const __half *)bias[p]->data, n,
+                                                                  total, (__half *)y[p]);
+            KERN_CUDA(ctx->err, cudaGetLastError());
+        }
+        /* Column-major view: W (n, k) row-major is W' (k, n); D' (n, m) = op(W') . x'. */
+        KERN_CUBLAS(ctx->err, cublasGemmEx(ctx->cublas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha,
+                                           w[p]->data, dt, k, x, dt, k, has_bias ? &one : &zero,
+                                           y[p], dt, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+
+cleanup:
+    return st;
+}
+
+/* ---------------- entry ---------------- */
+
+static bool aligned_to(const void *p, size_t a) {
+    return (uintptr_t)p % a == 0;
+}
+
+static bool is_act_dtype(enum tl_dtype t) {
+    return t == TL_DTYPE_F16 || t == TL_DTYPE_BF16;
+}
+
+/* Checks one weight (and its bias) against x's k and the activation dtype. */
+static enum tl_status check_part(const struct kern_ctx *ctx, enum tl_dtype act, int p, int64_t k,
+                                 const struct tl_tensor *w, const struct tl_tensor *bias,
+                                 const void *y) {
+    if (!w || !w->data)
+        return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul: weight %d is NULL", p);
+    if (w->dtype != act)
+        return tl_fail(ctx->err, TL_ERR_UNSUPPORTED,
+                       "kern_matmul: weight %d has dtype %s, activations %s; the GPU multiplies "
+                       "like dtypes (convert the weights when uploading)",
+                       p, dtype_name(w->dtype), dtype_name(act));
+    if (w->rows < 1 || w->rows > INT_MAX || w->cols != k)
+        return tl_fail(ctx->err, TL_ERR_INVALID,
+                       "kern_matmul: weight %d has shape (%lld, %lld); want (1..%d, %lld)", p,
+                       (long long)w->rows, (long long)w->cols, INT_MAX, (long long)k);
+    if (!aligned_to(w->data, dtype_size(act)))
+        return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul: weight %d data %p is misaligned", p,
+                       w->data);
+    if (!y || !aligned_to(y, dtype_size(act)))
+        return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul: output %d %p is NULL or misaligned",
+                       p, y);
+    if (bias) {
+        if (!bias->data || bias->dtype != act || bias->rows * bias->cols != w->rows ||
+            !aligned_to(bias->data, dtype_size(act)))
+            return tl_fail(ctx->err, TL_ERR_INVALID,
+                           "kern_matmul: bias %d (%s, %lld x %lld) does not match weight %d "
+                           "(%lld rows, %s)",
+                           p, dtype_name(bias->dtype), (long long)bias->rows, (long long)bias->cols,
+                           p, (long long)w->rows, dtype_name(act));
+    }
+    return TL_OK;
+}
+
+enum tl_status kern_matmul(const struct kern_ctx *ctx, enum tl_dtype act, const void *x, int m,
+                           int n_w, const struct tl_tensor *const *w,
+                           const struct tl_tensor *const *bias, void *const *y) {
+    enum tl_status st;
+    if (!ctx) return TL_ERR_INVALID;
+    if (!is_act_dtype(act))
+        return tl_fail(ctx->err, TL_ERR_UNSUPPORTED,
+                       "kern_matmul: activation dtype %s; the GPU runs F16 or BF16",
+                       dtype_name(act));
+    if (!x || !aligned_to(x, dtype_size(act)))
+        return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul: x %p is NULL or misaligned", x);
+    if (m < 1) return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul: m = %d rows", m);
+    if (n_w < 1 || n_w > KERN_MATMUL_MAX_GROUP || !w || !y)
+        return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul: %d weights (1..%d, w and y set)",
+                       n_w, KERN_MATMUL_MAX_GROUP);
+    if (!w[0]) return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul: weight 0 is NULL");
+    const int64_t k = w[0]->cols;
+    if (k < 1 || k > INT_MAX)
+        return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul: k = %lld", (long long)k);
+    bool vec_ok = k % 8 == 0 && aligned_to(x, 16);
+    for (int p = 0; p < n_w; p++) {
+        if ((st = check_part(ctx, act, p, k, w[p], bias ? bias[p] : NULL, y[p])) != TL_OK)
+            return st;
+        vec_ok = vec_ok && aligned_to(w[p]->data, 16);
+    }
+
+    int path = force_path ? force_path : (m <= GEMV_AUTO_MAX_M && vec_ok ? 1 : 2);
+    if (path == 1 && !vec_ok)
+        return tl_fail(ctx->err, TL_ERR_UNSUPPORTED,
+                       "kern_matmul: the GEMV needs k %% 8 == 0 and 16-byte aligned x and "
+                       "weights (k = %lld); the automatic path uses cuBLAS here",
+                       (long long)k);
+    if (path == 1) return gemv_launch(ctx, act, x, m, n_w, w, bias, y);
+    return cublas_launch(ctx, act, x, m, n_w, w, bias, y);
+}

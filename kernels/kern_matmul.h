@@ -1,0 +1,71 @@
+/* kern_matmul: linear layers on the GPU. y = x . W^T (+ bias) with x, y, W and bias in the
+ * activation dtype (F16 or BF16) and fp32 accumulation. Small m (decode) runs a hand-written
+ * GEMV that streams each weight row once for all m rows where it beats cuBLAS (the crossover is
+ * measured by bench/bench_gpu_matmul); larger m calls cuBLAS (cublasGemmEx / cublasLt).
+ * Every pointer is device memory. Ops queue work on the context's stream and return. */
+#ifndef TL_KERN_MATMUL_H
+#define TL_KERN_MATMUL_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "dtype.h"
+#include "kern.h"
+#include "model.h"
+#include "status.h"
+
+/* Most weights one grouped call takes. */
+#define KERN_MATMUL_MAX_GROUP 4
+
+/* y[i] (m, w[i]->rows) = x (m, k) . w[i]^T + bias[i] for i < n_w, all w[i] with cols k and
+ * the activation dtype (TL_ERR_UNSUPPORTED otherwise); bias[i] (w[i]->rows elements, same
+ * dtype) may be NULL, or bias itself. Weights sharing one input (q/k/v, gate/up) run as one
+ * launch on the GEMV path. y must not overlap x or another y. Queues work and returns.
+ * The GEMV path is launched with programmatic dependent launch: it may start, and read its
+ * weights and biases, while the previous kernel on the stream is still running (x is read and
+ * y written only after that kernel has finished). So the kernel just before it on the same
+ * stream must not write the weights; copies (cudaMemcpyAsync) and other streams' work ordered
+ * by events are waited for as usual. */
+enum tl_status kern_matmul(const struct kern_ctx *ctx, enum tl_dtype act, const void *x, int m,
+                           int n_w, const struct tl_tensor *const *w,
+                           const struct tl_tensor *const *bias, void *const *y);
+
+/* Forces a path for benchmarks and tests: 0 = automatic, 1 = GEMV, 2 = cuBLAS. The GEMV needs
+ * k % 8 == 0 and 16-byte aligned x and weights (kern_alloc memory, buffers at multiples of 16
+ * bytes): the automatic choice takes cuBLAS otherwise, and a forced GEMV returns
+ * TL_ERR_UNSUPPORTED. A forced GEMV with m > 16 runs in launches of 16 rows. Process-wide. */
+void kern_matmul_force_path(int path);
+
+/* The context's CUDA stream (a cudaStream_t; borrowed), for benchmarks that time ops with CUDA
+ * events and for graph capture. Belongs with kern_ctx in kern.h; here until it moves. */
+void *kern_matmul_stream(const struct kern_ctx *ctx);
+
+/* Activation-dtype variants of the row-wise ops (the fp32 ones are in kern_elementwise.h):
+ * out (n, dim) = table[tokens] (tokens: device int32); res += add (add may be NULL), out =
+ * rmsnorm(res) * w with fp32 sums; out = silu(gate) * up; out (n, dim) = x[rows] (rows: device
+ * int32); dst_f32 = (float)src. Shapes as kern_elementwise.h. They round where HF transformers
+ * rounds in a native bf16 / fp16 run (kern_matmul_rows.cu says where). Weights (table, w) may
+ * be F32, F16 or BF16; act is F16 or BF16 (kern_to_f32 also takes F32). A token outside the
+ * table, or a negative row, gives a row of NaN. out may equal res (rmsnorm) or gate / up
+ * (silu_mul) exactly. Each queues one kernel and returns. */
+enum tl_status kern_embedding_act(const struct kern_ctx *ctx, enum tl_dtype act,
+                                  const struct tl_tensor *table, const int32_t *tokens, int n,
+                                  void *out);
+enum tl_status kern_rmsnorm_act(const struct kern_ctx *ctx, enum tl_dtype act, void *res,
+                                const void *add, const struct tl_tensor *w, float eps, int n,
+                                void *out);
+enum tl_status kern_silu_mul_act(const struct kern_ctx *ctx, enum tl_dtype act, const void *gate,
+                                 const void *up, int n, int dim, void *out);
+enum tl_status kern_gather_rows_act(const struct kern_ctx *ctx, enum tl_dtype act, const void *x,
+                                    int dim, const int32_t *rows, int n, void *out);
+enum tl_status kern_to_f32(const struct kern_ctx *ctx, enum tl_dtype act, const void *src, size_t n,
+                           float *dst);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

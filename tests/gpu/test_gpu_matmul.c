@@ -1,0 +1,871 @@
+/* test_gpu_matmul: the GPU linear layers (kern_matmul: GEMV and cuBLAS paths, grouped calls,
+ * biases) and the activation-dtype row ops of kernels/kern_matmul.h against their CPU
+ * references (cpu_matmul from cpu/matmul.h, cpu_rmsnorm / cpu_silu_mul / cpu_embedding from
+ * cpu/cpu_ops.h) on fresh random inputs rounded to the dtype, in F16 and BF16. One table of
+ * matmul cases (m, k, weight rows, biases, flags), each run under the automatic choice and with
+ * each path forced; one table of row-op cases. Every GPU buffer has 256 bytes of sentinel before
+ * and after it, checked after each run; outputs are poisoned (0xFFFF, a NaN in both dtypes)
+ * before each run so unwritten elements fail. Exit 0 pass, 1 fail, 77 skip (no GPU).
+ *
+ * Tolerances, relative L2 error ||gpu - cpu|| / ||cpu||, from the output dtype: the GPU rounds
+ * its fp32 result to the dtype once (matmul) or where HF rounds (row ops), the CPU reference
+ * stays fp32, so the error is the dtype's rounding, relative 2^-9 (bf16) / 2^-12 (fp16) at most
+ * and about a third of that in L2: bound 1e-2 (bf16), 2e-3 (fp16). An indexing or reduction bug
+ * gives errors near 1. The row ops are also checked against a host emulation of HF's rounding
+ * order: the residual add bit for bit; the last rounding, out = round(a * h) with h rounded
+ * first, exactly except that h may sit one unit in the last place away on at most 1% of
+ * elements (the fp32 sums and expf run in another order than the host's). Embedding, gather and
+ * to_f32 copy values: exact. A breach is investigated, never widened away. The seed is
+ * printed; TL_TEST_SEED=N repeats a run. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cpu_ops.h"
+#include "dtype.h"
+#include "kern.h"
+#include "kern_matmul.h"
+#include "matmul.h"
+
+#define TOL_BF16  1e-2
+#define TOL_F16   2e-3
+#define TOL_EXACT 0.0
+
+#define GUARD_BYTES 256
+#define GUARD_BYTE  0xA5
+#define POISON16    0xFFFFu /* a NaN in bf16 and fp16; no kernel writes this pattern */
+
+enum result { RES_PASS = 0, RES_FAIL, RES_ERROR };
+
+static double tol_for(enum tl_dtype dt) {
+    return dt == TL_DTYPE_BF16 ? TOL_BF16 : TOL_F16;
+}
+
+/* ---------------- random inputs ---------------- */
+
+static uint64_t rng_state;
+
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+    return (float)(rng_state >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+static uint32_t urand(uint32_t bound) {
+    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+    return (uint32_t)((rng_state >> 32) % bound);
+}
+
+/* v rounded to dt (F16 / BF16 / F32). */
+static float rnd(enum tl_dtype dt, float v) {
+    if (dt == TL_DTYPE_BF16) return bf16_to_f32(f32_to_bf16(v));
+    if (dt == TL_DTYPE_F16) return f16_to_f32(f32_to_f16(v));
+    return v;
+}
+
+/* n values offset + scale * U(-1, 1), rounded to dt: f32 gets the rounded values, raw (when
+ * non-NULL) the same values in dt's storage. */
+static void fill(enum tl_dtype dt, float *f32, void *raw, size_t n, float offset, float scale) {
+    for (size_t i = 0; i < n; i++) f32[i] = rnd(dt, offset + scale * frand());
+    if (raw) dtype_from_f32(dt, f32, raw, n);
+}
+
+static void poison16(void *p, size_t n) {
+    uint16_t *h = p;
+    for (size_t i = 0; i < n; i++) h[i] = POISON16;
+}
+
+/* ---------------- guarded GPU buffers ---------------- */
+
+struct gbuf {
+    const char *name;
+    size_t bytes;
+    unsigned char *host; /* owned: GUARD + bytes + GUARD */
+    unsigned char *dev;  /* owned (kern_alloc): same layout */
+};
+
+#define MAX_BUFS 16
+
+struct bufs {
+    struct gbuf b[MAX_BUFS];
+    int n;
+};
+
+static void report_cuda(const struct kern_ctx *ctx, const char *what, enum tl_status st) {
+    fprintf(stderr, "    %s: %s: %s\n", what, tl_status_str(st), kern_last_error(ctx));
+}
+
+static struct gbuf *gbuf_new(const struct kern_ctx *ctx, struct bufs *bs, const char *name,
+                             size_t bytes) {
+    if (bs->n == MAX_BUFS) {
+        fprintf(stderr, "    test bug: more than %d buffers\n", MAX_BUFS);
+        return NULL;
+    }
+    struct gbuf *g = &bs->b[bs->n];
+    size_t total = bytes + 2 * (size_t)GUARD_BYTES;
+    memset(g, 0, sizeof *g);
+    g->name = name;
+    g->bytes = bytes;
+    g->host = malloc(total);
+    if (!g->host) {
+        fprintf(stderr, "    out of host memory (%zu bytes)\n", total);
+        return NULL;
+    }
+    bs->n++;
+    enum tl_status st = kern_alloc(ctx, total, (void **)&g->dev);
+    if (st != TL_OK) {
+        report_cuda(ctx, "kern_alloc", st);
+        return NULL;
+    }
+    memset(g->host, GUARD_BYTE, total);
+    return g;
+}
+
+static void *hdata(const struct gbuf *g) {
+    return g->host + GUARD_BYTES;
+}
+static void *ddata(const struct gbuf *g) {
+    return g->dev + GUARD_BYTES;
+}
+
+static void bufs_free(const struct kern_ctx *ctx, struct bufs *bs) {
+    for (int i = 0; i < bs->n; i++) {
+        kern_free(ctx, bs->b[i].dev);
+        free(bs->b[i].host);
+    }
+    bs->n = 0;
+}
+
+static enum result bufs_upload(const struct kern_ctx *ctx, struct bufs *bs) {
+    for (int i = 0; i < bs->n; i++) {
+        enum tl_status st =
+            kern_upload(ctx, bs->b[i].dev, bs->b[i].host, bs->b[i].bytes + 2 * GUARD_BYTES);
+        if (st != TL_OK) {
+            report_cuda(ctx, "kern_upload", st);
+            return RES_ERROR;
+        }
+    }
+    return RES_PASS;
+}
+
+/* Downloads every buffer (inputs too: a stray write may land anywhere), waits, checks guards. */
+static enum result bufs_download_check(const struct kern_ctx *ctx, struct bufs *bs) {
+    enum tl_status st;
+    for (int i = 0; i < bs->n; i++) {
+        st = kern_download(ctx, bs->b[i].host, bs->b[i].dev, bs->b[i].bytes + 2 * GUARD_BYTES);
+        if (st != TL_OK) {
+            report_cuda(ctx, "kern_download", st);
+            return RES_ERROR;
+        }
+    }
+    if ((st = kern_sync(ctx)) != TL_OK) {
+        report_cuda(ctx, "kern_sync", st);
+        return RES_ERROR;
+    }
+    enum result r = RES_PASS;
+    for (int i = 0; i < bs->n; i++) {
+        const struct gbuf *g = &bs->b[i];
+        for (size_t k = 0; k < GUARD_BYTES; k++)
+            if (g->host[k] != GUARD_BYTE) {
+                fprintf(stderr, "    %s: byte %zd before the buffer was overwritten\n", g->name,
+                        (ptrdiff_t)k - GUARD_BYTES);
+                r = RES_FAIL;
+                break;
+            }
+        for (size_t k = 0; k < GUARD_BYTES; k++)
+            if (g->host[GUARD_BYTES + g->bytes + k] != GUARD_BYTE) {
+                fprintf(stderr, "    %s: byte %zu after the end (%zu bytes) was overwritten\n",
+                        g->name, k, g->bytes);
+                r = RES_FAIL;
+                break;
+            }
+    }
+    return r;
+}
+
+/* ---------------- comparison ---------------- */
+
+/* Appends to a case's report line. */
+static void line_add(char *line, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void line_add(char *line, size_t size, const char *fmt, ...) {
+    size_t used = strlen(line);
+    va_list ap;
+    va_start(ap, fmt);
+    if (used < size) vsnprintf(line + used, size - used, fmt, ap);
+    va_end(ap);
+}
+
+/* Relative L2 error of got (n elements of dt, 16-bit, or fp32 for F32) against ref (fp32);
+ * fails at once on a NaN/Inf. */
+static enum result compare(const char *what, enum tl_dtype dt, const void *got_raw,
+                           const float *ref, size_t n, double tol, char *line, size_t line_size) {
+    double num = 0, den = 0, worst = -1;
+    size_t worst_i = 0;
+    for (size_t i = 0; i < n; i++) {
+        float got;
+        dtype_to_f32(dt, (const char *)got_raw + i * dtype_size(dt), &got, 1);
+        if (!isfinite(got) || !isfinite(ref[i])) {
+            bool unwritten =
+                dt != TL_DTYPE_F32 && ((const uint16_t *)got_raw)[i] == (uint16_t)POISON16;
+            fprintf(stderr, "    %s[%zu]: gpu %g, cpu %g: not finite%s\n", what, i, (double)got,
+                    (double)ref[i], unwritten ? " (gpu never wrote it)" : "");
+            line_add(line, line_size, " %s NaN/Inf", what);
+            return RES_FAIL;
+        }
+        double d = (double)got - (double)ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+        if (fabs(d) > worst) worst = fabs(d), worst_i = i;
+    }
+    double err = den > 0 ? sqrt(num / den) : sqrt(num);
+    line_add(line, line_size, " %s %.1e", what, err);
+    if (err > tol) {
+        float got;
+        dtype_to_f32(dt, (const char *)got_raw + worst_i * dtype_size(dt), &got, 1);
+        fprintf(stderr, "    %s: relative L2 error %.3e > %.1e; worst at %zu: gpu %.9g cpu %.9g\n",
+                what, err, tol, worst_i, (double)got, (double)ref[worst_i]);
+        return RES_FAIL;
+    }
+    return RES_PASS;
+}
+
+/* got (n elements of a 16-bit dtype) bit for bit against want. */
+static enum result compare_exact16(const char *what, const uint16_t *got, const uint16_t *want,
+                                   size_t n, char *line, size_t line_size) {
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i]) {
+            fprintf(stderr, "    %s[%zu]: gpu 0x%04x, hf-order 0x%04x\n", what, i, got[i], want[i]);
+            line_add(line, line_size, " %s-hf differs", what);
+            return RES_FAIL;
+        }
+    line_add(line, line_size, " %s-hf exact", what);
+    return RES_PASS;
+}
+
+/* The next 16-bit float pattern up (dir 1) or down (dir -1) from h, by value. */
+static uint16_t step16(uint16_t h, int dir) {
+    int32_t o = (h & 0x8000u ? -(int32_t)(h & 0x7fffu) : (int32_t)h) + dir;
+    return o >= 0 ? (uint16_t)o : (uint16_t)(0x8000u | (uint16_t)-o);
+}
+
+/* The last step of an HF-order op, out = round(a * h) with h already rounded to dt (rmsnorm:
+ * a = weight, h = the normalised row; silu_mul: a = up, h = silu(gate)). got must equal it,
+ * or equal round(a * h') for h' one unit in the last place from h (the GPU's fp32 sums and
+ * expf differ from the host's in the last bits, which can flip a rounding of h), on at most
+ * max(2, n / 100) elements. NaN fails. */
+static enum result compare_hf(const char *what, enum tl_dtype dt, const uint16_t *got,
+                              const float *a, const uint16_t *h, size_t n, char *line,
+                              size_t line_size) {
+    size_t off = 0, limit = n / 100 > 2 ? n / 100 : 2;
+    for (size_t i = 0; i < n; i++) {
+        float g, want[3];
+        dtype_to_f32(dt, &got[i], &g, 1);
+        for (int d = -1; d <= 1; d++) {
+            uint16_t hb = d ? step16(h[i], d) : h[i];
+            float hv;
+            dtype_to_f32(dt, &hb, &hv, 1);
+            want[d + 1] = rnd(dt, a[i] * hv);
+        }
+        if (!isfinite(g)) {
+            fprintf(stderr, "    %s[%zu]: gpu %g: not finite\n", what, i, (double)g);
+            line_add(line, line_size, " %s NaN/Inf", what);
+            return RES_FAIL;
+        }
+        if (g == want[1]) continue;
+        if (g != want[0] && g != want[2]) {
+            fprintf(stderr, "    %s[%zu]: gpu %.9g, hf-order %.9g (%.9g / %.9g one ulp off)\n",
+                    what, i, (double)g, (double)want[1], (double)want[0], (double)want[2]);
+            line_add(line, line_size, " %s-hf mismatch", what);
+            return RES_FAIL;
+        }
+        off++;
+    }
+    line_add(line, line_size, " %s-hf %zu/%zu", what, off, n);
+    if (off > limit) {
+        fprintf(stderr, "    %s: %zu of %zu elements one ulp off the HF order (limit %zu)\n", what,
+                off, n, limit);
+        return RES_FAIL;
+    }
+    return RES_PASS;
+}
+
+/* ---------------- matmul cases ---------------- */
+
+#define BIAS(p)    (1 << (p)) /* weight p has a bias */
+#define MISALIGN_X 0x100      /* x 2 bytes past a 16-byte boundary: not for the GEMV */
+#define PATHS_ALL  0          /* automatic, GEMV forced, cuBLAS forced */
+
+struct mcase {
+    int m, k, n_w;
+    int rows[KERN_MATMUL_MAX_GROUP];
+    int flags;
+};
+
+static const struct mcase mcases[] = {
+    /* m     k    n_w  rows                   flags */
+    {1, 264, 1, {96}, 0},
+    {2, 264, 1, {96}, BIAS(0)},
+    {3, 264, 1, {96}, 0},
+    {4, 264, 1, {96}, BIAS(0)},
+    {5, 264, 1, {96}, 0},
+    {6, 264, 1, {96}, 0},
+    {7, 264, 1, {96}, BIAS(0)},
+    {8, 264, 1, {96}, 0},
+    {9, 264, 1, {96}, 0},
+    {10, 264, 1, {96}, BIAS(0)},
+    {11, 264, 1, {96}, 0},
+    {12, 264, 1, {96}, 0},
+    {13, 264, 1, {96}, BIAS(0)},
+    {14, 264, 1, {96}, 0},
+    {15, 264, 1, {96}, 0},
+    {16, 264, 1, {96}, BIAS(0)},
+    {17, 264, 1, {96}, BIAS(0)},
+    {64, 264, 1, {96}, 0},
+    {300, 264, 1, {96}, BIAS(0)},
+    /* Grouped like q/k/v (bias on some) and gate/up (none), across m. */
+    {1, 512, 3, {80, 16, 16}, BIAS(0) | BIAS(2)},
+    {4, 512, 3, {80, 16, 16}, 0},
+    {8, 512, 3, {80, 16, 16}, BIAS(0) | BIAS(1) | BIAS(2)},
+    {11, 512, 3, {80, 16, 16}, BIAS(1)},
+    {16, 512, 3, {80, 16, 16}, BIAS(0) | BIAS(1) | BIAS(2)},
+    {17, 512, 3, {80, 16, 16}, BIAS(0) | BIAS(2)},
+    {64, 512, 3, {80, 16, 16}, BIAS(0) | BIAS(1) | BIAS(2)},
+    {300, 512, 3, {80, 16, 16}, BIAS(0)},
+    {2, 1000, 2, {200, 200}, 0}, /* k % 32 == 8: a partial last piece */
+    {13, 1000, 2, {200, 200}, 0},
+    {7, 96, 4, {33, 47, 16, 100}, BIAS(1) | BIAS(3)},
+    /* Odd shapes: k not a multiple of 8 (GEMV refuses, auto takes cuBLAS). */
+    {1, 67, 1, {33}, BIAS(0)},
+    {5, 67, 1, {33}, 0},
+    {17, 67, 2, {33, 5}, BIAS(1)},
+    {3, 64, 1, {40}, MISALIGN_X},
+    /* Edges: smallest k, one row, rows not a multiple of 16. */
+    {3, 8, 1, {1}, BIAS(0)},
+    {16, 8, 2, {17, 3}, 0},
+    /* Real k: 5120 (160 pieces, 20 per warp) and 13824 / 13832 (a partial piece). */
+    {1, 5120, 3, {160, 32, 32}, BIAS(0) | BIAS(1) | BIAS(2)},
+    {8, 5120, 3, {160, 32, 32}, 0},
+    {16, 5120, 1, {48}, BIAS(0)},
+    {4, 13824, 1, {64}, 0},
+    {9, 13832, 1, {40}, BIAS(0)},
+    /* More 16-row tiles than 4 per SM on 132 SMs (8-warp CTAs), last tile partial. */
+    {3, 64, 1, {8465}, BIAS(0)},
+    {12, 64, 2, {8192, 300}, BIAS(1)},
+};
+
+static const char *const path_names[] = {"auto", "gemv", "cublas"};
+
+/* One matmul case in dtype dt with path forced (0 auto). */
+static enum result run_matmul(const struct kern_ctx *ctx, struct pool *pool, float *scratch,
+                              const struct mcase *c, enum tl_dtype dt, int path, char *line,
+                              size_t line_size) {
+    enum result r = RES_ERROR;
+    struct bufs bs = {.n = 0};
+    const size_t es = dtype_size(dt), xm = (size_t)c->m * c->k;
+    const int x_shift = c->flags & MISALIGN_X ? 1 : 0; /* elements */
+    float *x32 = malloc(xm * sizeof(float));
+    float *w32[KERN_MATMUL_MAX_GROUP] = {0}, *b32[KERN_MATMUL_MAX_GROUP] = {0};
+    float *ref[KERN_MATMUL_MAX_GROUP] = {0};
+    struct gbuf *gx, *gw[KERN_MATMUL_MAX_GROUP], *gb[KERN_MATMUL_MAX_GROUP] = {0},
+                                                 *gy[KERN_MATMUL_MAX_GROUP];
+    static const char *const wn[] = {"w0", "w1", "w2", "w3"},
+                             *const bn[] = {"b0", "b1", "b2", "b3"},
+                             *const yn[] = {"y0", "y1", "y2", "y3"};
+    if (!x32) goto out;
+    if (!(gx = gbuf_new(ctx, &bs, "x", (xm + (size_t)x_shift) * es))) goto out;
+    fill(dt, x32, (char *)hdata(gx) + x_shift * es, xm, 0.0f, 1.0f);
+    const float wscale = 1.7f / sqrtf((float)c->k);
+    for (int p = 0; p < c->n_w; p++) {
+        size_t wn_elems = (size_t)c->rows[p] * c->k, yn_elems = (size_t)c->m * c->rows[p];
+        w32[p] = malloc(wn_elems * sizeof(float));
+        ref[p] = malloc(yn_elems * sizeof(float));
+        if (!w32[p] || !ref[p]) goto out;
+        if (!(gw[p] = gbuf_new(ctx, &bs, wn[p], wn_elems * es)) ||
+            !(gy[p] = gbuf_new(ctx, &bs, yn[p], yn_elems * es)))
+            goto out;
+        fill(dt, w32[p], hdata(gw[p]), wn_elems, 0.0f, wscale);
+        poison16(hdata(gy[p]), yn_elems);
+        if (c->flags & BIAS(p)) {
+            if (!(b32[p] = malloc((size_t)c->rows[p] * sizeof(float))) ||
+                !(gb[p] = gbuf_new(ctx, &bs, bn[p], (size_t)c->rows[p] * es)))
+                goto out;
+            fill(dt, b32[p], hdata(gb[p]), (size_t)c->rows[p], 0.0f, 0.5f);
+        }
+        /* The reference: the same rounded values, fp32 weights, fp32 result. */
+        struct tl_tensor hw = {TL_DTYPE_F32, c->rows[p], c->k, w32[p]};
+        struct tl_tensor hb = {TL_DTYPE_F32, 1, c->rows[p], b32[p]};
+        cpu_matmul(pool, scratch, x32, c->m, &hw, b32[p] ? &hb : NULL, ref[p]);
+    }
+    if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
+
+    struct tl_tensor dw[KERN_MATMUL_MAX_GROUP], db[KERN_MATMUL_MAX_GROUP];
+    const struct tl_tensor *wp[KERN_MATMUL_MAX_GROUP], *bp[KERN_MATMUL_MAX_GROUP];
+    void *yp[KERN_MATMUL_MAX_GROUP];
+    bool any_bias = false;
+    for (int p = 0; p < c->n_w; p++) {
+        dw[p] = (struct tl_tensor){dt, c->rows[p], c->k, ddata(gw[p])};
+        db[p] = (struct tl_tensor){dt, 1, c->rows[p], gb[p] ? ddata(gb[p]) : NULL};
+        wp[p] = &dw[p];
+        bp[p] = gb[p] ? &db[p] : NULL;
+        any_bias |= gb[p] != NULL;
+        yp[p] = ddata(gy[p]);
+    }
+    kern_matmul_force_path(path);
+    enum tl_status st = kern_matmul(ctx, dt, (char *)ddata(gx) + x_shift * es, c->m, c->n_w, wp,
+                                    any_bias ? bp : NULL, yp);
+    kern_matmul_force_path(0);
+    const bool vec_ok = c->k % 8 == 0 && !(c->flags & MISALIGN_X);
+    if (path == 1 && !vec_ok) { /* the GEMV must refuse, touching nothing */
+        if (st != TL_ERR_UNSUPPORTED) {
+            fprintf(stderr, "    forced GEMV on k = %d%s: got %s, want %s\n", c->k,
+                    c->flags & MISALIGN_X ? " (x misaligned)" : "", tl_status_str(st),
+                    tl_status_str(TL_ERR_UNSUPPORTED));
+            r = RES_FAIL;
+            goto out;
+        }
+        snprintf(line, line_size, " refused (unsupported)");
+        r = bufs_download_check(ctx, &bs);
+        goto out;
+    }
+    if (st != TL_OK) {
+        report_cuda(ctx, "kern_matmul", st);
+        r = RES_ERROR;
+        goto out;
+    }
+    if ((r = bufs_download_check(ctx, &bs)) == RES_ERROR) goto out;
+    for (int p = 0; p < c->n_w; p++) {
+        enum result rc = compare(yn[p], dt, hdata(gy[p]), ref[p], (size_t)c->m * c->rows[p],
+                                 tol_for(dt), line, line_size);
+        if (rc != RES_PASS) r = rc;
+    }
+out:
+    bufs_free(ctx, &bs);
+    free(x32);
+    for (int p = 0; p < KERN_MATMUL_MAX_GROUP; p++) free(w32[p]), free(b32[p]), free(ref[p]);
+    return r;
+}
+
+/* ---------------- row-op cases ---------------- */
+
+enum rop { ROP_EMBEDDING, ROP_RMSNORM, ROP_SILU_MUL, ROP_GATHER, ROP_TO_F32 };
+static const char *const rop_names[] = {"embedding", "rmsnorm", "silu_mul", "gather", "to_f32"};
+
+#define WITH_ADD 1 /* rmsnorm: fuse the residual add */
+#define IN_PLACE 2 /* rmsnorm: out = res; silu_mul: out = gate */
+#define W_F32    4 /* embedding / rmsnorm: the weight stays F32 (converted in the kernel) */
+
+struct rcase {
+    enum rop op;
+    int n, dim, vocab; /* vocab: embedding's table rows, gather's source rows */
+    int flags;
+};
+
+static const struct rcase rcases[] = {
+    {ROP_EMBEDDING, 5, 1031, 50, 0},
+    {ROP_EMBEDDING, 1, 5120, 300, 0},
+    {ROP_EMBEDDING, 64, 896, 1000, W_F32},
+    {ROP_EMBEDDING, 7, 1, 3, 0},
+    {ROP_RMSNORM, 1, 5120, 0, WITH_ADD},
+    {ROP_RMSNORM, 1, 5120, 0, WITH_ADD | IN_PLACE},
+    {ROP_RMSNORM, 5, 1031, 0, WITH_ADD},
+    {ROP_RMSNORM, 5, 1031, 0, 0},
+    {ROP_RMSNORM, 3, 7, 0, WITH_ADD | IN_PLACE},
+    {ROP_RMSNORM, 2, 33, 0, IN_PLACE},
+    {ROP_RMSNORM, 64, 5120, 0, WITH_ADD},
+    {ROP_RMSNORM, 9, 3584, 0, W_F32 | WITH_ADD},
+    {ROP_SILU_MUL, 1, 13824, 0, 0},
+    {ROP_SILU_MUL, 5, 1031, 0, 0},
+    {ROP_SILU_MUL, 3, 4864, 0, IN_PLACE},
+    {ROP_SILU_MUL, 128, 11008, 0, 0},
+    {ROP_GATHER, 3, 5120, 17, 0},
+    {ROP_GATHER, 1, 7, 2, 0},
+    {ROP_GATHER, 40, 896, 300, 0},
+    {ROP_TO_F32, 1, 152064, 0, 0},
+    {ROP_TO_F32, 3, 1031, 0, 0},
+};
+
+/* HF's rmsnorm order on the host (see kern_matmul_rows.cu): res rounded after the add,
+ * h = round(x * rsqrt(mean(x^2) + eps)); the caller checks out = round(w * h). */
+static void hf_rmsnorm(enum tl_dtype dt, float *res, const float *add, float eps, int n, int dim,
+                       float *h) {
+    for (int r = 0; r < n; r++) {
+        float *x = res + (size_t)r * dim, *o = h + (size_t)r * dim;
+        double ss = 0;
+        for (int i = 0; i < dim; i++) {
+            if (add) x[i] = rnd(dt, x[i] + add[(size_t)r * dim + i]);
+            ss += (double)x[i] * x[i];
+        }
+        float inv = (float)(1.0 / sqrt((double)((float)ss / (float)dim + eps)));
+        for (int i = 0; i < dim; i++) o[i] = rnd(dt, x[i] * inv);
+    }
+}
+
+static enum result run_row_op(const struct kern_ctx *ctx, const struct rcase *c, enum tl_dtype dt,
+                              char *line, size_t line_size) {
+    enum result r = RES_ERROR, rc;
+    struct bufs bs = {.n = 0};
+    const size_t es = dtype_size(dt), elems = (size_t)c->n * c->dim;
+    const enum tl_dtype wdt = c->flags & W_F32 ? TL_DTYPE_F32 : dt;
+    const bool in_place = c->flags & IN_PLACE, with_add = c->flags & WITH_ADD;
+    size_t src_elems =
+        c->op == ROP_EMBEDDING || c->op == ROP_GATHER ? (size_t)c->vocab * c->dim : elems;
+    float *a32 = malloc(src_elems * sizeof(float)), *b32 = malloc(elems * sizeof(float));
+    float *w32 = malloc((size_t)c->dim * sizeof(float));
+    float *ref = malloc(elems * sizeof(float)), *ref2 = malloc(elems * sizeof(float));
+    uint16_t *hf = malloc(elems * 2), *hf_res = malloc(elems * 2);
+    int32_t *idx = malloc((size_t)c->n * sizeof(int32_t));
+    struct gbuf *ga = NULL, *gb = NULL, *gw = NULL, *gi = NULL, *go = NULL;
+    enum tl_status st = TL_OK;
+    if (!a32 || !b32 || !w32 || !ref || !ref2 || !hf || !hf_res || !idx) goto out;
+
+    switch (c->op) {
+    case ROP_EMBEDDING:
+    case ROP_GATHER: {
+        const enum tl_dtype sdt = c->op == ROP_EMBEDDING ? wdt : dt;
+        if (!(ga = gbuf_new(ctx, &bs, "table", src_elems * dtype_size(sdt))) ||
+            !(gi = gbuf_new(ctx, &bs, "ids", (size_t)c->n * sizeof(int32_t))) ||
+            !(go = gbuf_new(ctx, &bs, "out", elems * es)))
+            goto out;
+        fill(sdt, a32, hdata(ga), src_elems, 0.0f, 1.0f);
+        for (int i = 0; i < c->n; i++) idx[i] = (int32_t)urand((uint32_t)c->vocab);
+        idx[0] = 0;
+        if (c->n > 1) idx[c->n - 1] = c->vocab - 1;
+        memcpy(hdata(gi), idx, (size_t)c->n * sizeof(int32_t));
+        poison16(hdata(go), elems);
+        struct tl_tensor ht = {TL_DTYPE_F32, c->vocab, c->dim, a32};
+        cpu_embedding(NULL, &ht, idx, c->n, ref); /* a row gather either way */
+        for (size_t i = 0; i < elems; i++) ref[i] = rnd(dt, ref[i]);
+        if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
+        if (c->op == ROP_EMBEDDING) {
+            struct tl_tensor dtab = {sdt, c->vocab, c->dim, ddata(ga)};
+            st = kern_embedding_act(ctx, dt, &dtab, ddata(gi), c->n, ddata(go));
+        } else {
+            st = kern_gather_rows_act(ctx, dt, ddata(ga), c->dim, ddata(gi), c->n, ddata(go));
+        }
+        break;
+    }
+    case ROP_RMSNORM: {
+        const float eps = 1e-6f;
+        if (!(ga = gbuf_new(ctx, &bs, "res", elems * es)) ||
+            !(gw = gbuf_new(ctx, &bs, "weight", (size_t)c->dim * dtype_size(wdt))) ||
+            (with_add && !(gb = gbuf_new(ctx, &bs, "add", elems * es))) ||
+            (!in_place && !(go = gbuf_new(ctx, &bs, "out", elems * es))))
+            goto out;
+        fill(dt, a32, hdata(ga), elems, 0.0f, 3.0f);
+        fill(dt, b32, gb ? hdata(gb) : NULL, elems, 0.0f, 1.0f);
+        fill(wdt, w32, hdata(gw), (size_t)c->dim, 1.0f, 0.5f);
+        if (go) poison16(hdata(go), elems);
+        /* hf_res / hf: HF's order; a32 becomes the fp32 reference's res, ref its out. */
+        float *res_hf = ref2;
+        memcpy(res_hf, a32, elems * sizeof(float));
+        float *h_hf = malloc(elems * sizeof(float));
+        if (!h_hf) goto out;
+        hf_rmsnorm(dt, res_hf, with_add ? b32 : NULL, eps, c->n, c->dim, h_hf);
+        dtype_from_f32(dt, res_hf, hf_res, elems);
+        dtype_from_f32(dt, h_hf, hf, elems); /* hf holds h */
+        free(h_hf);
+        for (size_t i = 0; i < elems; i++) ref2[i] = rnd(wdt, w32[i % (size_t)c->dim]);
+        struct tl_tensor hw = {TL_DTYPE_F32, 1, c->dim, w32};
+        cpu_rmsnorm(NULL, a32, with_add ? b32 : NULL, &hw, eps, c->n, ref);
+        if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
+        struct tl_tensor dwt = {wdt, 1, c->dim, ddata(gw)};
+        st = kern_rmsnorm_act(ctx, dt, ddata(ga), gb ? ddata(gb) : NULL, &dwt, eps, c->n,
+                              in_place ? ddata(ga) : ddata(go));
+        break;
+    }
+    case ROP_SILU_MUL:
+        if (!(ga = gbuf_new(ctx, &bs, "gate", elems * es)) ||
+            !(gb = gbuf_new(ctx, &bs, "up", elems * es)) ||
+            (!in_place && !(go = gbuf_new(ctx, &bs, "out", elems * es))))
+            goto out;
+        fill(dt, a32, hdata(ga), elems, 0.0f, 8.0f); /* +-8: silu's bend and both tails */
+        fill(dt, b32, hdata(gb), elems, 0.0f, 2.0f);
+        if (go) poison16(hdata(go), elems);
+        cpu_silu_mul(NULL, a32, b32, c->n, c->dim, ref);
+        for (size_t i = 0; i < elems; i++) ref2[i] = rnd(dt, a32[i] / (1.0f + expf(-a32[i])));
+        dtype_from_f32(dt, ref2, hf, elems); /* hf holds silu(gate) */
+        if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
+        st = kern_silu_mul_act(ctx, dt, ddata(ga), ddata(gb), c->n, c->dim,
+                               in_place ? ddata(ga) : ddata(go));
+        break;
+    case ROP_TO_F32:
+        if (!(ga = gbuf_new(ctx, &bs, "src", elems * es)) ||
+            !(go = gbuf_new(ctx, &bs, "dst", elems * sizeof(float))))
+            goto out;
+        fill(dt, ref, hdata(ga), elems, 0.0f, 100.0f);
+        poison16(hdata(go), elems * 2);
+        if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
+        st = kern_to_f32(ctx, dt, ddata(ga), elems, ddata(go));
+        break;
+    }
+    if (st != TL_OK) {
+        report_cuda(ctx, rop_names[c->op], st);
+        r = RES_ERROR;
+        goto out;
+    }
+    if ((r = bufs_download_check(ctx, &bs)) == RES_ERROR) goto out;
+
+    switch (c->op) {
+    case ROP_EMBEDDING:
+    case ROP_GATHER:
+        rc = compare("out", dt, hdata(go), ref, elems, TOL_EXACT, line, line_size);
+        break;
+    case ROP_TO_F32:
+        rc = compare("out", TL_DTYPE_F32, hdata(go), ref, elems, TOL_EXACT, line, line_size);
+        break;
+    case ROP_RMSNORM: {
+        const void *out = in_place ? hdata(ga) : hdata(go);
+        rc = RES_PASS;
+        if (with_add && !in_place) {
+            rc = compare("res", dt, hdata(ga), a32, elems, tol_for(dt), line, line_size);
+            if (rc == RES_PASS)
+                rc = compare_exact16("res", hdata(ga), hf_res, elems, line, line_size);
+        }
+        if (rc == RES_PASS) rc = compare("out", dt, out, ref, elems, tol_for(dt), line, line_size);
+        if (rc == RES_PASS) rc = compare_hf("out", dt, out, ref2, hf, elems, line, line_size);
+        break;
+    }
+    case ROP_SILU_MUL: {
+        const void *out = in_place ? hdata(ga) : hdata(go);
+        rc = compare("out", dt, out, ref, elems, tol_for(dt), line, line_size);
+        if (rc == RES_PASS) rc = compare_hf("out", dt, out, b32, hf, elems, line, line_size);
+        break;
+    }
+    default:
+        rc = RES_FAIL;
+    }
+    if (rc != RES_PASS) r = rc;
+out:
+    bufs_free(ctx, &bs);
+    free(a32), free(b32), free(w32), free(ref), free(ref2), free(hf), free(hf_res), free(idx);
+    return r;
+}
+
+/* ---------------- behaviour beyond the CPU reference ---------------- */
+
+/* Ids outside the table (embedding) or negative (gather) give NaN rows; others are right. */
+static enum result run_bad_ids(const struct kern_ctx *ctx, enum tl_dtype dt) {
+    enum result r = RES_ERROR;
+    struct bufs bs = {.n = 0};
+    enum { VOCAB = 50, DIM = 129, N = 4 };
+    const int32_t ids[N] = {-1, VOCAB, 7, INT32_MIN};
+    float table[VOCAB * DIM];
+    struct gbuf *gt, *gi, *go;
+    enum tl_status st;
+    if (!(gt = gbuf_new(ctx, &bs, "table", sizeof table / 2)) ||
+        !(gi = gbuf_new(ctx, &bs, "ids", sizeof ids)) ||
+        !(go = gbuf_new(ctx, &bs, "out", N * DIM * 2)))
+        goto out;
+    fill(dt, table, hdata(gt), VOCAB * DIM, 0.0f, 1.0f);
+    memcpy(hdata(gi), ids, sizeof ids);
+    for (int pass = 0; pass < 2; pass++) {
+        poison16(hdata(go), N * DIM);
+        if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
+        struct tl_tensor dtab = {dt, VOCAB, DIM, ddata(gt)};
+        st = pass == 0 ? kern_embedding_act(ctx, dt, &dtab, ddata(gi), N, ddata(go))
+                       : kern_gather_rows_act(ctx, dt, ddata(gt), DIM, (int32_t *)ddata(gi) + 2, 2,
+                                              ddata(go)); /* ids 7, INT32_MIN */
+        if (st != TL_OK) {
+            report_cuda(ctx, pass == 0 ? "kern_embedding_act" : "kern_gather_rows_act", st);
+            r = RES_ERROR;
+            goto out;
+        }
+        if ((r = bufs_download_check(ctx, &bs)) != RES_PASS) goto out;
+        const uint16_t *o = hdata(go);
+        const int32_t *id = pass == 0 ? ids : ids + 2;
+        const int n = pass == 0 ? N : 2;
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < DIM; i++) {
+                bool bad = pass == 0 ? id[t] < 0 || id[t] >= VOCAB : id[t] < 0;
+                float got;
+                dtype_to_f32(dt, &o[t * DIM + i], &got, 1);
+                float want = bad ? NAN : table[id[t] * DIM + i];
+                if (bad ? !isnan(got) || o[t * DIM + i] == POISON16 : got != want) {
+                    fprintf(stderr, "    %s row %d (id %d) element %d: got %g, want %g\n",
+                            pass == 0 ? "embedding" : "gather", t, (int)id[t], i, (double)got,
+                            (double)want);
+                    r = RES_FAIL;
+                    goto out;
+                }
+            }
+    }
+out:
+    bufs_free(ctx, &bs);
+    return r;
+}
+
+/* Bad arguments are answered with a status and a message, and launch nothing. */
+static enum result run_bad_args(const struct kern_ctx *ctx) {
+    void *fake = (void *)(uintptr_t)4096;
+    const int32_t *fake_tok = (const int32_t *)(uintptr_t)4096;
+    struct tl_tensor w = {TL_DTYPE_BF16, 64, 128, fake}, w_f16 = {TL_DTYPE_F16, 64, 128, fake};
+    struct tl_tensor w_k = {TL_DTYPE_BF16, 64, 96, fake}, w_null = {TL_DTYPE_BF16, 64, 128, NULL};
+    struct tl_tensor b_short = {TL_DTYPE_BF16, 1, 63, fake}, nw = {TL_DTYPE_BF16, 1, 128, fake};
+    struct tl_tensor nw_i8 = {TL_DTYPE_I8, 1, 128, fake}, nw_2d = {TL_DTYPE_BF16, 2, 128, fake};
+    const struct tl_tensor *one[] = {&w}, *f16[] = {&w_f16}, *two_k[] = {&w, &w_k};
+    const struct tl_tensor *wnull[] = {&w_null}, *bs_short[] = {&b_short};
+    void *y1[] = {fake, fake}, *ynull[] = {NULL};
+    struct {
+        const char *what;
+        enum tl_status got, want;
+    } checks[] = {
+        {"matmul m = 0", kern_matmul(ctx, TL_DTYPE_BF16, fake, 0, 1, one, NULL, y1),
+         TL_ERR_INVALID},
+        {"matmul x NULL", kern_matmul(ctx, TL_DTYPE_BF16, NULL, 1, 1, one, NULL, y1),
+         TL_ERR_INVALID},
+        {"matmul n_w = 0", kern_matmul(ctx, TL_DTYPE_BF16, fake, 1, 0, one, NULL, y1),
+         TL_ERR_INVALID},
+        {"matmul n_w = 5", kern_matmul(ctx, TL_DTYPE_BF16, fake, 1, 5, one, NULL, y1),
+         TL_ERR_INVALID},
+        {"matmul act F32", kern_matmul(ctx, TL_DTYPE_F32, fake, 1, 1, one, NULL, y1),
+         TL_ERR_UNSUPPORTED},
+        {"matmul weight dtype != act", kern_matmul(ctx, TL_DTYPE_BF16, fake, 1, 1, f16, NULL, y1),
+         TL_ERR_UNSUPPORTED},
+        {"matmul group k differs", kern_matmul(ctx, TL_DTYPE_BF16, fake, 1, 2, two_k, NULL, y1),
+         TL_ERR_INVALID},
+        {"matmul weight data NULL", kern_matmul(ctx, TL_DTYPE_BF16, fake, 1, 1, wnull, NULL, y1),
+         TL_ERR_INVALID},
+        {"matmul y NULL", kern_matmul(ctx, TL_DTYPE_BF16, fake, 1, 1, one, NULL, ynull),
+         TL_ERR_INVALID},
+        {"matmul bias short", kern_matmul(ctx, TL_DTYPE_BF16, fake, 1, 1, one, bs_short, y1),
+         TL_ERR_INVALID},
+        {"matmul x misaligned",
+         kern_matmul(ctx, TL_DTYPE_BF16, (char *)fake + 1, 1, 1, one, NULL, y1), TL_ERR_INVALID},
+        {"rmsnorm_act act F32",
+         kern_rmsnorm_act(ctx, TL_DTYPE_F32, fake, NULL, &nw, 1e-6f, 1, fake), TL_ERR_UNSUPPORTED},
+        {"rmsnorm_act weight 2-D",
+         kern_rmsnorm_act(ctx, TL_DTYPE_BF16, fake, NULL, &nw_2d, 1e-6f, 1, fake), TL_ERR_INVALID},
+        {"rmsnorm_act weight I8",
+         kern_rmsnorm_act(ctx, TL_DTYPE_BF16, fake, NULL, &nw_i8, 1e-6f, 1, fake),
+         TL_ERR_UNSUPPORTED},
+        {"rmsnorm_act eps NaN", kern_rmsnorm_act(ctx, TL_DTYPE_F16, fake, NULL, &nw, NAN, 1, fake),
+         TL_ERR_INVALID},
+        {"rmsnorm_act n = 0", kern_rmsnorm_act(ctx, TL_DTYPE_F16, fake, NULL, &nw, 1e-6f, 0, fake),
+         TL_ERR_INVALID},
+        {"silu_mul_act up NULL", kern_silu_mul_act(ctx, TL_DTYPE_BF16, fake, NULL, 1, 8, fake),
+         TL_ERR_INVALID},
+        {"silu_mul_act dim = 0", kern_silu_mul_act(ctx, TL_DTYPE_BF16, fake, fake, 1, 0, fake),
+         TL_ERR_INVALID},
+        {"embedding_act n = 0", kern_embedding_act(ctx, TL_DTYPE_BF16, &w, fake_tok, 0, fake),
+         TL_ERR_INVALID},
+        {"embedding_act act I8", kern_embedding_act(ctx, TL_DTYPE_I8, &w, fake_tok, 1, fake),
+         TL_ERR_UNSUPPORTED},
+        {"gather_rows_act rows NULL",
+         kern_gather_rows_act(ctx, TL_DTYPE_BF16, fake, 8, NULL, 1, fake), TL_ERR_INVALID},
+        {"to_f32 dst misaligned",
+         kern_to_f32(ctx, TL_DTYPE_BF16, fake, 4, (float *)((char *)fake + 2)), TL_ERR_INVALID},
+        {"to_f32 dtype I8", kern_to_f32(ctx, TL_DTYPE_I8, fake, 4, fake), TL_ERR_UNSUPPORTED},
+    };
+    enum result r = RES_PASS;
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
+        if (checks[i].got != checks[i].want) {
+            fprintf(stderr, "    %s: got %s, want %s\n", checks[i].what,
+                    tl_status_str(checks[i].got), tl_status_str(checks[i].want));
+            r = RES_FAIL;
+        }
+    if (kern_last_error(ctx)[0] == '\0') {
+        fprintf(stderr, "    bad arguments left no message\n");
+        r = RES_FAIL;
+    }
+    enum tl_status st = kern_sync(ctx);
+    if (st != TL_OK) {
+        report_cuda(ctx, "kern_sync after bad arguments", st);
+        r = RES_ERROR;
+    }
+    return r;
+}
+
+/* ---------------- main ---------------- */
+
+static const char *result_str(enum result r) {
+    return r == RES_PASS ? "ok" : r == RES_FAIL ? "FAIL" : "CUDA ERROR";
+}
+
+int main(void) {
+    struct tl_err why = {{0}};
+    if (kern_device_probe(&why) == 0) {
+        printf("skip: %s\n", why.msg);
+        return 77;
+    }
+    const char *seed_env = getenv("TL_TEST_SEED");
+    uint64_t seed =
+        seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    rng_state = seed ? seed : 1;
+    printf("seed %llu (TL_TEST_SEED to repeat)\n", (unsigned long long)seed);
+
+    struct kern_ctx *ctx;
+    struct tl_err err;
+    enum tl_status st = kern_ctx_create(0, &ctx, &err);
+    if (st != TL_OK) {
+        fprintf(stderr, "kern_ctx_create: %s: %s\n", tl_status_str(st), err.msg);
+        return 1;
+    }
+    struct kern_device_info info;
+    if ((st = kern_device_info(ctx, &info)) == TL_OK)
+        printf("device %d: %s, cc %d.%d, %d SMs\n", info.device, info.name, info.cc_major,
+               info.cc_minor, info.sm_count);
+    float *scratch = malloc(MATMUL_SCRATCH_FLOATS * sizeof(float));
+    if (!scratch) {
+        fprintf(stderr, "out of host memory\n");
+        kern_ctx_destroy(ctx);
+        return 1;
+    }
+
+    const enum tl_dtype dts[] = {TL_DTYPE_BF16, TL_DTYPE_F16};
+    int n_run = 0, n_fail = 0;
+    enum result r = RES_PASS;
+    for (size_t ci = 0; ci < sizeof mcases / sizeof mcases[0] && r != RES_ERROR; ci++) {
+        const struct mcase *c = &mcases[ci];
+        for (int d = 0; d < 2 && r != RES_ERROR; d++)
+            for (int path = 0; path < 3 && r != RES_ERROR; path++) {
+                char line[256] = "";
+                r = run_matmul(ctx, NULL, scratch, c, dts[d], path, line, sizeof line);
+                n_run++;
+                n_fail += r != RES_PASS;
+                char rows[64] = "";
+                for (int p = 0; p < c->n_w; p++)
+                    snprintf(rows + strlen(rows), sizeof rows - strlen(rows), "%s%d", p ? "/" : "",
+                             c->rows[p]);
+                printf("matmul %-4s %-6s m=%-3d k=%-5d rows=%-14s%s%s  %s  %s\n",
+                       dtype_name(dts[d]), path_names[path], c->m, c->k, rows,
+                       c->flags & 0xf ? " +bias" : "", c->flags & MISALIGN_X ? " x+2B" : "", line,
+                       result_str(r));
+            }
+    }
+    for (size_t ci = 0; ci < sizeof rcases / sizeof rcases[0] && r != RES_ERROR; ci++) {
+        const struct rcase *c = &rcases[ci];
+        for (int d = 0; d < 2 && r != RES_ERROR; d++) {
+            char line[256] = "";
+            r = run_row_op(ctx, c, dts[d], line, sizeof line);
+            n_run++;
+            n_fail += r != RES_PASS;
+            printf("%-9s %-4s n=%-4d dim=%-6d%s%s%s  %s  %s\n", rop_names[c->op],
+                   dtype_name(dts[d]), c->n, c->dim, c->flags & WITH_ADD ? " +add" : "",
+                   c->flags & IN_PLACE ? " in-place" : "", c->flags & W_F32 ? " w=F32" : "", line,
+                   result_str(r));
+        }
+    }
+    for (int d = 0; d < 2 && r != RES_ERROR; d++) {
+        r = run_bad_ids(ctx, dts[d]);
+        n_run++;
+        n_fail += r != RES_PASS;
+        printf("embedding/gather %s bad ids -> NaN rows  %s\n", dtype_name(dts[d]), result_str(r));
+    }
+    if (r != RES_ERROR) {
+        r = run_bad_args(ctx);
+        n_run++;
+        n_fail += r != RES_PASS;
+        printf("argument checks  %s\n", result_str(r));
+    }
+    free(scratch);
+    kern_ctx_destroy(ctx);
+    if (r == RES_ERROR) printf("stopped at the first CUDA error\n");
+    printf("%d of %d checks passed\n", n_run - n_fail, n_run);
+    return n_fail ? 1 : 0;
+}
