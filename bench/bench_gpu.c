@@ -5,7 +5,9 @@
  * Step times are wall-clock around forward_step, which ends by copying the logits to the host:
  * the figure a user sees, after warm-up, median of the timed steps.
  * Usage: bench_gpu --model DIR [--dtype bfloat16|float16] [--prefill 1024] [--ctx 640]
- *                  [--batches 1,64,256] [--steps 16] [--gpu-memory-gb G] */
+ *                  [--batches 1,64,256] [--steps 16] [--gpu-memory-gb G] [--enforce-eager]
+ * Decode steps of up to 16 sequences replay CUDA graphs unless --enforce-eager. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +102,7 @@ int main(int argc, char **argv) {
     enum tl_dtype dt = TL_DTYPE_BF16;
     int prefill = 1024, ctx = 640, steps = 16, batches[8] = {1, 64, 256}, nb = 3;
     double gpu_gb = 0;
+    bool eager = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             dir = argv[++i];
@@ -119,7 +122,7 @@ int main(int argc, char **argv) {
                 batches[nb++] = atoi(p);
         } else {
             fprintf(stderr, "usage: bench_gpu --model DIR [--dtype bfloat16|float16] [--prefill N] "
-                            "[--ctx N] [--batches 1,64,256] [--steps N] [--gpu-memory-gb G]\n");
+                            "[--ctx N] [--batches 1,64,256] [--steps N] [--gpu-memory-gb G] [--enforce-eager]\n");
             return 2;
         }
     }
@@ -156,13 +159,16 @@ int main(int argc, char **argv) {
                                   .block_size = 16,
                                   .max_model_len = max_len,
                                   .max_tokens = b.max_tokens,
-                                  .max_seqs = max_b};
+                                  .max_seqs = max_b,
+                                  .enforce_eager = eager};
     struct gpu_plan plan;
     if (gpu_backend_create(host, &go, &b.ops, &b.m, &plan, &err) != TL_OK) die("backend", &err);
     double t_load = now_s() - t0;
     if (kvcache_create(plan.num_blocks, 16, &b.kv, &err) != TL_OK ||
         forward_create(b.m, &b.ops, b.max_tokens, max_b, &b.fw, &err) != TL_OK)
         die("engine", &err);
+    int32_t pad_block;
+    if (kvcache_alloc(b.kv, &pad_block) == TL_OK) forward_set_pad_block(b.fw, pad_block);
     b.logits = malloc((size_t)max_b * (size_t)host->cfg.vocab_size * sizeof(float));
     b.tok = malloc((size_t)b.max_tokens * sizeof(int32_t));
     b.pos = malloc((size_t)b.max_tokens * sizeof(int32_t));

@@ -49,6 +49,7 @@ enum tl_status backend_open(const struct model *m, const struct backend_args *a,
                                       .max_tokens = a->max_tokens,
                                       .max_seqs = a->max_seqs,
                                       .num_blocks_override = a->num_blocks,
+                                      .enforce_eager = a->enforce_eager,
                                       .progress = a->quiet ? NULL : upload_progress};
         struct gpu_plan plan;
         enum tl_status st = gpu_backend_create(m, &go, &b->ops, &b->model, &plan, err);

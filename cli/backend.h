@@ -20,6 +20,7 @@ struct backend_args {
     int max_tokens, max_seqs; /* per step */
     double gpu_memory_utilization, gpu_memory_gb;
     enum tl_dtype dtype; /* TL_DTYPE_COUNT = auto */
+    bool enforce_eager;  /* no CUDA graphs */
     bool quiet;
 };
 

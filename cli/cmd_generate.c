@@ -35,6 +35,7 @@ struct gen_args {
     int threads, block_size, num_blocks, max_step_tokens, max_model_len;
     int quiet;
     double gpu_util, gpu_gb;
+    int enforce_eager;
     unsigned set; /* SET_* bits: sampling flags the user gave (others come from the model) */
 };
 
@@ -60,6 +61,7 @@ static void help(FILE *f) {
         "  --device D               auto | cpu | cuda   [auto: cuda when a GPU is present]\n"
         "  --gpu-memory-utilization F  fraction of the GPU's memory to use, as vLLM   [0.9]\n"
         "  --gpu-memory-gb G        hard cap in GiB (e.g. 24 to act as a 24 GB card)\n"
+        "  --enforce-eager          no CUDA graphs: run every decode step op by op\n"
         "prompts and sampling (vLLM semantics; unset flags take the model's "
         "generation_config.json):\n"
         "  --prompt TEXT            a text prompt (tokenized with BOS etc. as the tokenizer\n"
@@ -149,6 +151,7 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
         O_THINK,
         O_GPUUTIL,
         O_GPUGB,
+        O_EAGER,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
@@ -161,6 +164,7 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
         {"enable-thinking", required_argument, 0, O_THINK},
         {"gpu-memory-utilization", required_argument, 0, O_GPUUTIL},
         {"gpu-memory-gb", required_argument, 0, O_GPUGB},
+        {"enforce-eager", no_argument, 0, O_EAGER},
         {"load-format", required_argument, 0, O_LOAD},
         {"dtype", required_argument, 0, O_DTYPE},
         {"device", required_argument, 0, O_DEVICE},
@@ -216,6 +220,9 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
             a->gpu_gb = f;
             break;
         }
+        case O_EAGER:
+            a->enforce_eager = 1;
+            break;
         case O_SYSTEM:
             a->system = optarg;
             break;
@@ -481,6 +488,7 @@ int cmd_generate(int argc, char **argv) {
                               .gpu_memory_utilization = a.gpu_util,
                               .gpu_memory_gb = a.gpu_gb,
                               .dtype = a.dtype,
+                              .enforce_eager = a.enforce_eager,
                               .quiet = a.quiet};
     if (backend_open(m, &ba, &be, &err) != TL_OK) goto fail;
     if (kvcache_create(be.num_blocks, a.block_size, &kv, &err) != TL_OK) goto fail;

@@ -17,6 +17,10 @@ struct forward {
     forward_hidden_hook hook;
     void *hook_user;
     int hook_token;
+    /* decode-graph padding (see decode_bucket); pad_block < 0 disables it */
+    int32_t pad_block;
+    struct fwd_seq *pad_seqs;            /* (max_seqs) */
+    int32_t *pad_tokens, *pad_positions; /* (max_seqs) */
 };
 
 static enum tl_status ops_err(const struct forward *f, enum tl_status st, struct tl_err *err,
@@ -68,6 +72,7 @@ enum tl_status forward_create(const struct model *m, const struct ops *ops, int 
     f->max_tokens = max_tokens;
     f->max_seqs = max_seqs;
     f->hook_token = -1;
+    f->pad_block = -1;
     size_t es = dtype_size(ops->act_dtype), elems[FWD_NBUF];
     buffer_elems(&m->cfg, max_tokens, max_seqs, elems);
     void **bufs[FWD_NBUF] = {&f->res,  &f->xn,   &f->q,  &f->k,    &f->v,     &f->attn,
@@ -86,7 +91,10 @@ enum tl_status forward_create(const struct model *m, const struct ops *ops, int 
     }
     f->logit_rows = malloc((size_t)max_seqs * sizeof *f->logit_rows);
     f->hook_buf = malloc((size_t)m->cfg.hidden_size * sizeof *f->hook_buf);
-    if (!f->logit_rows || !f->hook_buf) {
+    f->pad_seqs = malloc((size_t)max_seqs * sizeof *f->pad_seqs);
+    f->pad_tokens = malloc((size_t)max_seqs * sizeof *f->pad_tokens);
+    f->pad_positions = malloc((size_t)max_seqs * sizeof *f->pad_positions);
+    if (!f->logit_rows || !f->hook_buf || !f->pad_seqs || !f->pad_tokens || !f->pad_positions) {
         forward_destroy(f);
         return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
     }
@@ -102,6 +110,9 @@ void forward_destroy(struct forward *f) {
         if (bufs[i]) f->ops->buf_free(f->ops->ctx, bufs[i]);
     free(f->logit_rows);
     free(f->hook_buf);
+    free(f->pad_seqs);
+    free(f->pad_tokens);
+    free(f->pad_positions);
     free(f);
 }
 
@@ -174,18 +185,12 @@ static enum tl_status mm(const struct ops *o, const void *x, int m, const struct
         if (st_ != TL_OK) return ops_err(f, st_, err, what);                                       \
     } while (0)
 
-enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,
-                            struct tl_err *err) {
+/* The layers, from the embedding to the logits of the gathered rows (left on the device). */
+static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *err) {
     const struct model *m = f->m;
     const struct config *c = &m->cfg;
     const struct ops *o = f->ops;
     void *x = o->ctx;
-    int T = b->n_tokens, nl = 0;
-    enum tl_status st = check_batch(f, b, &nl, err);
-    if (st != TL_OK) return st;
-    if (f->hook_token >= T) f->hook_token = -1;
-
-    OP(o->begin_step(x, b), "begin_step");
     OP(o->embedding(x, &m->embed, f->res), "embedding");
     for (int l = 0; l < c->n_layers; l++) {
         const struct model_layer *L = &m->layers[l];
@@ -216,6 +221,65 @@ enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float 
     if (nl == 0) return TL_OK;
     OP(o->gather_rows(x, f->xn, c->hidden_size, f->logit_rows, nl, f->last), "gather");
     OP(mm(o, f->last, nl, &m->lm_head, NULL, f->logits), "lm_head");
+    return TL_OK;
+}
+
+/* Decode steps of up to 16 sequences are padded to a bucket so a backend can replay one
+ * captured graph per bucket: pad sequences decode token 0 at position 0 into the pad block. */
+static int decode_bucket(const struct forward *f, const struct fwd_batch *b) {
+    if (f->pad_block < 0 || !f->ops->graph_mode || f->hook || b->n_tokens != b->n_seqs ||
+        b->n_seqs > 16)
+        return 0;
+    for (int s = 0; s < b->n_seqs; s++)
+        if (b->seqs[s].n_new != 1 || !b->seqs[s].want_logits) return 0;
+    static const int buckets[] = {1, 2, 4, 8, 16};
+    for (int i = 0; i < 5; i++)
+        if (buckets[i] >= b->n_seqs && buckets[i] <= f->max_seqs) return buckets[i];
+    return b->n_seqs == f->max_seqs ? b->n_seqs : 0;
+}
+
+enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,
+                            struct tl_err *err) {
+    const struct config *c = &f->m->cfg;
+    const struct ops *o = f->ops;
+    void *x = o->ctx;
+    int T = b->n_tokens, nl = 0;
+    enum tl_status st = check_batch(f, b, &nl, err);
+    if (st != TL_OK) return st;
+    if (f->hook_token >= T) f->hook_token = -1;
+
+    int bucket = decode_bucket(f, b), mode = 0;
+    struct fwd_batch pb = *b;
+    if (bucket) {
+        memcpy(f->pad_seqs, b->seqs, (size_t)b->n_seqs * sizeof *f->pad_seqs);
+        memcpy(f->pad_tokens, b->tokens, (size_t)T * sizeof *f->pad_tokens);
+        memcpy(f->pad_positions, b->positions, (size_t)T * sizeof *f->pad_positions);
+        for (int s = b->n_seqs; s < bucket; s++) {
+            f->pad_seqs[s] = (struct fwd_seq){1, 0, &f->pad_block, 1, 1};
+            f->pad_tokens[s] = 0;
+            f->pad_positions[s] = 0;
+            f->logit_rows[s] = s;
+        }
+        pb = (struct fwd_batch){bucket, f->pad_seqs, bucket, f->pad_tokens, f->pad_positions};
+    }
+    OP(o->begin_step(x, &pb), "begin_step");
+    if (bucket) mode = o->graph_mode(x);
+    if (mode == 1) {
+        OP(o->graph_replay(x), "graph replay");
+    } else {
+        if (mode == 2) OP(o->graph_capture_begin(x), "graph capture");
+        st = run_ops(f, pb.n_tokens, bucket ? bucket : nl, err);
+        if (mode == 2) {
+            enum tl_status st2 = o->graph_capture_end(x); /* ends the capture even on failure */
+            if (st == TL_OK && st2 != TL_OK) return ops_err(f, st2, err, "graph capture");
+        }
+        if (st != TL_OK) return st;
+    }
+    if (nl == 0) return TL_OK;
     OP(o->read_f32(x, f->logits, (size_t)nl * c->vocab_size, logits), "read logits");
     return TL_OK;
+}
+
+void forward_set_pad_block(struct forward *f, int32_t block) {
+    f->pad_block = block;
 }

@@ -30,6 +30,11 @@ size_t forward_activation_bytes(const struct config *c, enum tl_dtype act, int m
 enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,
                             struct tl_err *err);
 
+/* Gives the forward a KV block of its own for padding decode steps to the sizes a backend
+ * replays as graphs (CUDA). The block must stay allocated while the forward lives; without one
+ * every step runs op by op. */
+void forward_set_pad_block(struct forward *f, int32_t block);
+
 /* Installs a hook that sees the hidden state of token `token` (index in the batch). */
 void forward_set_hidden_hook(struct forward *f, forward_hidden_hook hook, void *user, int token);
 

@@ -58,12 +58,16 @@ enum tl_status generate_run(struct forward *f, struct kvcache *kv, int vocab_siz
     int *fs_req = calloc((size_t)n, sizeof *fs_req);
     float *logits = malloc((size_t)n * (size_t)vocab_size * sizeof *logits);
     struct sampler *sampler = NULL;
+    int32_t pad_block = -1;
     enum tl_status st = TL_OK;
     if (!seqs || !tokens || !positions || !fs || !fs_req || !logits) {
         st = tl_fail(err, TL_ERR_NOMEM, "out of host memory");
         goto done;
     }
     if ((st = sampler_create(vocab_size, &sampler, err)) != TL_OK) goto done;
+    /* A block of our own lets the forward pad decode steps for graph replay (when spare). */
+    if (blocks < kvcache_num_free(kv) && kvcache_alloc(kv, &pad_block) == TL_OK)
+        forward_set_pad_block(f, pad_block);
     for (int i = 0; i < n; i++) {
         reqs[i].n_out = 0;
         reqs[i].finish = GEN_FINISH_NONE;
@@ -142,6 +146,10 @@ enum tl_status generate_run(struct forward *f, struct kvcache *kv, int vocab_siz
         stats->gen_tokens += reqs[i].n_out;
     }
 done:
+    if (pad_block >= 0) {
+        forward_set_pad_block(f, -1);
+        kvcache_unref(kv, pad_block);
+    }
     for (int i = 0; seqs && i < n; i++) kvcache_seq_release(kv, &seqs[i].kv);
     sampler_destroy(sampler);
     free(seqs);

@@ -64,6 +64,14 @@ struct ops {
     /* out (n, dim) = silu(gate) * up */
     enum tl_status (*silu_mul)(void *ctx, const void *gate, const void *up, int n, int dim,
                                void *out);
+    /* Optional (NULL on backends without graphs): replay of captured decode steps. Called after
+     * begin_step: 0 = run the ops eagerly, 1 = a graph for this step's shape exists (call
+     * graph_replay instead of the ops), 2 = capture now (run the ops between
+     * graph_capture_begin and graph_capture_end, which also runs them). */
+    int (*graph_mode)(void *ctx);
+    enum tl_status (*graph_replay)(void *ctx);
+    enum tl_status (*graph_capture_begin)(void *ctx);
+    enum tl_status (*graph_capture_end)(void *ctx);
     /* out (n, dim) = x[rows[i]] for i < n; rows in host memory. */
     enum tl_status (*gather_rows)(void *ctx, const void *x, int dim, const int32_t *rows, int n,
                                   void *out);

@@ -4,6 +4,7 @@
 #include "gpu_backend.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #define ALIGN          256
 #define CUBLAS_RESERVE ((size_t)64 << 20) /* cuBLAS's own workspace and handles */
+#define GRAPH_MAX_SEQS 16
 
 struct gpu_backend {
     struct kern_ctx *kc;
@@ -39,6 +41,11 @@ struct gpu_backend {
     int num_blocks, block_size, max_tokens, max_seqs, max_model_len, max_blocks;
     struct kern_attn_shape shape;
     struct kern_batch batch;
+    /* decode graphs, one per step size 1..GRAPH_MAX_SEQS (forward pads to buckets) */
+    struct kern_graph *graphs[GRAPH_MAX_SEQS + 1];
+    int graph_key; /* this step's graph, -1 when it runs eagerly */
+    bool enforce_eager;
+    int32_t *iota_dev; /* 0, 1, 2, ...: the gather rows of a decode step */
     char err[512];
 };
 
@@ -103,6 +110,14 @@ static enum tl_status op_begin_step(void *ctx, const struct fwd_batch *b) {
     int T = b->n_tokens, S = b->n_seqs, mb = 1, max_len = 0, max_new = 0;
     if (T > be->max_tokens || S > be->max_seqs)
         return be_fail(be, TL_ERR_INTERNAL, "step of %d tokens / %d seqs over the plan", T, S);
+    /* A small pure-decode step can run as a graph: its launch shapes must not depend on the
+     * step, so the table stride and the attention split are sized for max-model-len. */
+    be->graph_key = -1;
+    if (!be->enforce_eager && T == S && S <= GRAPH_MAX_SEQS) {
+        be->graph_key = S;
+        for (int s = 0; s < S; s++)
+            if (b->seqs[s].n_new != 1) be->graph_key = -1;
+    }
     for (int s = 0; s < S; s++) {
         const struct fwd_seq *q = &b->seqs[s];
         int len = q->n_past + q->n_new;
@@ -119,6 +134,10 @@ static enum tl_status op_begin_step(void *ctx, const struct fwd_batch *b) {
         if (q->n_blocks > mb) mb = q->n_blocks;
         if (len > max_len) max_len = len;
         if (q->n_new > max_new) max_new = q->n_new;
+    }
+    if (be->graph_key > 0) {
+        mb = be->max_blocks;
+        max_len = be->max_model_len;
     }
     int32_t *h = be->meta_host;
     int32_t *tokens = h, *pos = tokens + T, *tok_seq = pos + T, *start = tok_seq + T;
@@ -202,9 +221,41 @@ static enum tl_status op_gather_rows(void *ctx, const void *x, int dim, const in
                                      void *out) {
     struct gpu_backend *be = ctx;
     if (n > be->max_seqs) return be_fail(be, TL_ERR_INTERNAL, "gather of %d rows", n);
-    memcpy(be->rows_host, rows, (size_t)n * sizeof *rows);
-    enum tl_status st = kern_upload(be->kc, be->rows_dev, be->rows_host, (size_t)n * sizeof *rows);
-    if (st == TL_OK) st = kern_gather_rows_act(be->kc, be->act, x, dim, be->rows_dev, n, out);
+    bool iota = true;
+    for (int i = 0; i < n && iota; i++) iota = rows[i] == i;
+    /* rows 0..n-1 (every decode step) come from a constant array: nothing to upload, and a
+     * captured graph does not depend on the pinned buffer */
+    const int32_t *dev_rows = be->iota_dev;
+    enum tl_status st = TL_OK;
+    if (!iota) {
+        memcpy(be->rows_host, rows, (size_t)n * sizeof *rows);
+        st = kern_upload(be->kc, be->rows_dev, be->rows_host, (size_t)n * sizeof *rows);
+        dev_rows = be->rows_dev;
+    }
+    if (st == TL_OK) st = kern_gather_rows_act(be->kc, be->act, x, dim, dev_rows, n, out);
+    return kfail(be, st);
+}
+
+static int op_graph_mode(void *ctx) {
+    struct gpu_backend *be = ctx;
+    if (be->graph_key < 0) return 0;
+    return be->graphs[be->graph_key] ? 1 : 2;
+}
+
+static enum tl_status op_graph_replay(void *ctx) {
+    struct gpu_backend *be = ctx;
+    return kfail(be, kern_graph_launch(be->kc, be->graphs[be->graph_key]));
+}
+
+static enum tl_status op_graph_capture_begin(void *ctx) {
+    struct gpu_backend *be = ctx;
+    return kfail(be, kern_capture_begin(be->kc));
+}
+
+static enum tl_status op_graph_capture_end(void *ctx) {
+    struct gpu_backend *be = ctx;
+    enum tl_status st = kern_capture_end(be->kc, &be->graphs[be->graph_key]);
+    if (st == TL_OK) st = kern_graph_launch(be->kc, be->graphs[be->graph_key]);
     return kfail(be, st);
 }
 
@@ -332,6 +383,8 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     be->max_seqs = o->max_seqs;
     be->max_model_len = o->max_model_len;
     be->max_blocks = (o->max_model_len + o->block_size - 1) / o->block_size;
+    be->enforce_eager = o->enforce_eager;
+    be->graph_key = -1;
     be->shape = (struct kern_attn_shape){c->n_heads, c->n_kv_heads, c->head_dim, o->block_size};
     enum tl_status st = kern_ctx_create(o->device, &be->kc, err);
     if (st != TL_OK) goto fail;
@@ -356,7 +409,7 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     be->meta_elems = 3 * (size_t)o->max_tokens + 2 * (size_t)o->max_seqs + 1 +
                      (size_t)o->max_seqs * (size_t)be->max_blocks;
     size_t ws_bytes = up(be->attn_ws_bytes) + up(be->f32_elems * 4) + up(be->meta_elems * 4) +
-                      up((size_t)o->max_seqs * 4) + up((size_t)c->head_dim / 2 * 4);
+                      2 * up((size_t)o->max_seqs * 4) + up((size_t)c->head_dim / 2 * 4);
     size_t fixed = w_bytes + a_bytes + ws_bytes + CUBLAS_RESERVE;
     be->kv_layer_bytes = 0;
     size_t block_bytes = 2 * (size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)c->head_dim *
@@ -427,6 +480,8 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     p += up(be->meta_elems * 4);
     be->rows_dev = (int32_t *)p;
     p += up((size_t)o->max_seqs * 4);
+    be->iota_dev = (int32_t *)p;
+    p += up((size_t)o->max_seqs * 4);
     be->inv_freq = (float *)p;
     if ((st = kern_host_alloc(be->kc, be->meta_elems * 4 + (size_t)o->max_seqs * 4,
                               (void **)&be->meta_host)) != TL_OK) {
@@ -441,6 +496,9 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     }
     rope_inv_freq(c, inv);
     st = kern_upload(be->kc, be->inv_freq, inv, (size_t)c->head_dim / 2 * sizeof *inv);
+    for (int i = 0; i < o->max_seqs; i++) be->rows_host[i] = i;
+    if (st == TL_OK)
+        st = kern_upload(be->kc, be->iota_dev, be->rows_host, (size_t)o->max_seqs * sizeof(int32_t));
     if (st == TL_OK) st = kern_sync(be->kc);
     free(inv);
     if (st != TL_OK) {
@@ -462,6 +520,10 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     out->attention = op_attention;
     out->silu_mul = op_silu_mul;
     out->gather_rows = op_gather_rows;
+    out->graph_mode = op_graph_mode;
+    out->graph_replay = op_graph_replay;
+    out->graph_capture_begin = op_graph_capture_begin;
+    out->graph_capture_end = op_graph_capture_end;
     *dev_model = be->dm;
     return TL_OK;
 fail:
@@ -472,6 +534,7 @@ fail:
 void gpu_backend_destroy(struct ops *ops) {
     struct gpu_backend *be = ops ? ops->ctx : NULL;
     if (!be) return;
+    for (int i = 0; i <= GRAPH_MAX_SEQS; i++) kern_graph_free(be->graphs[i]);
     if (be->kc) {
         kern_free(be->kc, be->arena);
         kern_host_free(be->kc, be->meta_host);

@@ -6,6 +6,7 @@
 #ifndef TL_GPU_BACKEND_H
 #define TL_GPU_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "model.h"
@@ -22,6 +23,7 @@ struct gpu_backend_opts {
     int max_tokens;                /* most tokens in one step */
     int max_seqs;                  /* most sequences in one step */
     int num_blocks_override;       /* 0 = as many KV blocks as fit */
+    bool enforce_eager;            /* no CUDA graphs (vLLM's --enforce-eager) */
     /* Called during the weight upload with done/total bytes; may be NULL. */
     void (*progress)(void *user, size_t done_bytes, size_t total_bytes);
     void *progress_user;

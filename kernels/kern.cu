@@ -239,3 +239,57 @@ enum tl_status kern_sync(const struct kern_ctx *ctx) {
 cleanup:
     return st;
 }
+
+struct kern_graph {
+    cudaGraphExec_t exec;
+};
+
+enum tl_status kern_capture_begin(const struct kern_ctx *ctx) {
+    enum tl_status st = TL_OK;
+
+    if (!ctx) return TL_ERR_INVALID;
+    KERN_CUDA(ctx->err, kern_enter(ctx));
+    /* thread-local: CUDA calls of other threads (a server's) do not invalidate the capture */
+    KERN_CUDA(ctx->err, cudaStreamBeginCapture(ctx->stream, cudaStreamCaptureModeThreadLocal));
+
+cleanup:
+    return st;
+}
+
+enum tl_status kern_capture_end(const struct kern_ctx *ctx, struct kern_graph **out) {
+    enum tl_status st = TL_OK;
+    cudaGraph_t graph = NULL;
+    struct kern_graph *g = NULL;
+
+    *out = NULL;
+    if (!ctx) return TL_ERR_INVALID;
+    KERN_CUDA(ctx->err, kern_enter(ctx));
+    KERN_CUDA(ctx->err, cudaStreamEndCapture(ctx->stream, &graph));
+    g = (struct kern_graph *)calloc(1, sizeof *g);
+    if (!g) KERN_FAIL(ctx->err, TL_ERR_NOMEM, "out of host memory");
+    KERN_CUDA(ctx->err, cudaGraphInstantiate(&g->exec, graph, 0));
+    *out = g;
+    g = NULL;
+
+cleanup:
+    free(g);
+    if (graph) cudaGraphDestroy(graph);
+    return st;
+}
+
+enum tl_status kern_graph_launch(const struct kern_ctx *ctx, const struct kern_graph *g) {
+    enum tl_status st = TL_OK;
+
+    if (!ctx || !g) return TL_ERR_INVALID;
+    KERN_CUDA(ctx->err, kern_enter(ctx));
+    KERN_CUDA(ctx->err, cudaGraphLaunch(g->exec, ctx->stream));
+
+cleanup:
+    return st;
+}
+
+void kern_graph_free(struct kern_graph *g) {
+    if (!g) return;
+    cudaGraphExecDestroy(g->exec);
+    free(g);
+}

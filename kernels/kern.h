@@ -82,6 +82,16 @@ enum tl_status kern_download(const struct kern_ctx *ctx, void *host_dst, const v
  * that ran asynchronously (an illegal address shows up here, not at the launch). */
 enum tl_status kern_sync(const struct kern_ctx *ctx);
 
+/* CUDA graphs of the context's stream. Between kern_capture_begin and kern_capture_end, work
+ * queued on the stream (by this thread) is recorded instead of run; kern_capture_end turns it
+ * into an executable graph (caller frees with kern_graph_free). kern_graph_launch queues one
+ * replay: the same kernels with the same arguments, reading device memory as it is then. */
+struct kern_graph;
+enum tl_status kern_capture_begin(const struct kern_ctx *ctx);
+enum tl_status kern_capture_end(const struct kern_ctx *ctx, struct kern_graph **out);
+enum tl_status kern_graph_launch(const struct kern_ctx *ctx, const struct kern_graph *g);
+void kern_graph_free(struct kern_graph *g);
+
 #ifdef __cplusplus
 }
 #endif

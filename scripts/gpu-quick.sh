@@ -14,4 +14,10 @@ for t in test_gpu_parity test_gpu_ops test_gpu_matmul test_gpu_attention; do
 grep -E "^  |FAIL" "$out/test_gpu_parity.log" | head -60
 build-gpu/tierlm generate --device cuda --model tests/fixtures/qwen2-bf16 --prompt-ids 1,2,3,4 \
     --prompt-ids 5 --max-tokens 20 --temperature 0 2>&1 | tail -6
-[ -n "${SKIP_BENCH:-}" ] || timeout 400 build-gpu/bench_gpu --model bench/models/DeepSeek-R1-Distill-Qwen-14B ${BENCH_ARGS:-} 2>&1 | tail -12
+if [ -z "${SKIP_BENCH:-}" ]; then
+    timeout 300 build-gpu/bench_gpu --model bench/models/DeepSeek-R1-Distill-Qwen-14B \
+        ${BENCH_ARGS:-} 2>&1 | tail -9
+    echo "-- the same, --enforce-eager (baseline in the same run) --"
+    timeout 200 build-gpu/bench_gpu --model bench/models/DeepSeek-R1-Distill-Qwen-14B \
+        --enforce-eager --prefill 16 --batches 1,16 2>&1 | tail -2
+fi

@@ -6,6 +6,7 @@
  * the CPU engine (which matches HF's fp32 run to 1e-6) and fails on any other divergence.
  * Exit 77 without a GPU. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,7 @@ struct engine {
 };
 
 static int engine_open(struct engine *e, const struct model *host, enum tl_dtype dt, int step,
-                       int seqs, int cpu) {
+                       int seqs, int cpu, bool eager) {
     struct tl_err err = {{0}};
     memset(e, 0, sizeof *e);
     e->cpu = cpu;
@@ -63,7 +64,8 @@ static int engine_open(struct engine *e, const struct model *host, enum tl_dtype
                                       .max_model_len = 256,
                                       .max_tokens = step,
                                       .max_seqs = seqs,
-                                      .num_blocks_override = nb};
+                                      .num_blocks_override = nb,
+                                      .enforce_eager = eager};
         struct gpu_plan plan;
         if (gpu_backend_create(host, &go, &e->ops, &e->m, &plan, &err) != TL_OK) goto fail;
     }
@@ -115,8 +117,8 @@ static void check(const char *name, enum tl_dtype dt) {
     float *logits = malloc((size_t)V * FIXTURE_MAX_PROMPTS * sizeof(float));
     double *ref = malloc((size_t)V * sizeof(double));
     struct engine gpu, cpu;
-    if (engine_open(&gpu, fx.m, dt, 256, FIXTURE_MAX_PROMPTS, 0) ||
-        engine_open(&cpu, fx.m, dt, 256, FIXTURE_MAX_PROMPTS, 1))
+    if (engine_open(&gpu, fx.m, dt, 256, FIXTURE_MAX_PROMPTS, 0, false) ||
+        engine_open(&cpu, fx.m, dt, 256, FIXTURE_MAX_PROMPTS, 1, false))
         goto out;
 
     /* logits against HF fp32 and, when the fixture was recorded in this dtype, HF native */
@@ -142,12 +144,14 @@ static void check(const char *name, enum tl_dtype dt) {
         }
     }
 
-    /* greedy, all prompts together, then in 6-token steps */
+    /* greedy, all prompts together (decode steps replayed as CUDA graphs), in 6-token steps,
+     * and together with --enforce-eager, which must give the very same tokens as the graphs */
     int exact = 0, ties = 0;
-    for (int mode = 0; mode < 2; mode++) {
+    int32_t graph_outs[FIXTURE_MAX_PROMPTS][64];
+    for (int mode = 0; mode < 3; mode++) {
         struct engine ge;
-        int step = mode ? 6 : 256;
-        if (engine_open(&ge, fx.m, dt, step, np, 0)) goto out;
+        int step = mode == 1 ? 6 : 256;
+        if (engine_open(&ge, fx.m, dt, step, np, 0, mode == 2)) goto out;
         struct gen_request reqs[FIXTURE_MAX_PROMPTS];
         int32_t outs[FIXTURE_MAX_PROMPTS][64];
         for (int p = 0; p < np; p++) {
@@ -167,6 +171,13 @@ static void check(const char *name, enum tl_dtype dt) {
         CHECK(kvcache_num_free(ge.kv) == kvcache_num_blocks(ge.kv), "KV blocks leaked");
         engine_close(&ge);
         if (st != TL_OK) goto out;
+        if (mode == 0) memcpy(graph_outs, outs, sizeof outs);
+        if (mode == 2) {
+            for (int p = 0; p < np; p++)
+                CHECK(!memcmp(outs[p], graph_outs[p], (size_t)G * sizeof(int32_t)),
+                      "%s %s prompt %d: eager decode differs from graph replay", name, dname, p);
+            continue;
+        }
         for (int p = 0; p < np; p++) {
             int t = 0;
             while (t < G && outs[p][t] == fixture_greedy(&fx, p, t)) t++;
@@ -190,7 +201,7 @@ static void check(const char *name, enum tl_dtype dt) {
             CHECK(margin <= 2 * tol * rms,
                   "%s %s prompt %d (%s): greedy token %d is %d, HF says %d, and HF's margin "
                   "%.4f is not a near-tie (bound %.4f)",
-                  name, dname, p, mode ? "6-token steps" : "batched", t, outs[p][t],
+                  name, dname, p, mode == 1 ? "6-token steps" : "batched", t, outs[p][t],
                   fixture_greedy(&fx, p, t), margin, 2 * tol * rms);
             ties++;
         }
