@@ -116,13 +116,16 @@ int main(int argc, char **argv) {
             steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--gpu-memory-gb") && i + 1 < argc)
             gpu_gb = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--enforce-eager"))
+            eager = true;
         else if (!strcmp(argv[i], "--batches") && i + 1 < argc) {
             nb = 0;
             for (char *p = strtok(argv[++i], ","); p && nb < 8; p = strtok(NULL, ","))
                 batches[nb++] = atoi(p);
         } else {
             fprintf(stderr, "usage: bench_gpu --model DIR [--dtype bfloat16|float16] [--prefill N] "
-                            "[--ctx N] [--batches 1,64,256] [--steps N] [--gpu-memory-gb G] [--enforce-eager]\n");
+                            "[--ctx N] [--batches 1,64,256] [--steps N] [--gpu-memory-gb G] "
+                            "[--enforce-eager]\n");
             return 2;
         }
     }
