@@ -41,198 +41,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "attention.h"
 #include "dtype.h"
+#include "gpu_harness.h"
 #include "kern.h"
 #include "kern_attention.h"
 
 #define TOL_BF16 1e-2
 #define TOL_F16  2e-3
 
-#define GUARD_BYTES 256    /* sentinel bytes before and after every GPU buffer */
-#define GUARD_BYTE  0xA5   /* as bf16/f16 pairs, -2.9e-16 / -0.0227: nothing here writes it */
-#define POISON16    0xFFFF /* a NaN in both BF16 and F16: an element never written stays NaN */
-
-enum result { RES_PASS = 0, RES_FAIL, RES_ERROR /* CUDA failure: stop, the context may be dead */ };
-
 /* ---------------- random inputs ---------------- */
 
-static uint64_t rng_state;
-
-static uint64_t rng_next(void) {
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return rng_state;
-}
-static float frand(void) { /* uniform in [-1, 1) */
-    return (float)(rng_next() >> 40) * (2.0f / 16777216.0f) - 1.0f;
-}
-static uint32_t urand(uint32_t bound) {
-    return (uint32_t)((rng_next() >> 32) % bound);
-}
 static void shuffle(int32_t *a, int n) {
     for (int i = n - 1; i > 0; i--) {
         int j = (int)urand((uint32_t)i + 1);
         int32_t t = a[i];
         a[i] = a[j], a[j] = t;
     }
-}
-
-/* n values uniform in [-scale, scale), rounded to dt: into dst (dt) and dst32 (widened back). */
-static void fill_dt(enum tl_dtype dt, uint16_t *dst, float *dst32, size_t n, float scale) {
-    for (size_t i = 0; i < n; i++) dst32[i] = scale * frand();
-    dtype_from_f32(dt, dst32, dst, n);
-    dtype_to_f32(dt, dst, dst32, n);
-}
-
-/* ---------------- guarded GPU buffers (as in test_gpu_ops.c) ---------------- */
-
-struct gbuf {
-    const char *name;
-    size_t bytes;
-    unsigned char *host; /* owned: GUARD + bytes + GUARD */
-    unsigned char *dev;  /* owned (kern_alloc): same layout */
-};
-
-#define MAX_BUFS 16
-
-struct bufs {
-    struct gbuf b[MAX_BUFS];
-    int n;
-};
-
-static void report_cuda(const struct kern_ctx *ctx, const char *what, enum tl_status st) {
-    fprintf(stderr, "    %s: %s: %s\n", what, tl_status_str(st), kern_last_error(ctx));
-}
-
-static struct gbuf *gbuf_new(const struct kern_ctx *ctx, struct bufs *bs, const char *name,
-                             size_t bytes) {
-    if (bs->n == MAX_BUFS) {
-        fprintf(stderr, "    test bug: more than %d buffers\n", MAX_BUFS);
-        return NULL;
-    }
-    struct gbuf *g = &bs->b[bs->n];
-    size_t total = bytes + 2 * (size_t)GUARD_BYTES;
-    memset(g, 0, sizeof *g);
-    g->name = name;
-    g->bytes = bytes;
-    g->host = malloc(total);
-    if (!g->host) {
-        fprintf(stderr, "    out of host memory (%zu bytes)\n", total);
-        return NULL;
-    }
-    bs->n++;
-    enum tl_status st = kern_alloc(ctx, total, (void **)&g->dev);
-    if (st != TL_OK) {
-        report_cuda(ctx, "kern_alloc", st);
-        return NULL;
-    }
-    memset(g->host, GUARD_BYTE, GUARD_BYTES);
-    memset(g->host + GUARD_BYTES + bytes, GUARD_BYTE, GUARD_BYTES);
-    return g;
-}
-
-static void *hdata(const struct gbuf *g) {
-    return g->host + GUARD_BYTES;
-}
-static void *ddata(const struct gbuf *g) {
-    return g->dev + GUARD_BYTES;
-}
-
-static void bufs_free(const struct kern_ctx *ctx, struct bufs *bs) {
-    for (int i = 0; i < bs->n; i++) {
-        kern_free(ctx, bs->b[i].dev);
-        free(bs->b[i].host);
-    }
-    bs->n = 0;
-}
-
-static enum result bufs_upload(const struct kern_ctx *ctx, struct bufs *bs) {
-    for (int i = 0; i < bs->n; i++) {
-        enum tl_status st =
-            kern_upload(ctx, bs->b[i].dev, bs->b[i].host, bs->b[i].bytes + 2 * GUARD_BYTES);
-        if (st != TL_OK) {
-            report_cuda(ctx, "kern_upload", st);
-            return RES_ERROR;
-        }
-    }
-    return RES_PASS;
-}
-
-/* Downloads every buffer (inputs too: a stray write may land anywhere), waits, checks guards. */
-static enum result bufs_download_check(const struct kern_ctx *ctx, struct bufs *bs) {
-    enum tl_status st;
-    for (int i = 0; i < bs->n; i++) {
-        st = kern_download(ctx, bs->b[i].host, bs->b[i].dev, bs->b[i].bytes + 2 * GUARD_BYTES);
-        if (st != TL_OK) {
-            report_cuda(ctx, "kern_download", st);
-            return RES_ERROR;
-        }
-    }
-    if ((st = kern_sync(ctx)) != TL_OK) {
-        report_cuda(ctx, "kern_sync", st);
-        return RES_ERROR;
-    }
-    enum result r = RES_PASS;
-    for (int i = 0; i < bs->n; i++) {
-        const struct gbuf *g = &bs->b[i];
-        for (size_t k = 0; k < GUARD_BYTES; k++) {
-            if (g->host[k] != GUARD_BYTE) {
-                fprintf(stderr, "    %s: byte %zd before the buffer was overwritten\n", g->name,
-                        (ptrdiff_t)k - GUARD_BYTES);
-                r = RES_FAIL;
-                break;
-            }
-        }
-        for (size_t k = 0; k < GUARD_BYTES; k++) {
-            if (g->host[GUARD_BYTES + g->bytes + k] != GUARD_BYTE) {
-                fprintf(stderr, "    %s: byte %zu after the end (%zu bytes) was overwritten\n",
-                        g->name, k, g->bytes);
-                r = RES_FAIL;
-                break;
-            }
-        }
-    }
-    return r;
-}
-
-/* ---------------- comparison ---------------- */
-
-/* Relative L2 error of got (dtype dt, widened) against ref; fails at once on NaN/Inf. */
-static enum result compare(const char *what, enum tl_dtype dt, const uint16_t *got16,
-                           const float *ref, size_t n, double tol, char *line, size_t line_size) {
-    double num = 0, den = 0, worst = -1;
-    size_t worst_i = 0;
-    for (size_t i = 0; i < n; i++) {
-        float got;
-        dtype_to_f32(dt, &got16[i], &got, 1);
-        if (!isfinite(got) || !isfinite(ref[i])) {
-            fprintf(stderr, "    %s[%zu]: gpu %g, cpu %g: not finite%s\n", what, i, (double)got,
-                    (double)ref[i], got16[i] == POISON16 ? " (gpu never wrote it)" : "");
-            size_t used = strlen(line);
-            snprintf(line + used, line_size - used, " %s NaN/Inf at %zu", what, i);
-            return RES_FAIL;
-        }
-        double d = (double)got - (double)ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-        if (fabs(d) > worst) worst = fabs(d), worst_i = i;
-    }
-    double err = den > 0 ? sqrt(num / den) : sqrt(num);
-    size_t used = strlen(line);
-    snprintf(line + used, line_size - used, " %s %.1e", what, err);
-    if (err > tol) {
-        float g;
-        dtype_to_f32(dt, &got16[worst_i], &g, 1);
-        fprintf(
-            stderr,
-            "    %s: relative L2 error %.3e > tolerance %.1e; worst at %zu: gpu %.6g cpu %.6g\n",
-            what, err, tol, worst_i, (double)g, (double)ref[worst_i]);
-        return RES_FAIL;
-    }
-    return RES_PASS;
 }
 
 /* ---------------- batches ---------------- */
@@ -417,9 +243,9 @@ static enum result run_case(const struct kern_ctx *ctx, const struct acase *c, e
 
     /* New tokens' q, k, v; then the cache: NaN everywhere, random K/V at every cached (prefix)
      * position, the same values in the CPU's token-major fp32 cache. */
-    fill_dt(dt, q16, q32, nq, 3.0f);
-    fill_dt(dt, k16, k32, nkv, 1.0f);
-    fill_dt(dt, v16, v32, nkv, 1.0f);
+    gh_fill(dt, q32, q16, nq, 0.0f, 3.0f);
+    gh_fill(dt, k32, k16, nkv, 0.0f, 1.0f);
+    gh_fill(dt, v32, v16, nkv, 0.0f, 1.0f);
     for (size_t i = 0; i < ncache; i++) kc0[i] = vc0[i] = POISON16;
     for (size_t i = 0; i < slots; i++) owner[i] = -1;
     for (int s = 0; s < ns; s++) {
@@ -433,8 +259,8 @@ static enum result run_case(const struct kern_ctx *ctx, const struct acase *c, e
             for (int h = 0; h < c->n_kv; h++) {
                 const size_t g = ((size_t)(blk * c->n_kv + h) * bsz + sl) * hd;
                 const size_t cpu = ((size_t)(blk * bsz + sl) * c->n_kv + h) * hd;
-                fill_dt(dt, kc0 + g, kc32 + cpu, (size_t)hd, 1.0f);
-                fill_dt(dt, vc0 + g, vc32 + cpu, (size_t)hd, 1.0f);
+                gh_fill(dt, kc32 + cpu, kc0 + g, (size_t)hd, 0.0f, 1.0f);
+                gh_fill(dt, vc32 + cpu, vc0 + g, (size_t)hd, 0.0f, 1.0f);
             }
         }
     }
@@ -486,9 +312,9 @@ static enum result run_case(const struct kern_ctx *ctx, const struct acase *c, e
     cpu_attention(NULL, &cshape, &hb.fb, hb.tok_seq, q32, kc32, vc32, out32, scratch,
                   hb.max_seq_len);
 
-    if ((rc = compare("q", dt, hdata(gq), q32, nq, tol, line, line_size)) != RES_PASS) r = rc;
-    if ((rc = compare("k", dt, hdata(gk), k32, nkv, tol, line, line_size)) != RES_PASS) r = rc;
-    if ((rc = compare("out", dt, hdata(gout), out32, nq, tol, line, line_size)) != RES_PASS) {
+    if ((rc = gh_compare("q", dt, hdata(gq), q32, nq, tol, line, line_size)) != RES_PASS) r = rc;
+    if ((rc = gh_compare("k", dt, hdata(gk), k32, nkv, tol, line, line_size)) != RES_PASS) r = rc;
+    if ((rc = gh_compare("out", dt, hdata(gout), out32, nq, tol, line, line_size)) != RES_PASS) {
         r = rc;
         report_seqs(&hb, n_past, dt, hdata(gout), out32, (size_t)c->n_heads * hd, tol);
     }
@@ -513,8 +339,7 @@ static enum result run_case(const struct kern_ctx *ctx, const struct acase *c, e
         if ((rc = bufs_download_check(ctx, &bs)) != RES_PASS) r = rc;
         const bool same = memcmp(first, hdata(gout), nq * 2) == 0;
         free(first);
-        size_t used = strlen(line);
-        snprintf(line + used, line_size - used, " rerun %s", same ? "same" : "DIFFERS");
+        gh_line_add(line, line_size, " rerun %s", same ? "same" : "DIFFERS");
         if (!same) r = RES_FAIL;
         if (r == RES_ERROR) goto out;
     }
@@ -535,10 +360,7 @@ static enum result run_case(const struct kern_ctx *ctx, const struct acase *c, e
                                 blk, h, sl, (int)tok);
                 }
             }
-    {
-        size_t used = strlen(line);
-        snprintf(line + used, line_size - used, " cache %s", bad ? "WRONG" : "exact");
-    }
+    gh_line_add(line, line_size, " cache %s", bad ? "WRONG" : "exact");
     if (bad) r = RES_FAIL;
 out:
     bufs_free(ctx, &bs);
@@ -555,10 +377,7 @@ static enum result run_bad_args(const struct kern_ctx *ctx) {
     const struct kern_attn_shape ok = {8, 2, 64, 16}, hd48 = {8, 2, 48, 16}, ratio = {8, 3, 64, 16};
     const struct kern_batch b = {1, 1, fi, fi, fi, fi, fi, 1, 16, 1};
     const struct kern_batch b_tables = {1, 1, fi, fi, fi, fi, fi, 1, 17, 1};
-    struct {
-        const char *what;
-        enum tl_status got, want;
-    } checks[] = {
+    const struct gh_status_check checks[] = {
         {"head_dim 48",
          kern_attention(ctx, &hd48, &b, TL_DTYPE_BF16, fake, fake, fake, fake, NULL, 0),
          TL_ERR_UNSUPPORTED},
@@ -583,24 +402,7 @@ static enum result run_bad_args(const struct kern_ctx *ctx) {
          kern_rope_kv_write(ctx, &ok, &b, TL_DTYPE_BF16, NULL, fake, fake, fake, fake, fake),
          TL_ERR_INVALID},
     };
-    enum result r = RES_PASS;
-    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
-        if (checks[i].got != checks[i].want) {
-            fprintf(stderr, "    %s: got %s, want %s\n", checks[i].what,
-                    tl_status_str(checks[i].got), tl_status_str(checks[i].want));
-            r = RES_FAIL;
-        }
-    }
-    if (kern_last_error(ctx)[0] == '\0') {
-        fprintf(stderr, "    bad arguments left no message\n");
-        r = RES_FAIL;
-    }
-    enum tl_status st = kern_sync(ctx);
-    if (st != TL_OK) {
-        report_cuda(ctx, "kern_sync after bad arguments", st);
-        r = RES_ERROR;
-    }
-    return r;
+    return gh_check_statuses(ctx, checks, sizeof checks / sizeof checks[0]);
 }
 
 /* ---------------- timings ---------------- */
@@ -772,9 +574,9 @@ static bool bench_one(const struct kern_ctx *ctx, const struct kern_attn_shape *
         (ws_bytes && kern_alloc(ctx, ws_bytes, &dws) != TL_OK) ||
         kern_alloc(ctx, (size_t)s->head_dim / 2 * 4, &dif) != TL_OK)
         goto fail;
-    fill_dt(dt, h16, h32, nq, 3.0f);
+    gh_fill(dt, h32, h16, nq, 0.0f, 3.0f);
     if (kern_upload(ctx, dq, h16, nq * 2) != TL_OK) goto fail;
-    fill_dt(dt, h16, h32, nkv, 1.0f);
+    gh_fill(dt, h32, h16, nkv, 0.0f, 1.0f);
     if (kern_upload(ctx, dk, h16, nkv * 2) != TL_OK || kern_upload(ctx, dv, h16, nkv * 2) != TL_OK)
         goto fail;
     make_inv_freq(h32, s->head_dim, 1e6);
@@ -897,10 +699,10 @@ static bool run_bench(const struct kern_ctx *ctx, int only) {
     if (!h16 || !h32 || kern_alloc(ctx, cache_elems * 2, &kc) != TL_OK ||
         kern_alloc(ctx, cache_elems * 2, &vc) != TL_OK)
         goto out;
-    fill_dt(TL_DTYPE_BF16, h16, h32, cache_elems, 1.0f);
+    gh_fill(TL_DTYPE_BF16, h32, h16, cache_elems, 0.0f, 1.0f);
     if (kern_upload(ctx, kc, h16, cache_elems * 2) != TL_OK) goto out;
     if (kern_sync(ctx) != TL_OK) goto out; /* h16 is refilled below */
-    fill_dt(TL_DTYPE_BF16, h16, h32, cache_elems, 1.0f);
+    gh_fill(TL_DTYPE_BF16, h32, h16, cache_elems, 0.0f, 1.0f);
     if (kern_upload(ctx, vc, h16, cache_elems * 2) != TL_OK || kern_sync(ctx) != TL_OK) goto out;
     if ((copy_ms = bench_copy(ctx, copy_bytes)) < 0) goto out;
     copy_gbs = 2.0 * (double)copy_bytes / (copy_ms * 1e-3) / 1e9;
@@ -940,30 +742,12 @@ out:
 
 /* ---------------- main ---------------- */
 
-static const char *result_str(enum result r) {
-    return r == RES_PASS ? "ok" : r == RES_FAIL ? "FAIL" : "CUDA ERROR";
-}
-
 int main(void) {
-    struct tl_err why = {{0}};
-    if (kern_device_probe(&why) == 0) {
-        printf("skip: %s\n", why.msg);
-        return 77;
-    }
-    const char *seed_env = getenv("TL_TEST_SEED");
-    uint64_t seed =
-        seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    rng_state = seed ? seed : 1;
-    printf("seed %llu (TL_TEST_SEED to repeat)\n", (unsigned long long)seed);
-
     struct kern_ctx *ctx;
-    struct tl_err err;
-    enum tl_status st = kern_ctx_create(0, &ctx, &err);
-    if (st != TL_OK) {
-        fprintf(stderr, "kern_ctx_create: %s: %s\n", tl_status_str(st), err.msg);
-        return 1;
-    }
+    int start = gh_start(&ctx);
+    if (start != 0) return start;
     struct kern_device_info info;
+    enum tl_status st;
     if ((st = kern_device_info(ctx, &info)) != TL_OK) {
         fprintf(stderr, "kern_device_info: %s: %s\n", tl_status_str(st), kern_last_error(ctx));
         kern_ctx_destroy(ctx);

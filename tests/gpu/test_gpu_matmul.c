@@ -18,17 +18,15 @@
  * to_f32 copy values: exact. A breach is investigated, never widened away. The seed is
  * printed; TL_TEST_SEED=N repeats a run. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "cpu_ops.h"
 #include "dtype.h"
+#include "gpu_harness.h"
 #include "kern.h"
 #include "kern_matmul.h"
 #include "matmul.h"
@@ -37,203 +35,11 @@
 #define TOL_F16   2e-3
 #define TOL_EXACT 0.0
 
-#define GUARD_BYTES 256
-#define GUARD_BYTE  0xA5
-#define POISON16    0xFFFFu /* a NaN in bf16 and fp16; no kernel writes this pattern */
-
-enum result { RES_PASS = 0, RES_FAIL, RES_ERROR };
-
 static double tol_for(enum tl_dtype dt) {
     return dt == TL_DTYPE_BF16 ? TOL_BF16 : TOL_F16;
 }
 
-/* ---------------- random inputs ---------------- */
-
-static uint64_t rng_state;
-
-static float frand(void) { /* uniform in [-1, 1) */
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (float)(rng_state >> 40) * (2.0f / 16777216.0f) - 1.0f;
-}
-
-static uint32_t urand(uint32_t bound) {
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (uint32_t)((rng_state >> 32) % bound);
-}
-
-/* v rounded to dt (F16 / BF16 / F32). */
-static float rnd(enum tl_dtype dt, float v) {
-    if (dt == TL_DTYPE_BF16) return bf16_to_f32(f32_to_bf16(v));
-    if (dt == TL_DTYPE_F16) return f16_to_f32(f32_to_f16(v));
-    return v;
-}
-
-/* n values offset + scale * U(-1, 1), rounded to dt: f32 gets the rounded values, raw (when
- * non-NULL) the same values in dt's storage. */
-static void fill(enum tl_dtype dt, float *f32, void *raw, size_t n, float offset, float scale) {
-    for (size_t i = 0; i < n; i++) f32[i] = rnd(dt, offset + scale * frand());
-    if (raw) dtype_from_f32(dt, f32, raw, n);
-}
-
-static void poison16(void *p, size_t n) {
-    uint16_t *h = p;
-    for (size_t i = 0; i < n; i++) h[i] = POISON16;
-}
-
-/* ---------------- guarded GPU buffers ---------------- */
-
-struct gbuf {
-    const char *name;
-    size_t bytes;
-    unsigned char *host; /* owned: GUARD + bytes + GUARD */
-    unsigned char *dev;  /* owned (kern_alloc): same layout */
-};
-
-#define MAX_BUFS 16
-
-struct bufs {
-    struct gbuf b[MAX_BUFS];
-    int n;
-};
-
-static void report_cuda(const struct kern_ctx *ctx, const char *what, enum tl_status st) {
-    fprintf(stderr, "    %s: %s: %s\n", what, tl_status_str(st), kern_last_error(ctx));
-}
-
-static struct gbuf *gbuf_new(const struct kern_ctx *ctx, struct bufs *bs, const char *name,
-                             size_t bytes) {
-    if (bs->n == MAX_BUFS) {
-        fprintf(stderr, "    test bug: more than %d buffers\n", MAX_BUFS);
-        return NULL;
-    }
-    struct gbuf *g = &bs->b[bs->n];
-    size_t total = bytes + 2 * (size_t)GUARD_BYTES;
-    memset(g, 0, sizeof *g);
-    g->name = name;
-    g->bytes = bytes;
-    g->host = malloc(total);
-    if (!g->host) {
-        fprintf(stderr, "    out of host memory (%zu bytes)\n", total);
-        return NULL;
-    }
-    bs->n++;
-    enum tl_status st = kern_alloc(ctx, total, (void **)&g->dev);
-    if (st != TL_OK) {
-        report_cuda(ctx, "kern_alloc", st);
-        return NULL;
-    }
-    memset(g->host, GUARD_BYTE, total);
-    return g;
-}
-
-static void *hdata(const struct gbuf *g) {
-    return g->host + GUARD_BYTES;
-}
-static void *ddata(const struct gbuf *g) {
-    return g->dev + GUARD_BYTES;
-}
-
-static void bufs_free(const struct kern_ctx *ctx, struct bufs *bs) {
-    for (int i = 0; i < bs->n; i++) {
-        kern_free(ctx, bs->b[i].dev);
-        free(bs->b[i].host);
-    }
-    bs->n = 0;
-}
-
-static enum result bufs_upload(const struct kern_ctx *ctx, struct bufs *bs) {
-    for (int i = 0; i < bs->n; i++) {
-        enum tl_status st =
-            kern_upload(ctx, bs->b[i].dev, bs->b[i].host, bs->b[i].bytes + 2 * GUARD_BYTES);
-        if (st != TL_OK) {
-            report_cuda(ctx, "kern_upload", st);
-            return RES_ERROR;
-        }
-    }
-    return RES_PASS;
-}
-
-/* Downloads every buffer (inputs too: a stray write may land anywhere), waits, checks guards. */
-static enum result bufs_download_check(const struct kern_ctx *ctx, struct bufs *bs) {
-    enum tl_status st;
-    for (int i = 0; i < bs->n; i++) {
-        st = kern_download(ctx, bs->b[i].host, bs->b[i].dev, bs->b[i].bytes + 2 * GUARD_BYTES);
-        if (st != TL_OK) {
-            report_cuda(ctx, "kern_download", st);
-            return RES_ERROR;
-        }
-    }
-    if ((st = kern_sync(ctx)) != TL_OK) {
-        report_cuda(ctx, "kern_sync", st);
-        return RES_ERROR;
-    }
-    enum result r = RES_PASS;
-    for (int i = 0; i < bs->n; i++) {
-        const struct gbuf *g = &bs->b[i];
-        for (size_t k = 0; k < GUARD_BYTES; k++)
-            if (g->host[k] != GUARD_BYTE) {
-                fprintf(stderr, "    %s: byte %zd before the buffer was overwritten\n", g->name,
-                        (ptrdiff_t)k - GUARD_BYTES);
-                r = RES_FAIL;
-                break;
-            }
-        for (size_t k = 0; k < GUARD_BYTES; k++)
-            if (g->host[GUARD_BYTES + g->bytes + k] != GUARD_BYTE) {
-                fprintf(stderr, "    %s: byte %zu after the end (%zu bytes) was overwritten\n",
-                        g->name, k, g->bytes);
-                r = RES_FAIL;
-                break;
-            }
-    }
-    return r;
-}
-
 /* ---------------- comparison ---------------- */
-
-/* Appends to a case's report line. */
-static void line_add(char *line, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void line_add(char *line, size_t size, const char *fmt, ...) {
-    size_t used = strlen(line);
-    va_list ap;
-    va_start(ap, fmt);
-    if (used < size) vsnprintf(line + used, size - used, fmt, ap);
-    va_end(ap);
-}
-
-/* Relative L2 error of got (n elements of dt, 16-bit, or fp32 for F32) against ref (fp32);
- * fails at once on a NaN/Inf. */
-static enum result compare(const char *what, enum tl_dtype dt, const void *got_raw,
-                           const float *ref, size_t n, double tol, char *line, size_t line_size) {
-    double num = 0, den = 0, worst = -1;
-    size_t worst_i = 0;
-    for (size_t i = 0; i < n; i++) {
-        float got;
-        dtype_to_f32(dt, (const char *)got_raw + i * dtype_size(dt), &got, 1);
-        if (!isfinite(got) || !isfinite(ref[i])) {
-            bool unwritten =
-                dt != TL_DTYPE_F32 && ((const uint16_t *)got_raw)[i] == (uint16_t)POISON16;
-            fprintf(stderr, "    %s[%zu]: gpu %g, cpu %g: not finite%s\n", what, i, (double)got,
-                    (double)ref[i], unwritten ? " (gpu never wrote it)" : "");
-            line_add(line, line_size, " %s NaN/Inf", what);
-            return RES_FAIL;
-        }
-        double d = (double)got - (double)ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-        if (fabs(d) > worst) worst = fabs(d), worst_i = i;
-    }
-    double err = den > 0 ? sqrt(num / den) : sqrt(num);
-    line_add(line, line_size, " %s %.1e", what, err);
-    if (err > tol) {
-        float got;
-        dtype_to_f32(dt, (const char *)got_raw + worst_i * dtype_size(dt), &got, 1);
-        fprintf(stderr, "    %s: relative L2 error %.3e > %.1e; worst at %zu: gpu %.9g cpu %.9g\n",
-                what, err, tol, worst_i, (double)got, (double)ref[worst_i]);
-        return RES_FAIL;
-    }
-    return RES_PASS;
-}
 
 /* got (n elements of a 16-bit dtype) bit for bit against want. */
 static enum result compare_exact16(const char *what, const uint16_t *got, const uint16_t *want,
@@ -241,10 +47,10 @@ static enum result compare_exact16(const char *what, const uint16_t *got, const 
     for (size_t i = 0; i < n; i++)
         if (got[i] != want[i]) {
             fprintf(stderr, "    %s[%zu]: gpu 0x%04x, hf-order 0x%04x\n", what, i, got[i], want[i]);
-            line_add(line, line_size, " %s-hf differs", what);
+            gh_line_add(line, line_size, " %s-hf differs", what);
             return RES_FAIL;
         }
-    line_add(line, line_size, " %s-hf exact", what);
+    gh_line_add(line, line_size, " %s-hf exact", what);
     return RES_PASS;
 }
 
@@ -270,23 +76,23 @@ static enum result compare_hf(const char *what, enum tl_dtype dt, const uint16_t
             uint16_t hb = d ? step16(h[i], d) : h[i];
             float hv;
             dtype_to_f32(dt, &hb, &hv, 1);
-            want[d + 1] = rnd(dt, a[i] * hv);
+            want[d + 1] = gh_round(dt, a[i] * hv);
         }
         if (!isfinite(g)) {
             fprintf(stderr, "    %s[%zu]: gpu %g: not finite\n", what, i, (double)g);
-            line_add(line, line_size, " %s NaN/Inf", what);
+            gh_line_add(line, line_size, " %s NaN/Inf", what);
             return RES_FAIL;
         }
         if (g == want[1]) continue;
         if (g != want[0] && g != want[2]) {
             fprintf(stderr, "    %s[%zu]: gpu %.9g, hf-order %.9g (%.9g / %.9g one ulp off)\n",
                     what, i, (double)g, (double)want[1], (double)want[0], (double)want[2]);
-            line_add(line, line_size, " %s-hf mismatch", what);
+            gh_line_add(line, line_size, " %s-hf mismatch", what);
             return RES_FAIL;
         }
         off++;
     }
-    line_add(line, line_size, " %s-hf %zu/%zu", what, off, n);
+    gh_line_add(line, line_size, " %s-hf %zu/%zu", what, off, n);
     if (off > limit) {
         fprintf(stderr, "    %s: %zu of %zu elements one ulp off the HF order (limit %zu)\n", what,
                 off, n, limit);
@@ -379,7 +185,7 @@ static enum result run_matmul(const struct kern_ctx *ctx, struct pool *pool, flo
                              *const yn[] = {"y0", "y1", "y2", "y3"};
     if (!x32) goto out;
     if (!(gx = gbuf_new(ctx, &bs, "x", (xm + (size_t)x_shift) * es))) goto out;
-    fill(dt, x32, (char *)hdata(gx) + x_shift * es, xm, 0.0f, 1.0f);
+    gh_fill(dt, x32, (char *)hdata(gx) + x_shift * es, xm, 0.0f, 1.0f);
     const float wscale = 1.7f / sqrtf((float)c->k);
     for (int p = 0; p < c->n_w; p++) {
         size_t wn_elems = (size_t)c->rows[p] * c->k, yn_elems = (size_t)c->m * c->rows[p];
@@ -389,13 +195,13 @@ static enum result run_matmul(const struct kern_ctx *ctx, struct pool *pool, flo
         if (!(gw[p] = gbuf_new(ctx, &bs, wn[p], wn_elems * es)) ||
             !(gy[p] = gbuf_new(ctx, &bs, yn[p], yn_elems * es)))
             goto out;
-        fill(dt, w32[p], hdata(gw[p]), wn_elems, 0.0f, wscale);
+        gh_fill(dt, w32[p], hdata(gw[p]), wn_elems, 0.0f, wscale);
         poison16(hdata(gy[p]), yn_elems);
         if (c->flags & BIAS(p)) {
             if (!(b32[p] = malloc((size_t)c->rows[p] * sizeof(float))) ||
                 !(gb[p] = gbuf_new(ctx, &bs, bn[p], (size_t)c->rows[p] * es)))
                 goto out;
-            fill(dt, b32[p], hdata(gb[p]), (size_t)c->rows[p], 0.0f, 0.5f);
+            gh_fill(dt, b32[p], hdata(gb[p]), (size_t)c->rows[p], 0.0f, 0.5f);
         }
         /* The reference: the same rounded values, fp32 weights, fp32 result. */
         struct tl_tensor hw = {TL_DTYPE_F32, c->rows[p], c->k, w32[p]};
@@ -440,8 +246,8 @@ static enum result run_matmul(const struct kern_ctx *ctx, struct pool *pool, flo
     }
     if ((r = bufs_download_check(ctx, &bs)) == RES_ERROR) goto out;
     for (int p = 0; p < c->n_w; p++) {
-        enum result rc = compare(yn[p], dt, hdata(gy[p]), ref[p], (size_t)c->m * c->rows[p],
-                                 tol_for(dt), line, line_size);
+        enum result rc = gh_compare(yn[p], dt, hdata(gy[p]), ref[p], (size_t)c->m * c->rows[p],
+                                    tol_for(dt), line, line_size);
         if (rc != RES_PASS) r = rc;
     }
 out:
@@ -498,11 +304,11 @@ static void hf_rmsnorm(enum tl_dtype dt, float *res, const float *add, float eps
         float *x = res + (size_t)r * dim, *o = h + (size_t)r * dim;
         double ss = 0;
         for (int i = 0; i < dim; i++) {
-            if (add) x[i] = rnd(dt, x[i] + add[(size_t)r * dim + i]);
+            if (add) x[i] = gh_round(dt, x[i] + add[(size_t)r * dim + i]);
             ss += (double)x[i] * x[i];
         }
         float inv = (float)(1.0 / sqrt((double)((float)ss / (float)dim + eps)));
-        for (int i = 0; i < dim; i++) o[i] = rnd(dt, x[i] * inv);
+        for (int i = 0; i < dim; i++) o[i] = gh_round(dt, x[i] * inv);
     }
 }
 
@@ -532,7 +338,7 @@ static enum result run_row_op(const struct kern_ctx *ctx, const struct rcase *c,
             !(gi = gbuf_new(ctx, &bs, "ids", (size_t)c->n * sizeof(int32_t))) ||
             !(go = gbuf_new(ctx, &bs, "out", elems * es)))
             goto out;
-        fill(sdt, a32, hdata(ga), src_elems, 0.0f, 1.0f);
+        gh_fill(sdt, a32, hdata(ga), src_elems, 0.0f, 1.0f);
         for (int i = 0; i < c->n; i++) idx[i] = (int32_t)urand((uint32_t)c->vocab);
         idx[0] = 0;
         if (c->n > 1) idx[c->n - 1] = c->vocab - 1;
@@ -540,7 +346,7 @@ static enum result run_row_op(const struct kern_ctx *ctx, const struct rcase *c,
         poison16(hdata(go), elems);
         struct tl_tensor ht = {TL_DTYPE_F32, c->vocab, c->dim, a32};
         cpu_embedding(NULL, &ht, idx, c->n, ref); /* a row gather either way */
-        for (size_t i = 0; i < elems; i++) ref[i] = rnd(dt, ref[i]);
+        for (size_t i = 0; i < elems; i++) ref[i] = gh_round(dt, ref[i]);
         if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
         if (c->op == ROP_EMBEDDING) {
             struct tl_tensor dtab = {sdt, c->vocab, c->dim, ddata(ga)};
@@ -557,9 +363,9 @@ static enum result run_row_op(const struct kern_ctx *ctx, const struct rcase *c,
             (with_add && !(gb = gbuf_new(ctx, &bs, "add", elems * es))) ||
             (!in_place && !(go = gbuf_new(ctx, &bs, "out", elems * es))))
             goto out;
-        fill(dt, a32, hdata(ga), elems, 0.0f, 3.0f);
-        fill(dt, b32, gb ? hdata(gb) : NULL, elems, 0.0f, 1.0f);
-        fill(wdt, w32, hdata(gw), (size_t)c->dim, 1.0f, 0.5f);
+        gh_fill(dt, a32, hdata(ga), elems, 0.0f, 3.0f);
+        gh_fill(dt, b32, gb ? hdata(gb) : NULL, elems, 0.0f, 1.0f);
+        gh_fill(wdt, w32, hdata(gw), (size_t)c->dim, 1.0f, 0.5f);
         if (go) poison16(hdata(go), elems);
         /* hf_res / hf: HF's order; a32 becomes the fp32 reference's res, ref its out. */
         float *res_hf = ref2;
@@ -570,7 +376,7 @@ static enum result run_row_op(const struct kern_ctx *ctx, const struct rcase *c,
         dtype_from_f32(dt, res_hf, hf_res, elems);
         dtype_from_f32(dt, h_hf, hf, elems); /* hf holds h */
         free(h_hf);
-        for (size_t i = 0; i < elems; i++) ref2[i] = rnd(wdt, w32[i % (size_t)c->dim]);
+        for (size_t i = 0; i < elems; i++) ref2[i] = gh_round(wdt, w32[i % (size_t)c->dim]);
         struct tl_tensor hw = {TL_DTYPE_F32, 1, c->dim, w32};
         cpu_rmsnorm(NULL, a32, with_add ? b32 : NULL, &hw, eps, c->n, ref);
         if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
@@ -584,11 +390,11 @@ static enum result run_row_op(const struct kern_ctx *ctx, const struct rcase *c,
             !(gb = gbuf_new(ctx, &bs, "up", elems * es)) ||
             (!in_place && !(go = gbuf_new(ctx, &bs, "out", elems * es))))
             goto out;
-        fill(dt, a32, hdata(ga), elems, 0.0f, 8.0f); /* +-8: silu's bend and both tails */
-        fill(dt, b32, hdata(gb), elems, 0.0f, 2.0f);
+        gh_fill(dt, a32, hdata(ga), elems, 0.0f, 8.0f); /* +-8: silu's bend and both tails */
+        gh_fill(dt, b32, hdata(gb), elems, 0.0f, 2.0f);
         if (go) poison16(hdata(go), elems);
         cpu_silu_mul(NULL, a32, b32, c->n, c->dim, ref);
-        for (size_t i = 0; i < elems; i++) ref2[i] = rnd(dt, a32[i] / (1.0f + expf(-a32[i])));
+        for (size_t i = 0; i < elems; i++) ref2[i] = gh_round(dt, a32[i] / (1.0f + expf(-a32[i])));
         dtype_from_f32(dt, ref2, hf, elems); /* hf holds silu(gate) */
         if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
         st = kern_silu_mul_act(ctx, dt, ddata(ga), ddata(gb), c->n, c->dim,
@@ -598,7 +404,7 @@ static enum result run_row_op(const struct kern_ctx *ctx, const struct rcase *c,
         if (!(ga = gbuf_new(ctx, &bs, "src", elems * es)) ||
             !(go = gbuf_new(ctx, &bs, "dst", elems * sizeof(float))))
             goto out;
-        fill(dt, ref, hdata(ga), elems, 0.0f, 100.0f);
+        gh_fill(dt, ref, hdata(ga), elems, 0.0f, 100.0f);
         poison16(hdata(go), elems * 2);
         if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
         st = kern_to_f32(ctx, dt, ddata(ga), elems, ddata(go));
@@ -614,26 +420,27 @@ static enum result run_row_op(const struct kern_ctx *ctx, const struct rcase *c,
     switch (c->op) {
     case ROP_EMBEDDING:
     case ROP_GATHER:
-        rc = compare("out", dt, hdata(go), ref, elems, TOL_EXACT, line, line_size);
+        rc = gh_compare("out", dt, hdata(go), ref, elems, TOL_EXACT, line, line_size);
         break;
     case ROP_TO_F32:
-        rc = compare("out", TL_DTYPE_F32, hdata(go), ref, elems, TOL_EXACT, line, line_size);
+        rc = gh_compare("out", TL_DTYPE_F32, hdata(go), ref, elems, TOL_EXACT, line, line_size);
         break;
     case ROP_RMSNORM: {
         const void *out = in_place ? hdata(ga) : hdata(go);
         rc = RES_PASS;
         if (with_add && !in_place) {
-            rc = compare("res", dt, hdata(ga), a32, elems, tol_for(dt), line, line_size);
+            rc = gh_compare("res", dt, hdata(ga), a32, elems, tol_for(dt), line, line_size);
             if (rc == RES_PASS)
                 rc = compare_exact16("res", hdata(ga), hf_res, elems, line, line_size);
         }
-        if (rc == RES_PASS) rc = compare("out", dt, out, ref, elems, tol_for(dt), line, line_size);
+        if (rc == RES_PASS)
+            rc = gh_compare("out", dt, out, ref, elems, tol_for(dt), line, line_size);
         if (rc == RES_PASS) rc = compare_hf("out", dt, out, ref2, hf, elems, line, line_size);
         break;
     }
     case ROP_SILU_MUL: {
         const void *out = in_place ? hdata(ga) : hdata(go);
-        rc = compare("out", dt, out, ref, elems, tol_for(dt), line, line_size);
+        rc = gh_compare("out", dt, out, ref, elems, tol_for(dt), line, line_size);
         if (rc == RES_PASS) rc = compare_hf("out", dt, out, b32, hf, elems, line, line_size);
         break;
     }
@@ -662,7 +469,7 @@ static enum result run_bad_ids(const struct kern_ctx *ctx, enum tl_dtype dt) {
         !(gi = gbuf_new(ctx, &bs, "ids", sizeof ids)) ||
         !(go = gbuf_new(ctx, &bs, "out", N * DIM * 2)))
         goto out;
-    fill(dt, table, hdata(gt), VOCAB * DIM, 0.0f, 1.0f);
+    gh_fill(dt, table, hdata(gt), VOCAB * DIM, 0.0f, 1.0f);
     memcpy(hdata(gi), ids, sizeof ids);
     for (int pass = 0; pass < 2; pass++) {
         poison16(hdata(go), N * DIM);
@@ -711,10 +518,7 @@ static enum result run_bad_args(const struct kern_ctx *ctx) {
     const struct tl_tensor *one[] = {&w}, *f16[] = {&w_f16}, *two_k[] = {&w, &w_k};
     const struct tl_tensor *wnull[] = {&w_null}, *bs_short[] = {&b_short};
     void *y1[] = {fake, fake}, *ynull[] = {NULL};
-    struct {
-        const char *what;
-        enum tl_status got, want;
-    } checks[] = {
+    const struct gh_status_check checks[] = {
         {"matmul m = 0", kern_matmul(ctx, TL_DTYPE_BF16, fake, 0, 1, one, NULL, y1),
          TL_ERR_INVALID},
         {"matmul x NULL", kern_matmul(ctx, TL_DTYPE_BF16, NULL, 1, 1, one, NULL, y1),
@@ -762,52 +566,17 @@ static enum result run_bad_args(const struct kern_ctx *ctx) {
          kern_to_f32(ctx, TL_DTYPE_BF16, fake, 4, (float *)((char *)fake + 2)), TL_ERR_INVALID},
         {"to_f32 dtype I8", kern_to_f32(ctx, TL_DTYPE_I8, fake, 4, fake), TL_ERR_UNSUPPORTED},
     };
-    enum result r = RES_PASS;
-    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
-        if (checks[i].got != checks[i].want) {
-            fprintf(stderr, "    %s: got %s, want %s\n", checks[i].what,
-                    tl_status_str(checks[i].got), tl_status_str(checks[i].want));
-            r = RES_FAIL;
-        }
-    if (kern_last_error(ctx)[0] == '\0') {
-        fprintf(stderr, "    bad arguments left no message\n");
-        r = RES_FAIL;
-    }
-    enum tl_status st = kern_sync(ctx);
-    if (st != TL_OK) {
-        report_cuda(ctx, "kern_sync after bad arguments", st);
-        r = RES_ERROR;
-    }
-    return r;
+    return gh_check_statuses(ctx, checks, sizeof checks / sizeof checks[0]);
 }
 
 /* ---------------- main ---------------- */
 
-static const char *result_str(enum result r) {
-    return r == RES_PASS ? "ok" : r == RES_FAIL ? "FAIL" : "CUDA ERROR";
-}
-
 int main(void) {
-    struct tl_err why = {{0}};
-    if (kern_device_probe(&why) == 0) {
-        printf("skip: %s\n", why.msg);
-        return 77;
-    }
-    const char *seed_env = getenv("TL_TEST_SEED");
-    uint64_t seed =
-        seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    rng_state = seed ? seed : 1;
-    printf("seed %llu (TL_TEST_SEED to repeat)\n", (unsigned long long)seed);
-
     struct kern_ctx *ctx;
-    struct tl_err err;
-    enum tl_status st = kern_ctx_create(0, &ctx, &err);
-    if (st != TL_OK) {
-        fprintf(stderr, "kern_ctx_create: %s: %s\n", tl_status_str(st), err.msg);
-        return 1;
-    }
+    int start = gh_start(&ctx);
+    if (start != 0) return start;
     struct kern_device_info info;
-    if ((st = kern_device_info(ctx, &info)) == TL_OK)
+    if (kern_device_info(ctx, &info) == TL_OK)
         printf("device %d: %s, cc %d.%d, %d SMs\n", info.device, info.name, info.cc_major,
                info.cc_minor, info.sm_count);
     float *scratch = malloc(MATMUL_SCRATCH_FLOATS * sizeof(float));

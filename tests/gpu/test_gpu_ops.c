@@ -18,203 +18,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "cpu_ops.h"
+#include "gpu_harness.h"
 #include "kern.h"
 #include "kern_elementwise.h"
 
 #define TOL_EXACT 0.0
 #define TOL_F32   1e-5
-
-#define GUARD_BYTES 256         /* sentinel bytes before and after every GPU buffer (64 floats) */
-#define GUARD_BYTE  0xA5        /* as a float, -2.9e-16: no op here writes that by chance */
-#define POISON_BITS 0x7fc0deadu /* a quiet NaN: an output element never written stays NaN */
-
-enum result {
-    RES_PASS = 0,
-    RES_FAIL,
-    RES_ERROR /* a CUDA failure: stop, the context may be dead */
-};
-
-/* ---------------- random inputs ---------------- */
-
-static uint64_t rng_state;
-
-static float frand(void) { /* uniform in [-1, 1) */
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (float)(rng_state >> 40) * (2.0f / 16777216.0f) - 1.0f;
-}
-
-static uint32_t urand(uint32_t bound) {
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (uint32_t)((rng_state >> 32) % bound);
-}
-
-static void fill(float *x, size_t n, float scale) {
-    for (size_t i = 0; i < n; i++) x[i] = scale * frand();
-}
-
-static void poison(float *x, size_t n) {
-    uint32_t bits = POISON_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, 4);
-}
-
-static bool is_poison(float f) {
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    return bits == POISON_BITS;
-}
-
-/* ---------------- guarded GPU buffers ---------------- */
-
-/* bytes of data with GUARD_BYTES of sentinel on each side, on the device and staged on the host
- * (same layout). Fill host data, upload, run, download, check guards, read host data. */
-struct gbuf {
-    const char *name;
-    size_t bytes;
-    unsigned char *host; /* owned: GUARD + bytes + GUARD */
-    unsigned char *dev;  /* owned (kern_alloc): same layout */
-};
-
-#define MAX_BUFS 8
-
-/* One case's buffers, freed together. */
-struct bufs {
-    struct gbuf b[MAX_BUFS];
-    int n;
-};
-
-static void report_cuda(const struct kern_ctx *ctx, const char *what, enum tl_status st) {
-    fprintf(stderr, "    %s: %s: %s\n", what, tl_status_str(st), kern_last_error(ctx));
-}
-
-/* A new buffer of `bytes` bytes in bs; NULL (after a message) on failure. */
-static struct gbuf *gbuf_new(const struct kern_ctx *ctx, struct bufs *bs, const char *name,
-                             size_t bytes) {
-    if (bs->n == MAX_BUFS) {
-        fprintf(stderr, "    test bug: more than %d buffers\n", MAX_BUFS);
-        return NULL;
-    }
-    struct gbuf *g = &bs->b[bs->n];
-    size_t total = bytes + 2 * (size_t)GUARD_BYTES;
-    memset(g, 0, sizeof *g);
-    g->name = name;
-    g->bytes = bytes;
-    g->host = malloc(total);
-    if (!g->host) {
-        fprintf(stderr, "    out of host memory (%zu bytes)\n", total);
-        return NULL;
-    }
-    bs->n++;
-    enum tl_status st = kern_alloc(ctx, total, (void **)&g->dev);
-    if (st != TL_OK) {
-        report_cuda(ctx, "kern_alloc", st);
-        return NULL;
-    }
-    memset(g->host, GUARD_BYTE, GUARD_BYTES);
-    memset(g->host + GUARD_BYTES + bytes, GUARD_BYTE, GUARD_BYTES);
-    return g;
-}
-
-static void *hdata(const struct gbuf *g) {
-    return g->host + GUARD_BYTES;
-}
-static void *ddata(const struct gbuf *g) {
-    return g->dev + GUARD_BYTES;
-}
-
-static void bufs_free(const struct kern_ctx *ctx, struct bufs *bs) {
-    for (int i = 0; i < bs->n; i++) {
-        kern_free(ctx, bs->b[i].dev);
-        free(bs->b[i].host);
-    }
-    bs->n = 0;
-}
-
-/* Uploads every buffer, guards included. */
-static enum result bufs_upload(const struct kern_ctx *ctx, struct bufs *bs) {
-    for (int i = 0; i < bs->n; i++) {
-        enum tl_status st =
-            kern_upload(ctx, bs->b[i].dev, bs->b[i].host, bs->b[i].bytes + 2 * GUARD_BYTES);
-        if (st != TL_OK) {
-            report_cuda(ctx, "kern_upload", st);
-            return RES_ERROR;
-        }
-    }
-    return RES_PASS;
-}
-
-/* Downloads every buffer (inputs too: a stray write may land anywhere), waits, checks guards. */
-static enum result bufs_download_check(const struct kern_ctx *ctx, struct bufs *bs) {
-    enum tl_status st;
-    for (int i = 0; i < bs->n; i++) {
-        st = kern_download(ctx, bs->b[i].host, bs->b[i].dev, bs->b[i].bytes + 2 * GUARD_BYTES);
-        if (st != TL_OK) {
-            report_cuda(ctx, "kern_download", st);
-            return RES_ERROR;
-        }
-    }
-    if ((st = kern_sync(ctx)) != TL_OK) {
-        report_cuda(ctx, "kern_sync", st);
-        return RES_ERROR;
-    }
-    enum result r = RES_PASS;
-    for (int i = 0; i < bs->n; i++) {
-        const struct gbuf *g = &bs->b[i];
-        for (size_t k = 0; k < GUARD_BYTES; k++) {
-            if (g->host[k] != GUARD_BYTE) {
-                fprintf(stderr, "    %s: byte %zd before the buffer was overwritten\n", g->name,
-                        (ptrdiff_t)k - GUARD_BYTES);
-                r = RES_FAIL;
-                break;
-            }
-        }
-        for (size_t k = 0; k < GUARD_BYTES; k++) {
-            if (g->host[GUARD_BYTES + g->bytes + k] != GUARD_BYTE) {
-                fprintf(stderr, "    %s: byte %zu after the end (%zu bytes) was overwritten\n",
-                        g->name, k, g->bytes);
-                r = RES_FAIL;
-                break;
-            }
-        }
-    }
-    return r;
-}
-
-/* ---------------- comparison ---------------- */
-
-/* Relative L2 error of got against ref; fails at once on a NaN/Inf in either. Prints the error
- * into `line` (the case's report) and details to stderr. */
-static enum result compare(const char *what, const float *got, const float *ref, size_t n,
-                           double tol, char *line, size_t line_size) {
-    double num = 0, den = 0, worst = -1;
-    size_t worst_i = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(got[i]) || !isfinite(ref[i])) {
-            fprintf(stderr, "    %s[%zu]: gpu %g, cpu %g: not finite%s\n", what, i, (double)got[i],
-                    (double)ref[i], is_poison(got[i]) ? " (gpu never wrote it)" : "");
-            snprintf(line, line_size, "%s NaN/Inf at %zu", what, i);
-            return RES_FAIL;
-        }
-        double d = (double)got[i] - (double)ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-        if (fabs(d) > worst) worst = fabs(d), worst_i = i;
-    }
-    double err = den > 0 ? sqrt(num / den) : sqrt(num);
-    size_t used = strlen(line);
-    snprintf(line + used, line_size - used, " %s %.1e", what, err);
-    if (err > tol) {
-        fprintf(
-            stderr,
-            "    %s: relative L2 error %.3e > tolerance %.1e; worst at %zu: gpu %.9g cpu %.9g\n",
-            what, err, tol, worst_i, (double)got[worst_i], (double)ref[worst_i]);
-        return RES_FAIL;
-    }
-    return RES_PASS;
-}
 
 /* ---------------- cases ---------------- */
 
@@ -295,7 +106,7 @@ static enum result run_embedding(const struct kern_ctx *ctx, const struct tcase 
         goto out;
     memcpy(hdata(gt), table, (size_t)c->vocab * c->dim * es);
     memcpy(hdata(gtok), tokens, (size_t)c->n * sizeof(int32_t));
-    poison(hdata(gout), rows);
+    gh_poison32(hdata(gout), rows);
     if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
     struct tl_tensor dev_table = {dt, c->vocab, c->dim, ddata(gt)};
     if ((st = kern_embedding(ctx, &dev_table, ddata(gtok), c->n, ddata(gout))) != TL_OK) {
@@ -304,7 +115,8 @@ static enum result run_embedding(const struct kern_ctx *ctx, const struct tcase 
         goto out;
     }
     if ((r = bufs_download_check(ctx, &bs)) == RES_ERROR) goto out;
-    enum result rc = compare("out", hdata(gout), ref, rows, TOL_EXACT, line, line_size);
+    enum result rc =
+        gh_compare("out", TL_DTYPE_F32, hdata(gout), ref, rows, TOL_EXACT, line, line_size);
     if (rc != RES_PASS) r = rc;
 out:
     bufs_free(ctx, &bs);
@@ -327,8 +139,8 @@ static enum result run_rmsnorm(const struct kern_ctx *ctx, const struct tcase *c
     struct gbuf *gres, *gadd = NULL, *gw, *gout = NULL;
     enum tl_status st;
     if (!res0 || !add || !res_ref || !out_ref || !w) goto out;
-    fill(res0, elems, 3.0f);
-    fill(add, elems, 1.0f);
+    gh_fill(TL_DTYPE_F32, res0, NULL, elems, 0.0f, 3.0f);
+    gh_fill(TL_DTYPE_F32, add, NULL, elems, 0.0f, 1.0f);
     memcpy(res_ref, res0, elems * sizeof(float));
     struct tl_tensor host_w = {dt, 1, c->dim, w};
     cpu_rmsnorm(NULL, res_ref, with_add ? add : NULL, &host_w, eps, c->n, out_ref);
@@ -341,7 +153,7 @@ static enum result run_rmsnorm(const struct kern_ctx *ctx, const struct tcase *c
     memcpy(hdata(gres), res0, elems * sizeof(float));
     memcpy(hdata(gw), w, (size_t)c->dim * dtype_size(dt));
     if (gadd) memcpy(hdata(gadd), add, elems * sizeof(float));
-    if (gout) poison(hdata(gout), elems);
+    if (gout) gh_poison32(hdata(gout), elems);
     if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
     struct tl_tensor dev_w = {dt, 1, c->dim, ddata(gw)};
     st = kern_rmsnorm(ctx, ddata(gres), gadd ? ddata(gadd) : NULL, &dev_w, eps, c->n,
@@ -354,11 +166,13 @@ static enum result run_rmsnorm(const struct kern_ctx *ctx, const struct tcase *c
     if ((r = bufs_download_check(ctx, &bs)) == RES_ERROR) goto out;
     enum result rc;
     if (in_place) {
-        rc = compare("out", hdata(gres), out_ref, elems, TOL_F32, line, line_size);
+        rc = gh_compare("out", TL_DTYPE_F32, hdata(gres), out_ref, elems, TOL_F32, line, line_size);
     } else {
-        rc = compare("res", hdata(gres), res_ref, elems, TOL_EXACT, line, line_size);
+        rc = gh_compare("res", TL_DTYPE_F32, hdata(gres), res_ref, elems, TOL_EXACT, line,
+                        line_size);
         if (rc == RES_PASS)
-            rc = compare("out", hdata(gout), out_ref, elems, TOL_F32, line, line_size);
+            rc = gh_compare("out", TL_DTYPE_F32, hdata(gout), out_ref, elems, TOL_F32, line,
+                            line_size);
     }
     if (rc != RES_PASS) r = rc;
 out:
@@ -382,8 +196,9 @@ static enum result run_silu_mul(const struct kern_ctx *ctx, const struct tcase *
     struct gbuf *gg, *gu, *gout = NULL;
     enum tl_status st;
     if (!gate || !up || !ref) goto out;
-    fill(gate, elems, 8.0f); /* +-8: through silu's bend into both tails */
-    fill(up, elems, 2.0f);
+    /* +-8: through silu's bend into both tails */
+    gh_fill(TL_DTYPE_F32, gate, NULL, elems, 0.0f, 8.0f);
+    gh_fill(TL_DTYPE_F32, up, NULL, elems, 0.0f, 2.0f);
     cpu_silu_mul(NULL, gate, up, c->n, c->dim, ref);
 
     if (!(gg = gbuf_new(ctx, &bs, "gate", elems * sizeof(float))) ||
@@ -392,7 +207,7 @@ static enum result run_silu_mul(const struct kern_ctx *ctx, const struct tcase *
         goto out;
     memcpy(hdata(gg), gate, elems * sizeof(float));
     memcpy(hdata(gu), up, elems * sizeof(float));
-    if (gout) poison(hdata(gout), elems);
+    if (gout) gh_poison32(hdata(gout), elems);
     if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
     st = kern_silu_mul(ctx, ddata(gg), ddata(gu), c->n, c->dim, in_place ? ddata(gg) : ddata(gout));
     if (st != TL_OK) {
@@ -401,8 +216,8 @@ static enum result run_silu_mul(const struct kern_ctx *ctx, const struct tcase *
         goto out;
     }
     if ((r = bufs_download_check(ctx, &bs)) == RES_ERROR) goto out;
-    enum result rc =
-        compare("out", hdata(in_place ? gg : gout), ref, elems, TOL_F32, line, line_size);
+    enum result rc = gh_compare("out", TL_DTYPE_F32, hdata(in_place ? gg : gout), ref, elems,
+                                TOL_F32, line, line_size);
     if (rc != RES_PASS) r = rc;
 out:
     bufs_free(ctx, &bs);
@@ -423,14 +238,14 @@ static enum result run_embedding_bad_ids(const struct kern_ctx *ctx) {
     float table[VOCAB * DIM];
     struct gbuf *gt, *gtok, *gout;
     enum tl_status st;
-    fill(table, VOCAB * DIM, 1.0f);
+    gh_fill(TL_DTYPE_F32, table, NULL, VOCAB * DIM, 0.0f, 1.0f);
     if (!(gt = gbuf_new(ctx, &bs, "table", sizeof table)) ||
         !(gtok = gbuf_new(ctx, &bs, "tokens", sizeof tokens)) ||
         !(gout = gbuf_new(ctx, &bs, "out", N * DIM * sizeof(float))))
         goto out;
     memcpy(hdata(gt), table, sizeof table);
     memcpy(hdata(gtok), tokens, sizeof tokens);
-    poison(hdata(gout), N * DIM);
+    gh_poison32(hdata(gout), N * DIM);
     if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
     struct tl_tensor dev_table = {TL_DTYPE_F32, VOCAB, DIM, ddata(gt)};
     if ((st = kern_embedding(ctx, &dev_table, ddata(gtok), N, ddata(gout))) != TL_OK) {
@@ -444,7 +259,7 @@ static enum result run_embedding_bad_ids(const struct kern_ctx *ctx) {
         for (int i = 0; i < DIM; i++) {
             bool bad = tokens[t] < 0 || tokens[t] >= VOCAB;
             float want = bad ? NAN : table[tokens[t] * DIM + i], got = o[t * DIM + i];
-            if (bad ? !isnan(got) || is_poison(got) : got != want) {
+            if (bad ? !isnan(got) || gh_is_poison32(got) : got != want) {
                 fprintf(stderr, "    token %d (id %d) element %d: got %g, want %g\n", t,
                         (int)tokens[t], i, (double)got, (double)want);
                 r = RES_FAIL;
@@ -467,10 +282,7 @@ static enum result run_bad_args(const struct kern_ctx *ctx) {
     struct tl_tensor w_null = {TL_DTYPE_F32, 1, 64, NULL};
     struct tl_tensor table_empty = {TL_DTYPE_F16, 0, 64, fake};
     void *p = fake;
-    struct {
-        const char *what;
-        enum tl_status got, want;
-    } checks[] = {
+    const struct gh_status_check checks[] = {
         {"rmsnorm n = 0", kern_rmsnorm(ctx, fake, NULL, &w, 1e-6f, 0, fake), TL_ERR_INVALID},
         {"rmsnorm res NULL", kern_rmsnorm(ctx, NULL, NULL, &w, 1e-6f, 1, fake), TL_ERR_INVALID},
         {"rmsnorm out NULL", kern_rmsnorm(ctx, fake, NULL, &w, 1e-6f, 1, NULL), TL_ERR_INVALID},
@@ -493,53 +305,17 @@ static enum result run_bad_args(const struct kern_ctx *ctx) {
         {"alloc 0 bytes", kern_alloc(ctx, 0, &p), TL_ERR_INVALID},
         {"upload NULL source", kern_upload(ctx, fake, NULL, 16), TL_ERR_INVALID},
     };
-    enum result r = RES_PASS;
-    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
-        if (checks[i].got != checks[i].want) {
-            fprintf(stderr, "    %s: got %s, want %s\n", checks[i].what,
-                    tl_status_str(checks[i].got), tl_status_str(checks[i].want));
-            r = RES_FAIL;
-        }
-    }
-    if (kern_last_error(ctx)[0] == '\0') {
-        fprintf(stderr, "    bad arguments left no message\n");
-        r = RES_FAIL;
-    }
-    /* Nothing was launched, so the stream is still healthy. */
-    enum tl_status st = kern_sync(ctx);
-    if (st != TL_OK) {
-        report_cuda(ctx, "kern_sync after bad arguments", st);
-        r = RES_ERROR;
-    }
-    return r;
+    return gh_check_statuses(ctx, checks, sizeof checks / sizeof checks[0]);
 }
 
 /* ---------------- main ---------------- */
 
-static const char *result_str(enum result r) {
-    return r == RES_PASS ? "ok" : r == RES_FAIL ? "FAIL" : "CUDA ERROR";
-}
-
 int main(void) {
-    struct tl_err why = {{0}};
-    if (kern_device_probe(&why) == 0) {
-        printf("skip: %s\n", why.msg);
-        return 77;
-    }
-    const char *seed_env = getenv("TL_TEST_SEED");
-    uint64_t seed =
-        seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    rng_state = seed ? seed : 1;
-    printf("seed %llu (TL_TEST_SEED to repeat)\n", (unsigned long long)seed);
-
     struct kern_ctx *ctx;
-    struct tl_err err;
-    enum tl_status st = kern_ctx_create(0, &ctx, &err);
-    if (st != TL_OK) {
-        fprintf(stderr, "kern_ctx_create: %s: %s\n", tl_status_str(st), err.msg);
-        return 1;
-    }
+    int start = gh_start(&ctx);
+    if (start != 0) return start;
     struct kern_device_info info;
+    enum tl_status st;
     if ((st = kern_device_info(ctx, &info)) != TL_OK) {
         fprintf(stderr, "kern_device_info: %s: %s\n", tl_status_str(st), kern_last_error(ctx));
         kern_ctx_destroy(ctx);
