@@ -391,7 +391,7 @@ int main(int argc, char **argv) {
     }
     struct kern_device_info info;
     CHECK_TL(ctx, kern_device_info(ctx, &info));
-    cudaStream_t s = (cudaStream_t)kern_matmul_stream(ctx);
+    cudaStream_t s = (cudaStream_t)kern_ctx_stream(ctx);
     printf("device: %s, cc %d.%d, %d SMs, L2 %.0f MB, %.1f GiB free\n", info.name, info.cc_major,
            info.cc_minor, info.sm_count, (double)info.l2_bytes / 1e6,
            (double)info.free_bytes / (1 << 30));

@@ -507,6 +507,23 @@ struct mark {
     bool match;
 };
 
+/* Piece -> ids, for one call: text repeats its words, and a hit skips BPE (HF's BPE keeps a
+ * cache for the same reason). Keys and ids live in two growing arenas. */
+struct pc_slot {
+    uint32_t h; /* 0: empty */
+    uint32_t koff, ioff;
+    uint16_t klen, n;
+};
+struct pcache {
+    struct pc_slot *slots;
+    size_t mask, used;
+    uint8_t *keys;
+    size_t n_keys, cap_keys;
+    int32_t *ids;
+    size_t n_ids, cap_ids;
+};
+#define PC_MAX_PIECE 64 /* longer pieces rarely repeat */
+
 /* One encode call's scratch; everything is grown on demand and freed at the end. */
 struct enc {
     const struct tokenizer *t;
@@ -526,6 +543,7 @@ struct enc {
     pcre2_match_data *md;
     pcre2_match_context *mctx; /* only once a big JIT stack is needed */
     pcre2_jit_stack *jstack;
+    struct pcache pc; /* slots == NULL: no cache (short inputs) */
     enum tl_status st;
 };
 
@@ -723,17 +741,73 @@ static void push_pair(const struct tokenizer *t, struct enc *c, size_t *nh, int3
     if (m) heap_push(c->heap, nh, (uint64_t)m->rank << 32 | (uint32_t)pos);
 }
 
+static const struct pc_slot *pc_find(const struct pcache *pc, uint32_t h, const uint8_t *p,
+                                     size_t n) {
+    for (size_t i = h & pc->mask;; i = (i + 1) & pc->mask) {
+        const struct pc_slot *s = &pc->slots[i];
+        if (!s->h) return s;
+        if (s->h == h && s->klen == n && memcmp(pc->keys + s->koff, p, n) == 0) return s;
+    }
+}
+
+/* Remembers that piece p[0..n) gave ids[0..k). Failing to grow just skips the entry. */
+static void pc_put(struct enc *c, uint32_t h, const uint8_t *p, size_t n, const int32_t *ids,
+                   size_t k) {
+    struct pcache *pc = &c->pc;
+    if (2 * (pc->used + 1) > pc->mask + 1) { /* rehash into twice the slots */
+        size_t cap = 2 * (pc->mask + 1);
+        struct pc_slot *ns = calloc(cap, sizeof *ns);
+        if (!ns) return;
+        for (size_t i = 0; i <= pc->mask; i++) {
+            if (!pc->slots[i].h) continue;
+            size_t j = pc->slots[i].h & (cap - 1);
+            while (ns[j].h) j = (j + 1) & (cap - 1);
+            ns[j] = pc->slots[i];
+        }
+        free(pc->slots);
+        pc->slots = ns, pc->mask = cap - 1;
+    }
+    if (k > UINT16_MAX || pc->n_keys + n > UINT32_MAX || pc->n_ids + k > UINT32_MAX ||
+        !GROW(c, pc->keys, pc->cap_keys, pc->n_keys + n) ||
+        !GROW(c, pc->ids, pc->cap_ids, pc->n_ids + k)) {
+        c->st = TL_OK; /* the cache is optional */
+        return;
+    }
+    struct pc_slot *s = (struct pc_slot *)pc_find(pc, h, p, n);
+    *s = (struct pc_slot){h, (uint32_t)pc->n_keys, (uint32_t)pc->n_ids, (uint16_t)n, (uint16_t)k};
+    memcpy(pc->keys + pc->n_keys, p, n);
+    memcpy(pc->ids + pc->n_ids, ids, k * sizeof *ids);
+    pc->n_keys += n, pc->n_ids += k, pc->used++;
+}
+
 /* Byte-level BPE of one piece (raw bytes): the symbols start as one per byte and the adjacent
  * pair of lowest merge rank (leftmost on ties) merges until none is left, as HF's
  * Word::merge_all does. */
 static bool bpe(struct enc *c, const uint8_t *p, size_t n) {
     const struct tokenizer *t = c->t;
+    if (n == 1 && t->byte_id[p[0]] >= 0) return emit(c, t->byte_id[p[0]]);
+    uint32_t h = 0;
+    size_t first = c->n_ids;
+    bool cache = c->pc.slots && n <= PC_MAX_PIECE;
+    if (cache) {
+        h = (uint32_t)tk_hash(p, n) | 1;
+        const struct pc_slot *s = pc_find(&c->pc, h, p, n);
+        if (s->h) {
+            if (!GROW(c, c->ids, c->cap_ids, c->n_ids + s->n)) return false;
+            memcpy(c->ids + c->n_ids, c->pc.ids + s->ioff, s->n * sizeof *c->ids);
+            c->n_ids += s->n;
+            return true;
+        }
+    }
     if (t->ignore_merges) { /* a piece that is itself a token is emitted whole */
         int32_t id =
             tk_strmap_get(&t->raw, (const char *)t->raw_bytes, t->raw_off, t->raw_len, p, n);
-        if (id >= 0) return emit(c, id);
+        if (id >= 0) {
+            if (!emit(c, id)) return false;
+            if (cache) pc_put(c, h, p, n, &id, 1);
+            return true;
+        }
     }
-    if (n == 1 && t->byte_id[p[0]] >= 0) return emit(c, t->byte_id[p[0]]);
     if (n > INT32_MAX / 4) {
         c->st = TL_ERR_INVALID;
         return false;
@@ -767,7 +841,7 @@ static bool bpe(struct enc *c, const uint8_t *p, size_t n) {
         c->nxt[ns] = ns + 1;
         ns++;
     }
-    if (ns == 0) return true;
+    if (ns == 0) return true; /* (nothing to cache either) */
     c->nxt[ns - 1] = -1;
     size_t nh = 0;
     for (int32_t i = 0; i + 1 < ns; i++) push_pair(t, c, &nh, i);
@@ -787,6 +861,7 @@ static bool bpe(struct enc *c, const uint8_t *p, size_t n) {
     }
     for (int32_t i = 0; i >= 0; i = c->nxt[i])
         if (!emit(c, c->sym[i])) return false;
+    if (cache) pc_put(c, h, p, n, c->ids + first, c->n_ids - first);
     return true;
 }
 
@@ -856,6 +931,7 @@ static void enc_free(struct enc *c) {
     pcre2_match_data_free(c->md);
     pcre2_match_context_free(c->mctx);
     pcre2_jit_stack_free(c->jstack);
+    free(c->pc.slots), free(c->pc.keys), free(c->pc.ids);
 }
 
 enum tl_status tokenizer_encode(const struct tokenizer *t, const char *text, size_t len,
@@ -874,6 +950,10 @@ enum tl_status tokenizer_encode(const struct tokenizer *t, const char *text, siz
     if (ok && t->n_splits) {
         c.md = pcre2_match_data_create(1, NULL);
         if (!c.md) ok = false, c.st = TL_ERR_NOMEM;
+    }
+    if (ok && len >= 1024) { /* below that, filling the cache costs more than it saves */
+        c.pc.slots = calloc(1024, sizeof *c.pc.slots); /* grows with the distinct pieces */
+        c.pc.mask = 1023;
     }
     for (int i = 0; ok && add_special && i < t->n_prefix; i++) ok = emit(&c, t->prefix[i]);
     long ns =

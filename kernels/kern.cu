@@ -293,3 +293,7 @@ void kern_graph_free(struct kern_graph *g) {
     cudaGraphExecDestroy(g->exec);
     free(g);
 }
+
+void *kern_ctx_stream(const struct kern_ctx *ctx) {
+    return ctx ? (void *)ctx->stream : NULL;
+}

@@ -82,6 +82,11 @@ enum tl_status kern_download(const struct kern_ctx *ctx, void *host_dst, const v
  * that ran asynchronously (an illegal address shows up here, not at the launch). */
 enum tl_status kern_sync(const struct kern_ctx *ctx);
 
+/* The context's CUDA stream (a cudaStream_t; borrowed, valid while ctx lives), for tests and
+ * benchmarks that bracket ops with CUDA events: the stream is non-blocking, so events on the
+ * default stream do not order with it. NULL for a NULL ctx. */
+void *kern_ctx_stream(const struct kern_ctx *ctx);
+
 /* CUDA graphs of the context's stream. Between kern_capture_begin and kern_capture_end, work
  * queued on the stream (by this thread) is recorded instead of run; kern_capture_end turns it
  * into an executable graph (caller frees with kern_graph_free). kern_graph_launch queues one

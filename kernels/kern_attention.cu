@@ -942,6 +942,3 @@ enum tl_status kern_attention(const struct kern_ctx *ctx, const struct kern_attn
                                     run_prefill);
 }
 
-void *kern_attention_stream(const struct kern_ctx *ctx) {
-    return ctx ? (void *)ctx->stream : NULL;
-}

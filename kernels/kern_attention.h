@@ -69,12 +69,6 @@ enum tl_status kern_attention(const struct kern_ctx *ctx, const struct kern_attn
                               const void *k_cache, const void *v_cache, void *out, void *workspace,
                               size_t workspace_bytes);
 
-/* The context's CUDA stream (a cudaStream_t), borrowed, valid while ctx lives: for tests and
- * benchmarks that bracket the ops above with CUDA events (the stream is non-blocking, so events
- * on the default stream do not order with it). It belongs in kern.h as kern_stream; it lives
- * here until kern.h grows one. NULL for a NULL ctx. */
-void *kern_attention_stream(const struct kern_ctx *ctx);
-
 #ifdef __cplusplus
 }
 #endif

@@ -51,10 +51,6 @@ void kern_matmul_force_path(int path) {
     force_path = path;
 }
 
-void *kern_matmul_stream(const struct kern_ctx *ctx) {
-    return ctx ? (void *)ctx->stream : NULL;
-}
-
 /* ---------------- GEMV ---------------- */
 
 struct gemv_part {

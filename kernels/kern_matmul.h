@@ -39,10 +39,6 @@ enum tl_status kern_matmul(const struct kern_ctx *ctx, enum tl_dtype act, const 
  * TL_ERR_UNSUPPORTED. A forced GEMV with m > 16 runs in launches of 16 rows. Process-wide. */
 void kern_matmul_force_path(int path);
 
-/* The context's CUDA stream (a cudaStream_t; borrowed), for benchmarks that time ops with CUDA
- * events and for graph capture. Belongs with kern_ctx in kern.h; here until it moves. */
-void *kern_matmul_stream(const struct kern_ctx *ctx);
-
 /* Activation-dtype variants of the row-wise ops (the fp32 ones are in kern_elementwise.h):
  * out (n, dim) = table[tokens] (tokens: device int32); res += add (add may be NULL), out =
  * rmsnorm(res) * w with fp32 sums; out = silu(gate) * up; out (n, dim) = x[rows] (rows: device

@@ -424,7 +424,7 @@ static bool cuda_ok(cudaError_t e, const char *what) {
 
 /* Median ms of a 1 GiB device-to-device copy on the context's stream; < 0 on failure. */
 static double bench_copy(const struct kern_ctx *ctx, size_t bytes) {
-    cudaStream_t stream = (cudaStream_t)kern_attention_stream(ctx);
+    cudaStream_t stream = (cudaStream_t)kern_ctx_stream(ctx);
     void *src = NULL, *dst = NULL;
     cudaEvent_t e0 = NULL, e1 = NULL;
     float ms[BENCH_REPS];
@@ -476,7 +476,7 @@ struct bench_row {
 typedef enum tl_status (*bench_call_fn)(void *arg, int i);
 
 static double time_graph(const struct kern_ctx *ctx, bench_call_fn call, void *arg, int reps) {
-    cudaStream_t stream = (cudaStream_t)kern_attention_stream(ctx);
+    cudaStream_t stream = (cudaStream_t)kern_ctx_stream(ctx);
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
     cudaEvent_t e0 = NULL, e1 = NULL;
@@ -540,7 +540,7 @@ static enum tl_status call_rope(void *arg, int i) {
 static bool bench_one(const struct kern_ctx *ctx, const struct kern_attn_shape *s,
                       const struct bench_cfg *cfg, void *k_cache, void *v_cache, int n_blocks,
                       struct bench_row *row, struct bench_row *rope_row) {
-    cudaStream_t stream = (cudaStream_t)kern_attention_stream(ctx);
+    cudaStream_t stream = (cudaStream_t)kern_ctx_stream(ctx);
     const enum tl_dtype dt = TL_DTYPE_BF16;
     const int ns = cfg->n_seqs, len = cfg->n_past + cfg->n_new;
     const int nb = (len + s->block_size - 1) / s->block_size;
