@@ -498,7 +498,8 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     st = kern_upload(be->kc, be->inv_freq, inv, (size_t)c->head_dim / 2 * sizeof *inv);
     for (int i = 0; i < o->max_seqs; i++) be->rows_host[i] = i;
     if (st == TL_OK)
-        st = kern_upload(be->kc, be->iota_dev, be->rows_host, (size_t)o->max_seqs * sizeof(int32_t));
+        st =
+            kern_upload(be->kc, be->iota_dev, be->rows_host, (size_t)o->max_seqs * sizeof(int32_t));
     if (st == TL_OK) st = kern_sync(be->kc);
     free(inv);
     if (st != TL_OK) {

@@ -941,4 +941,3 @@ enum tl_status kern_attention(const struct kern_ctx *ctx, const struct kern_attn
     return attention_launch<__half>(ctx, s->head_dim, &a, b->n_seqs, b->max_new, run_decode,
                                     run_prefill);
 }
-
