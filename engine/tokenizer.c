@@ -1,7 +1,8 @@
 /* tokenizer: loads tokenizer.json and tokenizer_config.json (jansson) into the read-only tables
  * of tokenizer_impl.h, and turns ids back into text: tokenizer_decode and the incremental
  * detokenizer. Encoding is in tokenizer_encode.c. A loaded tokenizer owns all its memory and is
- * never written again, so threads share it freely; a detok belongs to one stream (one thread).
+ * never written again (but for its atomic encoder-scratch slot), so threads share it freely; a
+ * detok belongs to one stream (one thread).
  *
  * What HF does and we follow: the model vocabulary and merges by rank (a later duplicate merge
  * wins, a merge naming an unknown token is an error), added tokens looked up before the model,
@@ -20,7 +21,7 @@
 #include <sys/stat.h>
 
 #define TK_FILE_MAX_BYTES ((size_t)1 << 30)
-#define TK_MAX_ID         (1 << 24) /* far above any real vocabulary; keeps tables sane */
+#define TK_MAX_ID         ((1 << TK_ID_BITS) - 1) /* 2M: far above any real vocabulary */
 
 /* The GPT-2 byte <-> unicode table: printable Latin-1 bytes stand for themselves, the other 68
  * bytes map to U+0100.. in byte order. */
@@ -396,6 +397,9 @@ static enum tl_status merge_side(struct ld *L, struct tokenizer *t, size_t i, co
 
 static enum tl_status load_merges(struct ld *L, struct tokenizer *t, json_t *merges) {
     size_t nm = json_array_size(merges), cap = 256;
+    if (nm >= (size_t)1 << TK_RANK_BITS)
+        return tl_fail(L->err, TL_ERR_UNSUPPORTED, "%s: %zu merges (at most %u are supported)",
+                       L->path, nm, (1u << TK_RANK_BITS) - 1);
     char *buf = malloc(cap);
     if (!buf || !tk_mergemap_init(&t->merges, nm)) {
         free(buf);
@@ -812,6 +816,7 @@ enum tl_status tokenizer_load_files(const char *tokenizer_json, const char *conf
     *out = NULL;
     struct tokenizer *t = calloc(1, sizeof *t);
     if (!t) return tl_fail(err, TL_ERR_NOMEM, "out of memory");
+    atomic_init(&t->spare, NULL);
     enum tl_status st = load(t, tokenizer_json, config_path, false, err);
     if (st != TL_OK) return tokenizer_free(t), st;
     *out = t;
@@ -825,6 +830,7 @@ enum tl_status tokenizer_load(const char *dir, struct tokenizer **out, struct tl
     struct tokenizer *t = calloc(1, sizeof *t);
     enum tl_status st = TL_ERR_NOMEM;
     if (a && b && t) {
+        atomic_init(&t->spare, NULL);
         snprintf(a, n, "%s/tokenizer.json", dir);
         snprintf(b, n, "%s/tokenizer_config.json", dir);
         st = load(t, a, b, true, err);
@@ -843,9 +849,11 @@ void tokenizer_free(struct tokenizer *t) {
     free(t->dec), free(t->dec_off), free(t->dec_len), free(t->id_flags);
     free(t->raw_bytes), free(t->raw_off), free(t->raw_len);
     free(t->vocab.slots), free(t->raw.slots), free(t->added_map.slots), free(t->merges.slots);
+    free(t->merges.result);
     free(t->added), free(t->nfc_inert);
     tk_trie_free(&t->trie_raw), tk_trie_free(&t->trie_norm);
     for (int i = 0; i < t->n_splits; i++) pcre2_code_free(t->splits[i].re);
+    tk_enc_free(atomic_load(&t->spare));
     free(t);
 }
 

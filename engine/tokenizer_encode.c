@@ -1,9 +1,10 @@
 /* tokenizer_encode: text -> ids in the order HF `tokenizers` runs its pipeline: added tokens are
  * cut out of the raw text (leftmost-longest), the rest is normalized, added tokens marked
  * `normalized` are cut out of that, Split / ByteLevel pre-tokenization runs with PCRE2 (JIT),
- * and each piece goes through byte-level BPE by merge rank. Also holds the hash maps, the trie
- * and the regex compiler the loader builds with. Each call owns its scratch (struct enc) and
- * only reads the tokenizer, so calls may run on many threads at once. */
+ * and each piece goes through byte-level BPE by merge rank. Also holds the hash maps and the
+ * trie the loader builds. A call takes the tokenizer's idle scratch (struct enc: buffers, PCRE2
+ * state, a piece -> ids cache) or makes its own, reads the tokenizer only, and puts the scratch
+ * back, so calls may run on many threads at once. */
 #include "tokenizer_impl.h"
 
 #include <stdlib.h>
@@ -71,7 +72,7 @@ int32_t tk_strmap_put(struct tk_strmap *m, const char *arena, const uint32_t *of
     }
 }
 
-bool tk_mergemap_init(struct tk_mergemap *m, size_t n) {
+bool tk_u64map_init(struct tk_u64map *m, size_t n) {
     uint64_t cap = pow2_at_least(n + n / 2 + 1);
     m->mask = cap - 1;
     m->shift = 64 - __builtin_ctzll(cap);
@@ -79,12 +80,31 @@ bool tk_mergemap_init(struct tk_mergemap *m, size_t n) {
     return m->slots != NULL;
 }
 
-void tk_mergemap_put(struct tk_mergemap *m, uint64_t key, uint32_t rank, uint32_t id) {
-    uint64_t i = (key * 0x9E3779B97F4A7C15ull) >> m->shift;
-    for (;; i = (i + 1) & m->mask) {
-        struct tk_merge_slot *s = &m->slots[i];
+void tk_u64map_put(struct tk_u64map *m, uint64_t key, uint32_t val) {
+    for (uint64_t i = tk_hash64(key, m->shift);; i = (i + 1) & m->mask) {
+        struct tk_u64slot *s = &m->slots[i];
         if (s->key == key || s->key == 0) {
-            *s = (struct tk_merge_slot){key, rank, id};
+            *s = (struct tk_u64slot){key, val};
+            return;
+        }
+    }
+}
+
+bool tk_mergemap_init(struct tk_mergemap *m, size_t n_merges) {
+    uint64_t cap = pow2_at_least(n_merges + n_merges / 2 + 1);
+    m->mask = cap - 1;
+    m->shift = 64 - __builtin_ctzll(cap);
+    m->slots = calloc(cap, sizeof *m->slots);
+    m->result = malloc((n_merges ? n_merges : 1) * sizeof *m->result);
+    return m->slots && m->result;
+}
+
+void tk_mergemap_put(struct tk_mergemap *m, uint64_t pair, uint32_t rank, uint32_t id) {
+    m->result[rank] = id;
+    for (uint64_t i = tk_hash64(pair, m->shift);; i = (i + 1) & m->mask) {
+        uint64_t s = m->slots[i];
+        if (s == 0 || s >> TK_RANK_BITS == pair) {
+            m->slots[i] = pair << TK_RANK_BITS | rank;
             return;
         }
     }
@@ -95,15 +115,15 @@ void tk_mergemap_put(struct tk_mergemap *m, uint64_t key, uint32_t rank, uint32_
 bool tk_trie_init(struct tk_trie *tr, size_t total_bytes) {
     memset(tr, 0, sizeof *tr);
     tr->term = malloc((total_bytes + 1) * sizeof *tr->term);
-    if (!tr->term || !tk_mergemap_init(&tr->edges, total_bytes + 1)) return false;
+    if (!tr->term || !tk_u64map_init(&tr->edges, total_bytes + 1)) return false;
     tr->term[0] = -1;
     tr->n_nodes = 1;
     return true;
 }
 
 static int32_t trie_child(const struct tk_trie *tr, int32_t node, uint8_t b) {
-    const struct tk_merge_slot *s = tk_mergemap_get(&tr->edges, ((uint64_t)node << 8 | b) + 1);
-    return s ? (int32_t)s->id : -1;
+    const struct tk_u64slot *s = tk_u64map_get(&tr->edges, ((uint64_t)node << 8 | b) + 1);
+    return s ? (int32_t)s->val : -1;
 }
 
 /* Adds s[0..n) for added-token index idx; the first of two equal contents keeps the node. */
@@ -116,8 +136,7 @@ void tk_trie_add(struct tk_trie *tr, const char *s, size_t n, int32_t idx) {
         if (next < 0) {
             next = tr->n_nodes++;
             tr->term[next] = -1;
-            tk_mergemap_put(&tr->edges, ((uint64_t)node << 8 | (uint8_t)s[i]) + 1, 0,
-                            (uint32_t)next);
+            tk_u64map_put(&tr->edges, ((uint64_t)node << 8 | (uint8_t)s[i]) + 1, (uint32_t)next);
         }
         node = next;
     }
@@ -270,8 +289,9 @@ bool tk_nfc_table_build(struct tokenizer *t) {
     return true;
 }
 
-static bool all_nfc_inert(const struct tokenizer *t, const uint8_t *s, size_t n) {
-    for (size_t i = 0; i < n;) {
+/* Start of the first character of s[i..n) that is not NFC-inert, or n. */
+static size_t next_active(const struct tokenizer *t, const uint8_t *s, size_t n, size_t i) {
+    while (i < n) {
         if (s[i] < 0x80) { /* ASCII is inert; skip it eight bytes at a time */
             uint64_t v;
             if (n - i >= 8 && (memcpy(&v, s + i, 8), (v & 0x8080808080808080ull) == 0))
@@ -282,9 +302,62 @@ static bool all_nfc_inert(const struct tokenizer *t, const uint8_t *s, size_t n)
         }
         size_t k;
         uint32_t c = u8_get(s + i, &k);
-        if (!bit_get(t->nfc_inert, c)) return false;
+        if (!bit_get(t->nfc_inert, c)) return i;
         i += k;
     }
+    return n;
+}
+
+struct obuf {
+    char *p;
+    size_t n, cap;
+};
+
+static bool obuf_put(struct obuf *o, const void *s, size_t n) {
+    if (o->n + n + 1 > o->cap) {
+        size_t cap = (o->n + n + 1) * 2;
+        char *q = realloc(o->p, cap);
+        if (!q) return false;
+        o->p = q, o->cap = cap;
+    }
+    memcpy(o->p + o->n, s, n);
+    o->n += n;
+    o->p[o->n] = 0;
+    return true;
+}
+
+/* NFC of s[0..n) that hands utf8proc only the windows around non-inert characters: the
+ * position before an inert character (combining class 0, NFC_Quick_Check=Yes) is a
+ * normalization boundary, so each window runs from the inert character before a non-inert run
+ * to the next inert one, and the text between windows is copied. *out is s itself when no
+ * window exists, else malloc'd into *owned. */
+static bool nfc(const struct tokenizer *t, const uint8_t *s, size_t n, const char **out,
+                size_t *out_n, char **owned) {
+    size_t i = next_active(t, s, n, 0);
+    if (i == n) return true; /* already NFC: keep pointing at s */
+    struct obuf o = {0};
+    size_t copied = 0;
+    while (i < n) {
+        size_t w0 = i, k;
+        while (w0 > copied) { /* back to the inert character the run may compose with */
+            w0--;
+            while (w0 > copied && (s[w0] & 0xC0) == 0x80) w0--;
+            if (bit_get(t->nfc_inert, u8_get(s + w0, &k))) break;
+        }
+        size_t w1 = i;
+        while (w1 < n && !bit_get(t->nfc_inert, u8_get(s + w1, &k))) w1 += k;
+        uint8_t *res = NULL;
+        utf8proc_ssize_t r = utf8proc_map(s + w0, (utf8proc_ssize_t)(w1 - w0), &res,
+                                          UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        bool ok = r >= 0 && obuf_put(&o, s + copied, w0 - copied) && obuf_put(&o, res, (size_t)r);
+        free(res);
+        if (!ok) return free(o.p), false;
+        copied = w1;
+        i = next_active(t, s, n, w1);
+    }
+    if (!obuf_put(&o, s + copied, n - copied)) return free(o.p), false;
+    free(*owned);
+    *owned = o.p, *out = o.p, *out_n = o.n;
     return true;
 }
 
@@ -310,9 +383,10 @@ static bool normalize(const struct tokenizer *t, const char *s, size_t n, const 
     *out_n = n;
     *owned = NULL;
     for (int k = 0; k < t->n_norms; k++) {
-        if (t->norms[k] == TK_NORM_NFC && t->nfc_inert &&
-            all_nfc_inert(t, (const uint8_t *)*out, *out_n))
+        if (t->norms[k] == TK_NORM_NFC && t->nfc_inert) {
+            if (!nfc(t, (const uint8_t *)*out, *out_n, out, out_n, owned)) return false;
             continue;
+        }
         uint8_t *res = NULL;
         utf8proc_ssize_t r = utf8proc_map((const uint8_t *)*out, (utf8proc_ssize_t)*out_n, &res,
                                           norm_options(t->norms[k]));
@@ -336,161 +410,6 @@ bool tk_normalize_copy(const struct tokenizer *t, const char *s, size_t n, char 
     memcpy(*out, s, n);
     (*out)[n] = 0;
     return true;
-}
-
-/* ---- regexes --------------------------------------------------------------------------- */
-
-/* Oniguruma's `\s` (Unicode White_Space), spelt out: PCRE2's UCP `\s` also takes U+180E. */
-#define ONIG_SPACE                                                                                 \
-    "\\t-\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}"          \
-    "\\x{205f}\\x{3000}"
-
-/* Code points that PCRE2 10.42 (Unicode 14 tables) leaves unassigned but newer Unicode puts in
- * \p{L}, \p{M}, \p{N}, \p{P} or \p{S}, by class: added to those classes so that new letters,
- * digits and emoji split as HF's tokenizers (Oniguruma, Unicode 16) split them. Generated from
- * Node 20's ICU 78 classes over all code points, less the Unicode 17 additions that HF's
- * tokenizers 0.23 still treats as unassigned. */
-static const char *const newer_unicode[128] = {
-    ['L'] = "\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}"
-            "\\x{10D4A}-\\x{10D65}\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}\\x{1123F}-\\x{11240}"
-            "\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}\\x{113B7}\\x{113D1}"
-            "\\x{113D3}\\x{11BC0}-\\x{11BE0}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}"
-            "\\x{1342F}\\x{13441}-\\x{13446}\\x{13460}-\\x{143FA}\\x{16100}-\\x{1611D}"
-            "\\x{16D40}-\\x{16D6C}\\x{18CFF}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}"
-            "\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{1E5D0}-\\x{1E5ED}\\x{1E5F0}\\x{2B739}"
-            "\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}",
-    ['M'] = "\\x{897}\\x{CF3}\\x{ECE}\\x{10D69}-\\x{10D6D}\\x{10EFC}-\\x{10EFF}\\x{11241}"
-            "\\x{113B8}-\\x{113C0}\\x{113C2}\\x{113C5}\\x{113C7}-\\x{113CA}\\x{113CC}-\\x{113D0}"
-            "\\x{113D2}\\x{113E1}-\\x{113E2}\\x{11F00}-\\x{11F01}\\x{11F03}\\x{11F34}-\\x{11F3A}"
-            "\\x{11F3E}-\\x{11F42}\\x{11F5A}\\x{13440}\\x{13447}-\\x{13455}\\x{1611E}-\\x{1612F}"
-            "\\x{1E08F}\\x{1E4EC}-\\x{1E4EF}\\x{1E5EE}-\\x{1E5EF}",
-    ['N'] = "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}"
-            "\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}"
-            "\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}",
-    ['P'] = "\\x{1B4E}-\\x{1B4F}\\x{1B7F}\\x{10D6E}\\x{113D4}-\\x{113D5}\\x{113D7}-\\x{113D8}"
-            "\\x{11B00}-\\x{11B09}\\x{11BE1}\\x{11F43}-\\x{11F4F}\\x{16D6D}-\\x{16D6F}\\x{1E5FF}",
-    ['S'] = "\\x{2427}-\\x{2429}\\x{2FFC}-\\x{2FFF}\\x{31E4}-\\x{31E5}\\x{31EF}"
-            "\\x{10D8E}-\\x{10D8F}\\x{1CC00}-\\x{1CCEF}\\x{1CD00}-\\x{1CEB3}\\x{1F6DC}"
-            "\\x{1F774}-\\x{1F776}\\x{1F77B}-\\x{1F77F}\\x{1F7D9}\\x{1F8B2}-\\x{1F8BB}"
-            "\\x{1F8C0}-\\x{1F8C1}\\x{1FA75}-\\x{1FA77}\\x{1FA87}-\\x{1FA89}\\x{1FA8F}"
-            "\\x{1FAAD}-\\x{1FAAF}\\x{1FABB}-\\x{1FABF}\\x{1FAC6}\\x{1FACE}-\\x{1FACF}"
-            "\\x{1FADA}-\\x{1FADC}\\x{1FADF}\\x{1FAE8}-\\x{1FAE9}\\x{1FAF7}-\\x{1FAF8}"
-            "\\x{1FBCB}-\\x{1FBEF}",
-};
-
-struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->n + n + 1) * 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q, b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_str(struct sbuf *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-
-/* The \p{X} class plus the newer code points of X: "\p{X}..." inside a class, "[\p{X}...]"
- * (or "[^...]" for \P{X}) outside one. */
-static void sb_class(struct sbuf *b, char x, bool in_class, bool negated) {
-    char head[8] = {'\\', 'p', '{', x, '}', 0};
-    if (!in_class) sb_str(b, negated ? "[^" : "[");
-    sb_str(b, head);
-    sb_str(b, newer_unicode[(unsigned char)x]);
-    if (!in_class) sb_str(b, "]");
-}
-
-/* Rewrites the class escapes whose PCRE2 meaning differs from Oniguruma's, which HF's
- * tokenizers compiles these patterns with: \s, \S, \w, \W and the newer code points of \p{L},
- * \p{M}, \p{N}, \p{P}, \p{S}. Negated forms inside a [...] class stay as they are. Returns a
- * malloc'd pattern or NULL (OOM). */
-static char *onig_to_pcre2(const char *p, size_t n) {
-    struct sbuf b = {0};
-    bool in_class = false;
-    for (size_t i = 0; i < n;) {
-        size_t adv = 1;
-        char e = i + 1 < n && p[i] == '\\' ? p[i + 1] : 0;
-        char cls = 0; /* the X of \p{X} / \P{X} / \pX, when it is one of ours */
-        size_t clen = 0;
-        if ((e == 'p' || e == 'P') && i + 2 < n) {
-            if (i + 4 < n && p[i + 2] == '{' && p[i + 4] == '}')
-                cls = p[i + 3], clen = 5;
-            else if (p[i + 2] != '{')
-                cls = p[i + 2], clen = 3;
-            if (!cls || !strchr("LMNPS", cls)) cls = 0;
-        }
-        if (cls && !(e == 'P' && in_class)) {
-            sb_class(&b, cls, in_class, e == 'P');
-            adv = clen;
-        } else if (e == 's' || (e == 'S' && !in_class)) {
-            sb_str(&b, in_class ? ONIG_SPACE : e == 's' ? "[" ONIG_SPACE "]" : "[^" ONIG_SPACE "]");
-            adv = 2;
-        } else if (e == 'w' || (e == 'W' && !in_class)) { /* letters, marks, Nd, Pc */
-            if (!in_class) sb_str(&b, e == 'w' ? "[" : "[^");
-            sb_class(&b, 'L', true, false);
-            sb_class(&b, 'M', true, false);
-            sb_str(&b, "\\p{Nd}\\p{Pc}");
-            if (!in_class) sb_str(&b, "]");
-            adv = 2;
-        } else {
-            if (e) {
-                adv = 2;
-            } else if (!in_class && p[i] == '[') {
-                in_class = true;
-                /* a ']' right after '[' or '[^' is a literal, not the end */
-                if (i + 1 < n && p[i + 1] == '^') adv = 2;
-                if (i + adv < n && p[i + adv] == ']') adv++;
-            } else if (in_class && p[i] == '[' && i + 1 < n && p[i + 1] == ':') {
-                const char *end = strstr(p + i, ":]");
-                if (end && (size_t)(end - p) < n) adv = (size_t)(end - p) + 2 - i;
-            } else if (in_class && p[i] == ']') {
-                in_class = false;
-            }
-            sb_put(&b, p + i, adv);
-        }
-        i += adv;
-    }
-    sb_put(&b, "", 0);
-    if (b.oom) return free(b.p), NULL;
-    return b.p;
-}
-
-enum tl_status tk_regex_compile(const char *pattern, size_t n, bool literal, pcre2_code **out,
-                                struct tl_err *err) {
-    char *pat = literal ? NULL : onig_to_pcre2(pattern, n);
-    if (!literal && !pat) return tl_fail(err, TL_ERR_NOMEM, "out of memory compiling a regex");
-    int ec;
-    PCRE2_SIZE eo;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(literal ? pattern : pat),
-                                   literal ? n : PCRE2_ZERO_TERMINATED, opts, &ec, &eo, NULL);
-    free(pat);
-    if (!re) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(ec, msg, sizeof msg);
-        return tl_fail(err, TL_ERR_UNSUPPORTED,
-                       "pattern /%.200s/ does not compile with PCRE2: %s (near offset %zu)",
-                       pattern, (char *)msg, (size_t)eo);
-    }
-    if (pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) != 0) {
-        pcre2_code_free(re);
-        return tl_fail(err, TL_ERR_UNSUPPORTED, "PCRE2 JIT is unavailable for /%.200s/", pattern);
-    }
-    *out = re;
-    return TL_OK;
 }
 
 /* ---- the encoder ----------------------------------------------------------------------- */
@@ -541,9 +460,10 @@ struct enc {
     uint64_t *heap;           /* BPE candidate merges: rank << 32 | position */
     size_t cap_sym;
     pcre2_match_data *md;
-    pcre2_match_context *mctx; /* only once a big JIT stack is needed */
+    pcre2_match_context *mctx; /* NULL: PCRE2's default JIT stack */
     pcre2_jit_stack *jstack;
-    struct pcache pc; /* slots == NULL: no cache (short inputs) */
+    bool big_stack;
+    struct pcache pc; /* kept across calls with the rest of the scratch */
     enum tl_status st;
 };
 
@@ -613,15 +533,24 @@ static long split_added(struct enc *c, const struct tk_trie *tr, const uint8_t *
     return ns;
 }
 
+/* A JIT stack of our own makes each match ~20 ns cheaper than PCRE2's default on-machine-stack
+ * path, which matters at one match per piece; max_bytes bounds backtracking depth. */
+static bool jit_stack(struct enc *c, size_t max_bytes) {
+    pcre2_jit_stack *js = pcre2_jit_stack_create(32 * 1024, max_bytes, NULL);
+    if (!c->mctx) c->mctx = pcre2_match_context_create(NULL);
+    if (!js || !c->mctx) return pcre2_jit_stack_free(js), false;
+    pcre2_jit_stack_free(c->jstack);
+    c->jstack = js;
+    pcre2_jit_stack_assign(c->mctx, NULL, js);
+    return true;
+}
+
 static int jit_match(struct enc *c, const pcre2_code *re, const char *s, size_t n, size_t pos) {
     int rc = pcre2_jit_match(re, (PCRE2_SPTR)s, n, pos, 0, c->md, c->mctx);
-    if (rc == PCRE2_ERROR_JIT_STACKLIMIT && !c->jstack) {
-        /* the default 32 KiB JIT stack ran out (a very long run of one class): retry once
-         * with a big one */
-        c->mctx = pcre2_match_context_create(NULL);
-        c->jstack = pcre2_jit_stack_create(64 * 1024, 256 * 1024 * 1024, NULL);
-        if (!c->mctx || !c->jstack) return PCRE2_ERROR_NOMEMORY;
-        pcre2_jit_stack_assign(c->mctx, NULL, c->jstack);
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT && !c->big_stack) {
+        /* a pathological piece: retry once with room for deep backtracking */
+        c->big_stack = true;
+        if (!jit_stack(c, (size_t)256 << 20)) return PCRE2_ERROR_NOMEMORY;
         rc = pcre2_jit_match(re, (PCRE2_SPTR)s, n, pos, 0, c->md, c->mctx);
     }
     return rc;
@@ -632,6 +561,7 @@ static bool split_piece(struct enc *c, const struct tk_split *sp, const char *bu
                         size_t *nb) {
     const char *s = buf + p.s;
     size_t n = p.e - p.s, nm = 0, prev = 0, pos = 0;
+    bool any = false; /* a match ended at prev */
     while (pos <= n) {
         int rc = jit_match(c, sp->re, s, n, pos);
         if (rc == PCRE2_ERROR_NOMATCH) break;
@@ -641,18 +571,20 @@ static bool split_piece(struct enc *c, const struct tk_split *sp, const char *bu
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
         size_t ms = ov[0], me = ov[1];
+        if (me == ms) { /* empty: Oniguruma's find_iter drops one right after a match, and
+                           steps over a character before searching again */
+            size_t k = 1;
+            if (ms < n) u8_get((const uint8_t *)s + ms, &k);
+            pos = ms + k;
+            if (any && ms == prev) continue;
+        } else {
+            pos = me;
+        }
         if (!GROW(c, c->marks, c->cap_marks, nm + 2)) return false;
         if (prev < ms) c->marks[nm++] = (struct mark){(uint32_t)prev, (uint32_t)ms, false};
         c->marks[nm++] = (struct mark){(uint32_t)ms, (uint32_t)me, true};
         prev = me;
-        if (me > ms) {
-            pos = me;
-        } else { /* an empty match: step over one character, as Oniguruma's find_iter does */
-            if (me >= n) break;
-            size_t k;
-            u8_get((const uint8_t *)s + me, &k);
-            pos = me + k;
-        }
+        any = true;
     }
     if (!GROW(c, c->marks, c->cap_marks, nm + 1)) return false;
     if (prev < n) c->marks[nm++] = (struct mark){(uint32_t)prev, (uint32_t)n, false};
@@ -736,9 +668,8 @@ static uint64_t heap_pop(uint64_t *h, size_t *n) {
 static void push_pair(const struct tokenizer *t, struct enc *c, size_t *nh, int32_t pos) {
     int32_t nx = c->nxt[pos];
     if (nx < 0) return;
-    const struct tk_merge_slot *m =
-        tk_mergemap_get(&t->merges, tk_pair_key(c->sym[pos], c->sym[nx]));
-    if (m) heap_push(c->heap, nh, (uint64_t)m->rank << 32 | (uint32_t)pos);
+    int64_t rank = tk_merge_rank(&t->merges, tk_pair_key(c->sym[pos], c->sym[nx]));
+    if (rank >= 0) heap_push(c->heap, nh, (uint64_t)rank << 32 | (uint32_t)pos);
 }
 
 static const struct pc_slot *pc_find(const struct pcache *pc, uint32_t h, const uint8_t *p,
@@ -849,10 +780,9 @@ static bool bpe(struct enc *c, const uint8_t *p, size_t n) {
         uint64_t top = heap_pop(c->heap, &nh);
         int32_t pos = (int32_t)(uint32_t)top, nx;
         if (c->sym[pos] < 0 || (nx = c->nxt[pos]) < 0) continue;
-        const struct tk_merge_slot *m =
-            tk_mergemap_get(&t->merges, tk_pair_key(c->sym[pos], c->sym[nx]));
-        if (!m || m->rank != top >> 32) continue; /* stale: this pair has changed since */
-        c->sym[pos] = (int32_t)m->id;
+        int64_t rank = tk_merge_rank(&t->merges, tk_pair_key(c->sym[pos], c->sym[nx]));
+        if (rank != (int64_t)(top >> 32)) continue; /* stale: this pair has changed since */
+        c->sym[pos] = (int32_t)t->merges.result[rank];
         c->sym[nx] = -1;
         c->nxt[pos] = c->nxt[nx];
         if (c->nxt[pos] >= 0) c->prv[c->nxt[pos]] = pos;
@@ -925,13 +855,68 @@ static bool encode_segment(struct enc *c, const char *s, size_t n) {
     return ok;
 }
 
-static void enc_free(struct enc *c) {
+void tk_enc_free(struct enc *c) {
+    if (!c) return;
     free(c->seg1), free(c->seg2), free(c->pa), free(c->pb), free(c->marks), free(c->pbuf);
     free(c->sym), free(c->nxt), free(c->prv), free(c->heap);
     pcre2_match_data_free(c->md);
     pcre2_match_context_free(c->mctx);
     pcre2_jit_stack_free(c->jstack);
     free(c->pc.slots), free(c->pc.keys), free(c->pc.ids);
+    free(c);
+}
+
+static bool pc_reset(struct pcache *pc) {
+    free(pc->slots), free(pc->keys), free(pc->ids);
+    memset(pc, 0, sizeof *pc);
+    pc->slots = calloc(1024, sizeof *pc->slots); /* grows with the distinct pieces */
+    pc->mask = 1023;
+    return pc->slots != NULL;
+}
+
+/* The tokenizer's idle scratch, or a new one. */
+static struct enc *enc_acquire(const struct tokenizer *t) {
+    struct tokenizer *mt = (struct tokenizer *)t; /* only the atomic spare slot changes */
+    struct enc *c = atomic_exchange(&mt->spare, NULL);
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c) return NULL;
+        c->t = t;
+        c->md = pcre2_match_data_create(1, NULL);
+        if (!c->md || !pc_reset(&c->pc) || (t->n_splits && !jit_stack(c, (size_t)1 << 20)))
+            return tk_enc_free(c), NULL;
+    }
+    c->st = TL_OK;
+    c->ids = NULL, c->n_ids = c->cap_ids = 0;
+    return c;
+}
+
+/* Frees a buffer that one huge input grew, so an idle scratch stays small. */
+#define TRIM(arr, cap)                                                                             \
+    do {                                                                                           \
+        if ((cap) * sizeof *(arr) > ((size_t)4 << 20)) free(arr), (arr) = NULL, (cap) = 0;         \
+    } while (0)
+
+/* Puts c back as the tokenizer's spare (or frees it when another call got there first), trimmed
+ * of what one large or pathological input left behind. */
+static void enc_release(const struct tokenizer *t, struct enc *c) {
+    TRIM(c->seg1, c->cap_seg1);
+    TRIM(c->seg2, c->cap_seg2);
+    TRIM(c->pa, c->cap_pa);
+    TRIM(c->pb, c->cap_pb);
+    TRIM(c->marks, c->cap_marks);
+    TRIM(c->pbuf, c->cap_pbuf);
+    if (c->cap_sym * sizeof *c->heap * 3 > ((size_t)4 << 20)) {
+        free(c->sym), free(c->nxt), free(c->prv), free(c->heap);
+        c->sym = c->nxt = c->prv = NULL, c->heap = NULL, c->cap_sym = 0;
+    }
+    bool ok = true;
+    if (c->big_stack) ok = jit_stack(c, (size_t)1 << 20), c->big_stack = false;
+    /* the cache keeps up to 64k pieces (a few MB) across calls, then starts over */
+    if (ok && (c->pc.used > 65536 || c->pc.cap_keys > ((size_t)4 << 20))) ok = pc_reset(&c->pc);
+    struct enc *none = NULL;
+    if (!ok || !atomic_compare_exchange_strong(&((struct tokenizer *)t)->spare, &none, c))
+        tk_enc_free(c);
 }
 
 enum tl_status tokenizer_encode(const struct tokenizer *t, const char *text, size_t len,
@@ -945,35 +930,31 @@ enum tl_status tokenizer_encode(const struct tokenizer *t, const char *text, siz
     if (bad != len)
         return tl_fail(err, TL_ERR_INVALID, "tokenizer_encode: invalid UTF-8 at byte %zu", bad);
 
-    struct enc c = {.t = t, .st = TL_OK};
-    bool ok = GROW(&c, c.ids, c.cap_ids, len / 3 + 16 + TK_MAX_AFFIX * 2);
-    if (ok && t->n_splits) {
-        c.md = pcre2_match_data_create(1, NULL);
-        if (!c.md) ok = false, c.st = TL_ERR_NOMEM;
-    }
-    if (ok && len >= 1024) { /* below that, filling the cache costs more than it saves */
-        c.pc.slots = calloc(1024, sizeof *c.pc.slots); /* grows with the distinct pieces */
-        c.pc.mask = 1023;
-    }
-    for (int i = 0; ok && add_special && i < t->n_prefix; i++) ok = emit(&c, t->prefix[i]);
+    struct enc *c = enc_acquire(t);
+    if (!c) return tl_fail(err, TL_ERR_NOMEM, "tokenizer_encode: out of memory");
+    bool ok = GROW(c, c->ids, c->cap_ids, len / 3 + 16 + TK_MAX_AFFIX * 2);
+    for (int i = 0; ok && add_special && i < t->n_prefix; i++) ok = emit(c, t->prefix[i]);
     long ns =
-        ok ? split_added(&c, &t->trie_raw, (const uint8_t *)text, len, &c.seg1, &c.cap_seg1) : -1;
+        ok ? split_added(c, &t->trie_raw, (const uint8_t *)text, len, &c->seg1, &c->cap_seg1) : -1;
     ok = ns >= 0;
     for (long i = 0; ok && i < ns; i++) {
-        struct seg g = c.seg1[i];
-        ok = g.added >= 0 ? emit(&c, t->added[g.added].id)
-                          : encode_segment(&c, text + g.s, g.e - g.s);
+        struct seg g = c->seg1[i];
+        ok =
+            g.added >= 0 ? emit(c, t->added[g.added].id) : encode_segment(c, text + g.s, g.e - g.s);
     }
-    for (int i = 0; ok && add_special && i < t->n_suffix; i++) ok = emit(&c, t->suffix[i]);
-    enc_free(&c);
+    for (int i = 0; ok && add_special && i < t->n_suffix; i++) ok = emit(c, t->suffix[i]);
+    int32_t *out = c->ids;
+    size_t n = c->n_ids;
+    enum tl_status st = c->st;
+    enc_release(t, c);
     if (!ok) {
-        free(c.ids);
-        if (c.st == TL_ERR_NOMEM)
+        free(out);
+        if (st == TL_ERR_NOMEM)
             return tl_fail(err, TL_ERR_NOMEM, "tokenizer_encode: out of memory");
-        return tl_fail(err, c.st == TL_OK ? TL_ERR_INTERNAL : c.st,
+        return tl_fail(err, st == TL_OK ? TL_ERR_INTERNAL : st,
                        "tokenizer_encode: PCRE2 matching failed");
     }
-    *ids = c.ids;
-    *n_ids = (int)c.n_ids;
+    *ids = out;
+    *n_ids = (int)n;
     return TL_OK;
 }

@@ -1,12 +1,14 @@
 /* tokenizer_impl: the layout of a loaded tokenizer, shared by tokenizer.c (loading, decoding,
- * the incremental detokenizer) and tokenizer_encode.c (the encoding pipeline). Everything here
- * is built once by tokenizer_load and read-only afterwards, so any number of threads may
+ * the incremental detokenizer), tokenizer_encode.c (the encoding pipeline) and
+ * tokenizer_regex.c (pattern translation). Everything here is built once by tokenizer_load and
+ * read-only afterwards (but for the atomic scratch slot `spare`), so any number of threads may
  * encode and decode with one tokenizer at the same time. Not a public header. */
 #ifndef TL_TOKENIZER_IMPL_H
 #define TL_TOKENIZER_IMPL_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,25 +23,36 @@ struct tk_strmap {
     uint64_t mask;
 };
 
-/* (left id, right id) -> (merge rank, merged id): the BPE merge table. */
-struct tk_merge_slot {
-    uint64_t key; /* (left + 1) << 32 | right; 0 = empty */
-    uint32_t rank, id;
+/* uint64 key -> uint32 value, open addressing (the trie's edges). */
+struct tk_u64slot {
+    uint64_t key; /* 0 = empty */
+    uint32_t val;
 };
-struct tk_mergemap {
-    struct tk_merge_slot *slots; /* owned */
+struct tk_u64map {
+    struct tk_u64slot *slots; /* owned */
     uint64_t mask;
     int shift; /* 64 - log2(capacity): the slot is the top bits of a multiplicative hash */
 };
 
+/* (left id, right id) -> merge rank, the BPE merge table; the merged id is result[rank]. A slot
+ * packs key and rank in 8 bytes so that the table, read at random per pair, stays half the size
+ * (merge lookups are bound by cache misses): ids need 21 bits, ranks 22. */
+#define TK_ID_BITS   21
+#define TK_RANK_BITS 22
+struct tk_mergemap {
+    uint64_t *slots;  /* owned; ((left + 1) << 21 | right) << 22 | rank, 0 = empty */
+    uint32_t *result; /* owned, (n merges): merged id per rank */
+    uint64_t mask;
+    int shift;
+};
 /* Byte trie over added-token contents, for leftmost-longest matching as HF's aho-corasick
  * (MatchKind::LeftmostLongest) does. Node 0 is the root; edges live in one hash keyed by
  * (node << 8 | byte). */
 struct tk_trie {
     int32_t *term; /* owned; per node: index into tokenizer.added, or -1 */
     int n_nodes, n_tokens;
-    struct tk_mergemap edges; /* key = (node << 8 | byte) + 1, id = child */
-    bool first[256];          /* bytes that start some token: a cheap filter for the scan */
+    struct tk_u64map edges; /* key = (node << 8 | byte) + 1, val = child */
+    bool first[256];        /* bytes that start some token: a cheap filter for the scan */
 };
 
 enum tk_added_flag {
@@ -122,6 +135,12 @@ struct tokenizer {
     int n_prefix, n_suffix;
     int32_t bos_id, eos_id;
     bool clean_up; /* tokenizer_config clean_up_tokenization_spaces */
+
+    /* Owned: one idle encoder scratch (buffers, PCRE2 match data and JIT stack, the piece
+     * cache), taken by a call and put back after, so back-to-back calls skip the set-up and
+     * find the pieces they share already tokenized. The only field that changes after loading;
+     * concurrent calls that find it taken make their own. */
+    _Atomic(struct enc *) spare;
 };
 
 /* Hashing, maps and the trie (tokenizer_encode.c). Init functions return false on OOM; a
@@ -134,18 +153,31 @@ int32_t tk_strmap_get(const struct tk_strmap *m, const char *arena, const uint32
  * key (and inserts nothing), else -1. */
 int32_t tk_strmap_put(struct tk_strmap *m, const char *arena, const uint32_t *off,
                       const uint32_t *len, int32_t id);
-bool tk_mergemap_init(struct tk_mergemap *m, size_t n);
-/* Sets key -> (rank, id), replacing an earlier value: a later duplicate merge wins, as in HF. */
-void tk_mergemap_put(struct tk_mergemap *m, uint64_t key, uint32_t rank, uint32_t id);
-static inline uint64_t tk_pair_key(int32_t a, int32_t b) {
-    return ((uint64_t)(uint32_t)a + 1) << 32 | (uint32_t)b;
+bool tk_u64map_init(struct tk_u64map *m, size_t n);
+void tk_u64map_put(struct tk_u64map *m, uint64_t key, uint32_t val);
+static inline uint64_t tk_hash64(uint64_t key, int shift) {
+    return (key * 0x9E3779B97F4A7C15ull) >> shift;
 }
-static inline const struct tk_merge_slot *tk_mergemap_get(const struct tk_mergemap *m,
-                                                          uint64_t key) {
-    for (uint64_t i = (key * 0x9E3779B97F4A7C15ull) >> m->shift;; i = (i + 1) & m->mask) {
-        const struct tk_merge_slot *s = &m->slots[i];
+static inline const struct tk_u64slot *tk_u64map_get(const struct tk_u64map *m, uint64_t key) {
+    for (uint64_t i = tk_hash64(key, m->shift);; i = (i + 1) & m->mask) {
+        const struct tk_u64slot *s = &m->slots[i];
         if (s->key == key) return s;
         if (s->key == 0) return NULL;
+    }
+}
+bool tk_mergemap_init(struct tk_mergemap *m, size_t n_merges);
+/* Sets pair -> rank (result[rank] = id), replacing an earlier rank: a later duplicate merge
+ * wins, as in HF. */
+void tk_mergemap_put(struct tk_mergemap *m, uint64_t pair, uint32_t rank, uint32_t id);
+static inline uint64_t tk_pair_key(int32_t a, int32_t b) {
+    return ((uint64_t)(uint32_t)a + 1) << TK_ID_BITS | (uint32_t)b;
+}
+/* The rank of merging pair, or -1. */
+static inline int64_t tk_merge_rank(const struct tk_mergemap *m, uint64_t pair) {
+    for (uint64_t i = tk_hash64(pair, m->shift);; i = (i + 1) & m->mask) {
+        uint64_t s = m->slots[i];
+        if (s >> TK_RANK_BITS == pair) return (int64_t)(s & ((1u << TK_RANK_BITS) - 1));
+        if (s == 0) return -1;
     }
 }
 /* A trie for tokens of total_bytes bytes in all. */
@@ -153,13 +185,18 @@ bool tk_trie_init(struct tk_trie *tr, size_t total_bytes);
 void tk_trie_add(struct tk_trie *tr, const char *s, size_t n, int32_t added_index);
 void tk_trie_free(struct tk_trie *tr);
 
+/* Frees an encoder scratch (tokenizer_encode.c); NULL is fine. */
+struct enc;
+void tk_enc_free(struct enc *c);
+
 /* Builds t->nfc_inert (tokenizer_encode.c); false on OOM. */
 bool tk_nfc_table_build(struct tokenizer *t);
 /* The normalizer chain applied to s[0..n): a malloc'd, NUL-terminated copy in *out (caller
  * frees); false on OOM. */
 bool tk_normalize_copy(const struct tokenizer *t, const char *s, size_t n, char **out,
                        size_t *out_n);
-/* Compiles a Split pattern (Oniguruma syntax, or a literal string) with PCRE2 UTF + UCP and JIT.
+/* Compiles a Split pattern (Oniguruma syntax, or a literal string) with PCRE2 UTF + UCP and JIT
+ * (tokenizer_regex.c).
  * Unsupported syntax is TL_ERR_UNSUPPORTED quoting the pattern. */
 enum tl_status tk_regex_compile(const char *pattern, size_t n, bool literal, pcre2_code **out,
                                 struct tl_err *err);

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +283,43 @@ static void test_tiny_merge_formats(void **state) {
     assert_ids(ids, n, (const int32_t[]){15, 7, 11}, 3, "ignore_merges");
     free(ids);
     tokenizer_free(t);
+}
+
+/* Split behaviors and invert, regex b+ then ByteLevel without its own split (HF's ids). */
+static void test_tiny_split_behaviors(void **state) {
+    (void)state;
+    static const struct {
+        const char *behavior;
+        bool invert;
+        int32_t a[8], b[5]; /* "abbcab ab", "bab!b" */
+        int na, nb;
+    } cases[] = {
+        {"Removed", false, {0, 2, 0, 12}, {0, 3}, 4, 2},
+        {"MergedWithPrevious", false, {10, 1, 2, 10, 7, 10}, {1, 10, 3, 1}, 6, 4},
+        {"MergedWithNext", false, {0, 1, 1, 2, 0, 1, 12, 1}, {1, 0, 1, 3, 1}, 8, 5},
+        {"Contiguous", false, {0, 1, 1, 2, 0, 1, 12, 1}, {1, 0, 1, 3, 1}, 8, 5},
+        {"Isolated", true, {0, 1, 1, 2, 0, 1, 12, 1}, {1, 0, 1, 3, 1}, 8, 5},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char pre[512];
+        snprintf(pre, sizeof pre,
+                 "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+                 "{\"Regex\": \"b+\"}, \"behavior\": \"%s\", \"invert\": %s}, {\"type\": "
+                 "\"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": false}]}",
+                 cases[i].behavior, cases[i].invert ? "true" : "false");
+        char *j = tiny_edit("pre_tokenizer", pre);
+        struct tokenizer *t = load_tiny(j, NULL);
+        free(j);
+        int32_t *ids;
+        int n;
+        encode_ok(t, "abbcab ab", false, &ids, &n);
+        assert_ids(ids, n, cases[i].a, cases[i].na, cases[i].behavior);
+        free(ids);
+        encode_ok(t, "bab!b", false, &ids, &n);
+        assert_ids(ids, n, cases[i].b, cases[i].nb, cases[i].behavior);
+        free(ids);
+        tokenizer_free(t);
+    }
 }
 
 static void test_tiny_decode(void **state) {
@@ -793,7 +831,9 @@ static void test_real_roundtrip(void **state) {
                                         "K",
                                         "'S",
                                         "ÿ",
-                                        "\xf0\x9f\xab\xa8"};
+                                        "\xf0\x9f\xab\xa8",
+                                        "\xe3\x81\x8b\xe3\x82\x99", /* ka + voicing mark */
+                                        "\xe0\xb3\x86\xe0\xb3\x82\xe0\xb3\x95"}; /* Kannada */
     int ran = 0;
     for (int w = 0; w < N_REAL; w++) {
         struct tokenizer *t = real[w];
@@ -821,16 +861,66 @@ static void test_real_roundtrip(void **state) {
     if (!ran) skip();
 }
 
+/* Threads sharing one tokenizer (and its reusable encoder scratch) get the golden ids. */
+struct thread_arg {
+    const struct tokenizer *t;
+    const int32_t *golden;
+    int seed, bad;
+};
+
+static void *encode_goldens(void *p) {
+    struct thread_arg *a = p;
+    size_t n_text = sizeof golden_text / sizeof golden_text[0];
+    for (int r = 0; r < 40; r++) {
+        size_t i = (size_t)(a->seed * 7 + r) % n_text;
+        const int32_t *g = a->golden;
+        for (size_t k = 0; k < i; k++)
+            while (*g++ >= 0) continue;
+        int32_t *ids;
+        int n, n_want = 0;
+        struct tl_err e;
+        while (g[n_want] >= 0) n_want++;
+        if (tokenizer_encode(a->t, golden_text[i], strlen(golden_text[i]), false, &ids, &n, &e)) {
+            a->bad++;
+            continue;
+        }
+        if (n != n_want || memcmp(ids, g, (size_t)n * sizeof *ids) != 0) a->bad++;
+        free(ids);
+    }
+    return NULL;
+}
+
+static void test_real_threads(void **state) {
+    (void)state;
+    int ran = 0;
+    for (int w = 0; w < N_REAL; w++) {
+        if (!real[w]) continue;
+        ran++;
+        pthread_t th[4];
+        struct thread_arg args[4];
+        for (int k = 0; k < 4; k++) {
+            args[k] = (struct thread_arg){real[w], real_golden[w], k, 0};
+            assert_int_equal(pthread_create(&th[k], NULL, encode_goldens, &args[k]), 0);
+        }
+        for (int k = 0; k < 4; k++) {
+            assert_int_equal(pthread_join(th[k], NULL), 0);
+            assert_int_equal(args[k].bad, 0);
+        }
+    }
+    if (!ran) skip();
+}
+
 int main(void) {
     const struct CMUnitTest tiny[] = {
-        cmocka_unit_test(test_tiny_encode), cmocka_unit_test(test_tiny_merge_formats),
-        cmocka_unit_test(test_tiny_decode), cmocka_unit_test(test_tiny_config),
-        cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_tiny_encode),          cmocka_unit_test(test_tiny_merge_formats),
+        cmocka_unit_test(test_tiny_split_behaviors), cmocka_unit_test(test_tiny_decode),
+        cmocka_unit_test(test_tiny_config),          cmocka_unit_test(test_rejects),
     };
     const struct CMUnitTest reals[] = {
         cmocka_unit_test(test_golden_qwen3),      cmocka_unit_test(test_golden_llama3),
         cmocka_unit_test(test_golden_deepseek),   cmocka_unit_test(test_real_specials),
         cmocka_unit_test(test_real_detok_random), cmocka_unit_test(test_real_roundtrip),
+        cmocka_unit_test(test_real_threads),
     };
     int failed = cmocka_run_group_tests_name("tokenizer_tiny", tiny, make_tmp, remove_tmp);
     failed += cmocka_run_group_tests_name("tokenizer_real", reals, load_real, free_real);
