@@ -86,7 +86,9 @@ static __device__ __forceinline__ uint4 load_stream(const void *p) {
 /* Programmatic dependent launch: waits until the kernels this one depends on have finished
  * and their writes are visible (returns at once when launched without the attribute). */
 static __device__ __forceinline__ void grid_dep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 /* PDL is Hopper and newer */
     asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 }
 
 /* d (16 x 8, fp32) += a (16 x 16) . b (16 x 8) on the tensor cores, 16-bit inputs. */
@@ -270,7 +272,7 @@ static cudaError_t gemv_launch_t(const struct kern_ctx *ctx, const struct gemv_a
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = ctx->cc_major >= 9 ? 1 : 0; /* PDL is Hopper and newer */
     return cudaLaunchKernelEx(&cfg, gemv_kernel<T, MT, 1, U, W>, *a);
 }
 
