@@ -1,0 +1,74 @@
+/* engine_args: the engine flags every long-running command shares (`serve`, `bench
+ * throughput`), vLLM's names and meanings, and engine_boot, which turns them into a running
+ * engine: model, backend, forward, KV block manager, tokenizer + chat template, engine. */
+#ifndef TL_CLI_ENGINE_ARGS_H
+#define TL_CLI_ENGINE_ARGS_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "backend.h"
+#include "chat.h"
+#include "config.h"
+#include "engine.h"
+#include "forward.h"
+#include "kvcache.h"
+#include "model.h"
+#include "tokenizer.h"
+
+struct engine_args {
+    const char *model;     /* --model DIR (required) */
+    const char *tokenizer; /* --tokenizer DIR, default the model's */
+    enum model_load_format load_format;
+    const char *device; /* auto | cpu | cuda */
+    enum tl_dtype dtype;
+    int threads;
+    int block_size;
+    int num_gpu_blocks_override; /* 0 = all that fit */
+    int max_model_len;           /* 0 = the model's max_position_embeddings */
+    int max_num_seqs;
+    int max_num_batched_tokens;
+    bool enable_prefix_caching;
+    double gpu_memory_utilization, gpu_memory_gb;
+    bool enforce_eager;
+    double swap_space_gb;  /* host KV tier (arrives with the KV-tier issue) */
+    double cpu_offload_gb; /* weights in host RAM (arrives with the offload issue) */
+    bool no_tokenizer;     /* token ids only (bench with dummy weights and no tokenizer) */
+    bool disable_log_stats;
+    bool quiet;
+};
+
+void engine_args_default(struct engine_args *a);
+
+/* Consumes the engine flag at argv[*i] (and its value), advancing *i. Returns 1 when it was
+ * an engine flag, 0 when it is not one (the command parses it), -1 on a bad value (err says
+ * which flag and why). */
+int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, struct tl_err *err);
+
+/* The --help lines of the engine flags. */
+void engine_args_help(FILE *f);
+
+/* Everything a running engine needs, owned here. */
+struct engine_boot {
+    struct model *host_model;   /* owned */
+    struct backend be;          /* owned */
+    struct forward *fwd;        /* owned */
+    struct kvcache *kv;         /* owned */
+    struct tokenizer *tok;      /* owned, NULL with no_tokenizer or when absent */
+    struct chat_template *chat; /* owned, NULL when the tokenizer config has none */
+    struct gen_config gen;      /* generation_config.json: sampling defaults */
+    struct engine *engine;      /* owned, thread not started */
+    int max_model_len;
+    char model_name[256]; /* the model directory's base name */
+};
+
+/* Loads and creates everything (progress on stderr unless quiet). On failure nothing is left
+ * allocated and err says what to change. */
+enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot *b,
+                                struct tl_err *err);
+void engine_boot_close(struct engine_boot *b);
+
+/* params = vLLM defaults overlaid with the model's generation_config.json sampling fields. */
+void engine_boot_default_params(const struct engine_boot *b, struct engine_params *p);
+
+#endif

@@ -1,0 +1,167 @@
+/* engine: the continuous-batching engine. Requests are submitted from any thread; each one
+ * has its own stream of outputs (token ids, text, logprobs) that its submitter reads with
+ * engine_request_wait. One loop (engine_start's thread, or the caller through engine_step)
+ * schedules as vLLM does: waiting / running / swapped queues, decodes first, chunked prefill
+ * under max_num_batched_tokens, admission by free KV blocks, preemption by recomputation,
+ * FCFS. The engine borrows the forward, the KV block manager and the tokenizer; it owns the
+ * requests' state until both it and the submitter have released them. */
+#ifndef TL_ENGINE_H
+#define TL_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "forward.h"
+#include "kvcache.h"
+#include "sampler.h"
+#include "status.h"
+#include "tokenizer.h"
+
+struct engine;
+struct engine_request;
+
+/* Most top logprobs a request may ask for (OpenAI's top_logprobs allows 20). */
+#define ENGINE_MAX_LOGPROBS 20
+/* Most stop strings per request, and the longest one in bytes. */
+#define ENGINE_MAX_STOP     16
+#define ENGINE_MAX_STOP_LEN 256
+
+struct engine_opts {
+    int max_num_seqs;           /* most running sequences (vLLM's --max-num-seqs) */
+    int max_num_batched_tokens; /* most tokens in one step (chunked prefill budget) */
+    int max_model_len;          /* prompt + generated tokens of one sequence */
+    bool enable_prefix_caching; /* reuse the KV of full blocks with the same token prefix */
+    const int32_t *eos_ids;     /* copied: generation_config's and the tokenizer's EOS */
+    int n_eos;
+    const struct tokenizer *tok; /* borrowed, may be NULL: no text, no stop strings */
+    /* The 5-second "Avg prompt throughput: ..." line while busy; 0 = never. */
+    double log_interval_s;
+    /* Where log lines go; NULL = stderr. Called from the engine thread. */
+    void (*log)(void *user, const char *line);
+    void *log_user;
+};
+
+/* What a request asks for; copied at submit. */
+struct engine_params {
+    struct sampling_params sp;
+    int max_tokens; /* >= 1; prompt + max_tokens <= max_model_len */
+    int min_tokens; /* EOS and stop ids / strings are ignored before this many tokens */
+    bool ignore_eos;
+    const char *const *stop; /* n_stop stop strings (matched on the text) */
+    int n_stop;
+    const int32_t *stop_token_ids; /* ids that end the request like EOS */
+    int n_stop_token_ids;
+    bool include_stop_str_in_output;
+    bool skip_special_tokens; /* for the text (default true in vLLM) */
+    int logprobs;             /* -1 = none; k >= 0: the sampled token's logprob + top k */
+};
+
+enum engine_finish {
+    ENGINE_FINISH_NONE = 0, /* still running */
+    ENGINE_FINISH_STOP,     /* EOS, a stop id or a stop string */
+    ENGINE_FINISH_LENGTH,   /* max_tokens or max_model_len */
+    ENGINE_FINISH_ABORT,    /* aborted (client gone, engine stopped) */
+    ENGINE_FINISH_ERROR,    /* the engine failed on this request; see error */
+    ENGINE_FINISH_COUNT
+};
+
+/* "stop", "length", "abort", "error" (vLLM's finished_reason label values). */
+const char *engine_finish_str(enum engine_finish f);
+
+struct engine_logprob {
+    int32_t id;
+    float logprob;
+};
+
+/* New output of one request since the previous wait. Pointers are borrowed and valid until
+ * the next engine_request_wait or engine_request_release on the same request. */
+struct engine_output {
+    int n_new;                        /* new token ids */
+    const int32_t *ids;               /* (n_new) */
+    const float *logprobs;            /* (n_new) sampled tokens' logprobs, or NULL */
+    const struct engine_logprob *top; /* (n_new, top_n) most likely first, or NULL */
+    int top_n;                        /* the request's logprobs k */
+    const char *text;                 /* new UTF-8 text (NUL-terminated; "" when none) */
+    size_t text_len;
+    enum engine_finish finish; /* NONE until the last delta */
+    const char *stop_str;      /* the stop string that ended it, or NULL */
+    int32_t stop_token;        /* the stop id (not EOS) that ended it, or -1 */
+    const char *error;         /* FINISH_ERROR's message, or NULL */
+    int n_prompt;              /* prompt tokens */
+    int n_cached;              /* prompt tokens served from the prefix cache */
+    int n_generated;           /* tokens generated so far, all deltas together */
+};
+
+/* Prometheus-style histogram: counts[i] observations <= le[i]; counts[n_le] is +Inf. */
+#define ENGINE_HIST_MAX 24
+struct engine_hist {
+    int n_le;
+    double le[ENGINE_HIST_MAX];
+    uint64_t counts[ENGINE_HIST_MAX + 1]; /* cumulative as Prometheus wants */
+    double sum;
+    uint64_t count;
+};
+
+struct engine_metrics {
+    int64_t prompt_tokens_total, generation_tokens_total;
+    int64_t num_preemptions_total;
+    int64_t request_success_total[ENGINE_FINISH_COUNT];
+    int64_t prefix_cache_queries_total, prefix_cache_hits_total; /* tokens */
+    int num_running, num_waiting, num_swapped;
+    double gpu_cache_usage; /* fraction of the device KV blocks in use, 0..1 */
+    double cpu_cache_usage; /* host KV tier (swap), 0..1 */
+    int kv_blocks_total, kv_blocks_used;
+    struct engine_hist ttft, tpot, e2e; /* seconds */
+    int64_t steps_total;
+    double busy_s; /* wall time spent in steps */
+};
+
+/* Creates an engine over a forward and a KV block manager (both borrowed, used only by the
+ * engine loop from now on). vocab_size: the model's. Does not start a thread. */
+enum tl_status engine_create(struct forward *f, struct kvcache *kv, int vocab_size,
+                             const struct engine_opts *o, struct engine **out, struct tl_err *err);
+/* Stops the thread (if started), aborts what is left, frees the engine. Requests not yet
+ * released by their submitters stay valid until released. */
+void engine_destroy(struct engine *e);
+
+int engine_max_model_len(const struct engine *e);
+int engine_vocab_size(const struct engine *e);
+
+/* Runs the loop in a thread of its own until engine_destroy. */
+enum tl_status engine_start(struct engine *e, struct tl_err *err);
+
+/* Without a thread: runs one step (admits, schedules, forwards, samples, delivers). *busy is
+ * false when there was nothing to do. An error here is the engine's (the backend failed); the
+ * requests of that step finish with FINISH_ERROR. */
+enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err);
+
+/* Queues a request. prompt is copied. Bad parameters (ranges, a prompt over max_model_len,
+ * ids out of the vocabulary, stop strings without a tokenizer) are TL_ERR_INVALID with a
+ * message for the user; nothing is queued then. *out is released by engine_request_release.
+ * Thread-safe. */
+enum tl_status engine_submit(struct engine *e, const int32_t *prompt, int n_prompt,
+                             const struct engine_params *p, struct engine_request **out,
+                             struct tl_err *err);
+
+/* Waits up to timeout_ms (< 0: forever, 0: poll) for new output; *out receives everything
+ * new since the previous call (n_new may be 0 on timeout). After a delta with finish set,
+ * further calls return the same empty final delta. Thread-safe against the engine; one reader
+ * per request. */
+void engine_request_wait(struct engine_request *r, int timeout_ms, struct engine_output *out);
+
+/* Asks the engine to stop the request; its KV blocks are freed before the next step. The
+ * submitter still reads the final delta (FINISH_ABORT) and releases. Thread-safe. */
+void engine_request_abort(struct engine_request *r);
+
+/* The submitter is done with r (aborting it if still running). r is invalid afterwards. */
+void engine_request_release(struct engine_request *r);
+
+/* Consistent snapshot of the counters. Thread-safe. */
+void engine_metrics_get(struct engine *e, struct engine_metrics *m);
+
+/* Fills p with vLLM's defaults: sampling defaults, max_tokens 16, skip_special_tokens true,
+ * logprobs -1, no stops. */
+void engine_params_default(struct engine_params *p);
+
+#endif
