@@ -230,6 +230,7 @@ static const struct {
     const char *help;
 } benches[] = {
     {"throughput", bench_throughput, "offline throughput, as vLLM's benchmark_throughput"},
+    {"serve", cmd_bench_serve, "an OpenAI endpoint under load, as vLLM's benchmark_serving"},
 };
 
 int cmd_bench(int argc, char **argv) {

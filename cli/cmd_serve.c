@@ -77,7 +77,10 @@ static int parse_args(int argc, char **argv, struct serve_args *a) {
             fprintf(stderr, "tierlm serve: %s\n", err.msg);
             return 2;
         }
-        if (r > 0) continue;
+        if (r > 0) { /* engine_args_parse leaves i on the flag's last word */
+            i++;
+            continue;
+        }
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n;
         int used = 2;

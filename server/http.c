@@ -22,6 +22,8 @@ void http_req_init(struct http_req *r, struct mg_connection *conn) {
     memset(r, 0, sizeof *r);
     r->conn = conn;
     r->ri = mg_get_request_info(conn);
+    r->method = r->ri->request_method ? r->ri->request_method : "";
+    r->path = r->ri->local_uri ? r->ri->local_uri : "";
     r->peer_fd = -2;
 }
 

@@ -19,6 +19,7 @@ struct mg_request_info;
 struct http_req {
     struct mg_connection *conn;       /* borrowed */
     const struct mg_request_info *ri; /* borrowed */
+    const char *method, *path;        /* borrowed: "POST", the normalised path ("/v1/models") */
     char extra[HTTP_EXTRA_MAX];       /* extra "Name: value\r\n" lines for the answer */
     size_t extra_len;
     int status; /* the status answered (0 before) */

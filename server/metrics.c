@@ -31,6 +31,10 @@ void metrics_format_double(char *out, double v) {
         snprintf(out, 32, v > 0 ? "+Inf" : "-Inf");
         return;
     }
+    if (v == floor(v) && fabs(v) < 9007199254740992.0) { /* integers as integers, not 1e+02 */
+        snprintf(out, 32, "%.0f", v);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(out, 32, "%.*g", prec, v);
         if (strtod(out, NULL) == v) return;

@@ -51,7 +51,7 @@ static const char *type_name(const json_t *v) {
 }
 
 bool oai_json_int(const json_t *v, long long lo, long long hi, long long *out) {
-    long long x;
+    long long x = 0;
     if (json_is_integer(v)) {
         x = json_integer_value(v);
     } else if (json_is_real(v)) {
@@ -273,7 +273,7 @@ static int f_model(struct parse *p, json_t *v) {
 }
 
 static int f_max_tokens(struct parse *p, json_t *v) {
-    long long x;
+    long long x = 0;
     if (!json_is_integer(v) && !json_is_real(v))
         return fail(p, "max_tokens", "max_tokens must be an integer, got %s", type_name(v));
     if (!oai_json_int(v, LLONG_MIN, LLONG_MAX, &x))
@@ -285,14 +285,14 @@ static int f_max_tokens(struct parse *p, json_t *v) {
 }
 
 static int f_min_tokens(struct parse *p, json_t *v) {
-    long long x;
+    long long x = 0;
     if (get_int(p, "min_tokens", v, 0, INT32_MAX, &x)) return -1;
     p->r->params.min_tokens = (int)x;
     return 0;
 }
 
 static int f_n(struct parse *p, json_t *v) {
-    long long x;
+    long long x = 0;
     if (!json_is_integer(v) && !json_is_real(v))
         return fail(p, "n", "n must be an integer, got %s", type_name(v));
     if (!oai_json_int(v, LLONG_MIN, LLONG_MAX, &x))
@@ -306,14 +306,14 @@ static int f_n(struct parse *p, json_t *v) {
 }
 
 static int f_best_of(struct parse *p, json_t *v) {
-    long long x;
+    long long x = 0;
     if (get_int(p, "best_of", v, 1, p->lim->max_choices, &x)) return -1;
     p->best_of = (int)x;
     return 0;
 }
 
 static int f_temperature(struct parse *p, json_t *v) {
-    double x;
+    double x = 0;
     if (get_num(p, "temperature", v, &x)) return -1;
     if (x < 0) return fail(p, "temperature", "temperature must be non-negative, got %g.", x);
     p->r->params.sp.temperature = (float)x;
@@ -321,7 +321,7 @@ static int f_temperature(struct parse *p, json_t *v) {
 }
 
 static int f_top_p(struct parse *p, json_t *v) {
-    double x;
+    double x = 0;
     if (get_num(p, "top_p", v, &x)) return -1;
     if (!(x > 0 && x <= 1)) return fail(p, "top_p", "top_p must be in (0, 1], got %g.", x);
     p->r->params.sp.top_p = (float)x;
@@ -329,7 +329,7 @@ static int f_top_p(struct parse *p, json_t *v) {
 }
 
 static int f_top_k(struct parse *p, json_t *v) {
-    long long x;
+    long long x = 0;
     if (!oai_json_int(v, LLONG_MIN, LLONG_MAX, &x) || x < -1 || x > INT32_MAX)
         return fail(p, "top_k", "top_k must be -1 or 0 (disable), or at least 1, got %s",
                     json_is_number(v) ? "a value out of range" : type_name(v));
@@ -338,7 +338,7 @@ static int f_top_k(struct parse *p, json_t *v) {
 }
 
 static int f_min_p(struct parse *p, json_t *v) {
-    double x;
+    double x = 0;
     if (get_num(p, "min_p", v, &x)) return -1;
     if (!(x >= 0 && x <= 1)) return fail(p, "min_p", "min_p must be in [0, 1], got %g.", x);
     p->r->params.sp.min_p = (float)x;
@@ -346,7 +346,7 @@ static int f_min_p(struct parse *p, json_t *v) {
 }
 
 static int penalty(struct parse *p, const char *name, json_t *v, float *out) {
-    double x;
+    double x = 0;
     if (get_num(p, name, v, &x)) return -1;
     if (!(x >= -2 && x <= 2)) return fail(p, name, "%s must be in [-2, 2], got %g.", name, x);
     *out = (float)x;
@@ -362,7 +362,7 @@ static int f_frequency(struct parse *p, json_t *v) {
 }
 
 static int f_repetition(struct parse *p, json_t *v) {
-    double x;
+    double x = 0;
     if (get_num(p, "repetition_penalty", v, &x)) return -1;
     if (!(x > 0 && x <= 1e6))
         return fail(p, "repetition_penalty",
@@ -442,7 +442,7 @@ static int f_add_special(struct parse *p, json_t *v) {
 }
 
 static int f_truncate(struct parse *p, json_t *v) {
-    long long x;
+    long long x = 0;
     if (get_int(p, "truncate_prompt_tokens", v, 1, INT32_MAX, &x)) return -1;
     p->r->truncate_prompt_tokens = (int)x;
     return 0;
@@ -454,7 +454,7 @@ static int f_logprobs(struct parse *p, json_t *v) {
         p->logprobs_seen = true;
         return get_bool(p, "logprobs", v, &p->logprobs_bool);
     }
-    long long x;
+    long long x = 0;
     if (!oai_json_int(v, LLONG_MIN, LLONG_MAX, &x))
         return fail(p, "logprobs", "logprobs must be an integer, got %s", type_name(v));
     if (x < 0) return fail(p, "logprobs", "logprobs must be non-negative, got %lld.", x);
@@ -467,7 +467,7 @@ static int f_logprobs(struct parse *p, json_t *v) {
 }
 
 static int f_top_logprobs(struct parse *p, json_t *v) {
-    long long x;
+    long long x = 0;
     if (get_int(p, "top_logprobs", v, 0, MAX_LOGPROBS, &x)) return -1;
     p->top_logprobs = (int)x;
     return 0;
@@ -510,7 +510,7 @@ static int f_template_kwargs(struct parse *p, json_t *v) {
                     type_name(v));
     const json_t *t = json_object_get(v, "enable_thinking");
     if (t && !json_is_null(t)) {
-        bool b;
+        bool b = false;
         if (get_bool(p, "chat_template_kwargs.enable_thinking", t, &b)) return -1;
         p->r->chat_opts.enable_thinking = b;
     }

@@ -41,7 +41,7 @@ static json_t *model_card(const struct server *s, const char *name) {
 void route_models(struct server *s, struct http_req *r, const char *body, size_t len) {
     (void)body;
     (void)len;
-    const char *path = r->ri->local_uri;
+    const char *path = r->path;
     if (strcmp(path, "/v1/models") != 0) { /* /v1/models/{id} */
         const char *id = path + strlen("/v1/models/");
         if (!server_knows_model(s, id)) {

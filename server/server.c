@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <civetweb.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "server_impl.h"
 
 #define SPARE_THREADS 16 /* beyond the generation capacity: /health, /metrics, refusals */
+#define HANDLER_STACK_BYTES (8u << 20)
 
 void server_opts_default(struct server_opts *o) {
     memset(o, 0, sizeof *o);
@@ -203,17 +205,38 @@ static void dispatch(struct server *s, struct http_req *r) {
     free(body);
 }
 
+struct handler_call {
+    struct server *s;
+    struct http_req *r;
+};
+
+static void *handler_thread(void *arg) {
+    struct handler_call *c = arg;
+    dispatch(c->s, c->r);
+    return NULL;
+}
+
+/* CivetWeb's workers have 100 KiB stacks (fixed when it was built): too little for the chat
+ * template interpreter and the tokenizer's regexes. Each request is answered on a thread with
+ * a stack of our own size; the worker waits for it. */
 static int on_request(struct mg_connection *conn, void *user) {
     struct server *s = user;
     struct http_req r;
     http_req_init(&r, conn);
-    dispatch(s, &r);
+    struct handler_call call = {s, &r};
+    pthread_attr_t attr;
+    pthread_t t;
+    bool started = pthread_attr_init(&attr) == 0;
+    started = started && pthread_attr_setstacksize(&attr, HANDLER_STACK_BYTES) == 0 &&
+              pthread_create(&t, &attr, handler_thread, &call) == 0;
+    pthread_attr_destroy(&attr);
+    if (started) pthread_join(t, NULL);
+    else http_send_error(&r, 503, NULL, "the server cannot start a thread for this request");
     if (!r.status) http_send_error(&r, 500, NULL, "the handler gave no answer (a bug)");
     if (r.status > 0 && r.status < METRICS_MAX_STATUS) atomic_fetch_add(&s->responses[r.status], 1);
     if (s->o.log_requests)
         fprintf(stderr, "INFO: %s:%d - \"%s %s HTTP/%s\" %d\n", r.ri->remote_addr,
-                r.ri->remote_port, r.ri->request_method, r.ri->local_uri ? r.ri->local_uri : "",
-                r.ri->http_version, r.status);
+                r.ri->remote_port, r.method, r.path, r.ri->http_version, r.status);
     return r.status;
 }
 
@@ -312,6 +335,7 @@ enum tl_status server_start(const struct server_opts *o, const struct server_mod
         "request_timeout_ms", "30000",
         "tcp_nodelay", "1",
         "enable_directory_listing", "no",
+        "access_control_allow_origin", "", /* CivetWeb answers CORS itself unless told not to */
         NULL,
     };
     struct mg_callbacks cb = {0};
