@@ -23,7 +23,12 @@ void http_req_init(struct http_req *r, struct mg_connection *conn) {
     r->conn = conn;
     r->ri = mg_get_request_info(conn);
     r->method = r->ri->request_method ? r->ri->request_method : "";
-    r->path = r->ri->local_uri ? r->ri->local_uri : "";
+    /* CivetWeb removed the dot segments but does not decode (decode_url no), so a %00 that
+     * would cut the path short is seen here instead of silently truncating it. */
+    const char *raw = r->ri->local_uri ? r->ri->local_uri : "";
+    int n = mg_url_decode(raw, (int)strlen(raw), r->path_buf, (int)sizeof r->path_buf, 0);
+    r->path_bad = n < 0 || (size_t)n >= sizeof r->path_buf - 1 || strlen(r->path_buf) != (size_t)n;
+    r->path = r->path_bad ? raw : r->path_buf;
     r->peer_fd = -2;
 }
 
@@ -69,13 +74,13 @@ int http_read_body(struct http_req *r, size_t max, char **body, size_t *len, str
             cap = ncap;
         }
         int got = mg_read(r->conn, b + n, cap - 1 - n);
-        if (got < 0) {
+        if (got < 0 && cl < 0) {
             free(b);
             mg_disable_connection_keep_alive(r->conn);
             tl_fail(err, TL_ERR_IO, "the request body could not be read (truncated or timed out)");
             return 400;
         }
-        if (got == 0) break;
+        if (got <= 0) break;
         n += (size_t)got;
         if (n > max) break;
     }
@@ -98,6 +103,20 @@ int http_read_body(struct http_req *r, size_t max, char **body, size_t *len, str
     *body = b;
     *len = n;
     return 0;
+}
+
+static int find_peer_fd(const struct mg_request_info *ri);
+
+void http_drain(struct http_req *r, size_t max) {
+    if (r->peer_fd == -2) r->peer_fd = find_peer_fd(r->ri);
+    char sink[16384];
+    for (size_t total = 0; total < max;) {
+        struct pollfd p = {.fd = r->peer_fd, .events = POLLIN};
+        if (r->peer_fd < 0 || poll(&p, 1, 200) <= 0) break;
+        int got = mg_read(r->conn, sink, sizeof sink);
+        if (got <= 0) break;
+        total += (size_t)got;
+    }
 }
 
 static int send_head(struct http_req *r, int status, const char *content_type, long long len) {

@@ -19,7 +19,10 @@ struct mg_request_info;
 struct http_req {
     struct mg_connection *conn;       /* borrowed */
     const struct mg_request_info *ri; /* borrowed */
-    const char *method, *path;        /* borrowed: "POST", the normalised path ("/v1/models") */
+    const char *method; /* borrowed: "POST" */
+    const char *path;   /* the normalised, percent-decoded path ("/v1/models"), in path_buf */
+    bool path_bad;      /* the path decodes to a NUL byte or is too long: answered 404 */
+    char path_buf[2048];
     char extra[HTTP_EXTRA_MAX];       /* extra "Name: value\r\n" lines for the answer */
     size_t extra_len;
     int status; /* the status answered (0 before) */
@@ -38,6 +41,11 @@ const char *http_header(const struct http_req *r, const char *name);
  * frees; NUL-terminated), or the status to answer (413 over max, 400 when it could not be
  * read) with err set. */
 int http_read_body(struct http_req *r, size_t max, char **body, size_t *len, struct tl_err *err);
+
+/* After refusing a body: reads and drops what the client still sends (at most max bytes,
+ * stopping after 200 ms without data), so that closing the connection does not reset it
+ * before the client has read the answer. Blocks. */
+void http_drain(struct http_req *r, size_t max);
 
 /* A whole answer with Content-Length. Returns 0, or -1 when the client is gone. */
 int http_send(struct http_req *r, int status, const char *content_type, const char *body,

@@ -691,7 +691,7 @@ enum tl_status oai_request_parse(enum oai_kind kind, const char *body, size_t le
                       .param_len = param_len, .top_logprobs = -1};
 
     json_error_t jerr;
-    out->root = json_loadb(body, len, 0, &jerr);
+    out->root = json_loadb(body, len, JSON_DECODE_ANY, &jerr);
     if (!out->root) {
         fail(&p, NULL, "the body is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
         return TL_ERR_INVALID;

@@ -18,8 +18,11 @@
 #include "oai_response.h"
 #include "server_impl.h"
 
-#define SPARE_THREADS 16 /* beyond the generation capacity: /health, /metrics, refusals */
+/* Threads beyond the generation capacity: /health, /metrics, refusals, and idle keep-alive
+ * connections, which hold a CivetWeb worker until they time out. */
+#define SPARE_THREADS 64
 #define HANDLER_STACK_BYTES (8u << 20)
+#define DRAIN_BYTES (64u << 20) /* what a refused body may still send before we close */
 
 void server_opts_default(struct server_opts *o) {
     memset(o, 0, sizeof *o);
@@ -150,7 +153,7 @@ static const struct route *find_route(const char *method, const char *path, bool
 
 static void dispatch(struct server *s, struct http_req *r) {
     const struct mg_request_info *ri = r->ri;
-    const char *path = ri->local_uri ? ri->local_uri : "";
+    const char *path = r->path;
     if (ri->num_headers >= MG_MAX_HEADERS) {
         http_send_error(r, 431, NULL,
                         "the request has %d or more headers; this server accepts at most %d",
@@ -160,6 +163,10 @@ static void dispatch(struct server *s, struct http_req *r) {
     bool preflight;
     if (!cors(s, r, &preflight)) {
         http_send_error(r, 400, NULL, "Disallowed CORS origin (see --allowed-origins)");
+        return;
+    }
+    if (r->path_bad) {
+        http_send_error(r, 404, NULL, "Not Found: the path is too long or holds a NUL byte");
         return;
     }
     bool known;
@@ -198,6 +205,7 @@ static void dispatch(struct server *s, struct http_req *r) {
         int st = http_read_body(r, s->o.max_request_bytes, &body, &len, &err);
         if (st) {
             http_send_error(r, st, NULL, "%s", err.msg);
+            if (st == 413) http_drain(r, DRAIN_BYTES);
             return;
         }
     }
@@ -247,11 +255,12 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
     snprintf(text, sizeof text, "%s%s",
              status == 413 || status == 431 ? "the request headers are too large: " : "",
              msg && *msg ? msg : mg_get_response_code_text(conn, status));
-    if (status == 400) {
+    struct server *srv = mg_get_user_data(mg_get_context(conn));
+    if (status == 400)
         snprintf(text, sizeof text,
-                 "malformed HTTP request (or headers over the server's --max-header-bytes): %s",
-                 msg && *msg ? msg : "bad request");
-    }
+                 "malformed HTTP request, or its request line and headers are over the %d bytes "
+                 "this server accepts (--max-header-bytes): %s",
+                 srv ? srv->o.max_header_bytes : 0, msg && *msg ? msg : "bad request");
     json_t *e = oai_error_json(status, text, NULL);
     char *s = e ? json_dumps(e, JSON_COMPACT) : NULL;
     json_decref(e);
@@ -261,7 +270,6 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
               "Connection: close\r\n\r\n%s",
               status, mg_get_response_code_text(conn, status), strlen(s), s);
     free(s);
-    struct server *srv = mg_get_user_data(mg_get_context(conn));
     if (srv && status > 0 && status < METRICS_MAX_STATUS)
         atomic_fetch_add(&srv->responses[status], 1);
     return 0;
@@ -331,11 +339,14 @@ enum tl_status server_start(const struct server_opts *o, const struct server_mod
         "connection_queue", queue,
         "listen_backlog", queue,
         "enable_keep_alive", "yes",
-        "keep_alive_timeout_ms", "1000",
+        /* as uvicorn (vLLM): 5 s, longer than the 4 s after which node's fetch drops an idle
+         * connection, so a client never sends a request on one we are closing */
+        "keep_alive_timeout_ms", "5000",
         "request_timeout_ms", "30000",
         "tcp_nodelay", "1",
         "enable_directory_listing", "no",
         "access_control_allow_origin", "", /* CivetWeb answers CORS itself unless told not to */
+        "decode_url", "no", /* http.c decodes, refusing %00 */
         NULL,
     };
     struct mg_callbacks cb = {0};
