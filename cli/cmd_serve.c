@@ -173,7 +173,7 @@ static enum tl_status load_template(const char *arg, struct chat_template **out,
 }
 
 int cmd_serve(int argc, char **argv) {
-    struct serve_args a;
+    struct serve_args a = {0};
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc == 1 ? 0 : 2;
 

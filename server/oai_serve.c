@@ -264,6 +264,20 @@ static json_t *usage_of(const struct job *j, bool only_choice, const struct choi
     return oai_usage_json(prompt, completion, cached);
 }
 
+/* As vLLM, a chat choice's first chunk carries only the role, and it comes with the first
+ * output (after the prefill), so a client timing its first chunk measures the prefill. */
+static int role_chunk(struct job *j, struct choice *c) {
+    json_t *arr = json_array();
+    json_array_append_new(arr, oai_chat_choice(c->index, "delta",
+                                               json_pack("{s:s,s:s}", "role", "assistant",
+                                                         "content", ""),
+                                               NULL, NULL, NULL));
+    json_t *chunk = oai_envelope(j->id, "chat.completion.chunk", j->created, j->model, arr);
+    int rc = chunk ? oai_sse_event(&j->out, chunk) : -1;
+    json_decref(chunk);
+    return rc;
+}
+
 /* A stream chunk of choice c: the delta text (after the reasoning split for chat). */
 static int stream_chunk(struct job *j, struct choice *c, const struct engine_output *o) {
     bool final = o->finish != ENGINE_FINISH_NONE;
@@ -271,6 +285,10 @@ static int stream_chunk(struct job *j, struct choice *c, const struct engine_out
     json_t *finish = final ? oai_finish_reason(o->finish) : NULL;
     json_t *stop = final ? json_incref(c->stop) : NULL;
     json_t *choice;
+    if (j->kind == OAI_CHAT && !c->first_sent) {
+        role_chunk(j, c);
+        c->first_sent = true;
+    }
     if (j->kind == OAI_CHAT) {
         json_t *delta = json_object();
         if (j->s->o.reasoning_deepseek_r1) {
@@ -379,18 +397,6 @@ static void run_stream(struct job *j) {
     if (http_stream_begin(j->http)) {
         j->gone = true;
         abort_all(j);
-    }
-    if (j->kind == OAI_CHAT && !j->gone) {
-        /* as vLLM: the role first, one chunk per choice */
-        json_t *arr = json_array();
-        for (int i = 0; i < j->n_ch; i++)
-            json_array_append_new(arr, oai_chat_choice(i, "delta",
-                                                       json_pack("{s:s,s:s}", "role", "assistant",
-                                                                 "content", ""),
-                                                       NULL, NULL, NULL));
-        json_t *chunk = oai_envelope(j->id, "chat.completion.chunk", j->created, j->model, arr);
-        if (chunk) oai_sse_event(&j->out, chunk);
-        json_decref(chunk);
     }
     pump(j);
     if (j->gone) {
