@@ -33,7 +33,7 @@ struct bs_args {
 struct rq {
     int32_t *ids; /* the prompt (n_in) */
     int n_in, n_out;
-    char *body; /* the JSON request */
+    char *body;                              /* the JSON request */
     double arrival, start, first, last, end; /* seconds since the run began */
     double *itl;
     int n_itl, cap_itl;
@@ -55,36 +55,37 @@ static double now_s(void) {
 }
 
 static void help(FILE *f) {
-    fprintf(f,
-            "usage: tierlm bench serve [--base-url URL] [--model NAME] [flags]\n"
-            "\n"
-            "vLLM's benchmark_serving against an OpenAI-compatible server (tierlm serve, vLLM, ...):\n"
-            "--num-prompts random prompts sent at --request-rate (Poisson; inf = all at once), at\n"
-            "most --max-concurrency in flight, each streamed. Prints request / output / total\n"
-            "token throughput and mean, median and p99 of TTFT, TPOT, ITL and E2EL (ms).\n"
-            "\n"
-            "  --base-url URL           the server   [http://127.0.0.1:8000]\n"
-            "  --host H, --port P       the same as a base URL of http://H:P\n"
-            "  --endpoint PATH          /v1/completions or /v1/chat/completions   [/v1/completions]\n"
-            "  --model NAME             the model field   [the first of GET /v1/models]\n"
-            "  --api-key KEY            sent as a bearer key   [env OPENAI_API_KEY]\n"
-            "  --tokenizer DIR          make text prompts as vLLM's random dataset (decoded random\n"
-            "                           ids); without it prompts are sent as token ids\n"
-            "  --dataset-name random    the only dataset   [random]\n"
-            "  --num-prompts N          requests   [1000]\n"
-            "  --random-input-len N     prompt tokens   [1024]\n"
-            "  --random-output-len N    max_tokens   [128]\n"
-            "  --random-range-ratio R   lengths uniform in [L(1-R), L(1+R)]   [0]\n"
-            "  --random-prefix-len N    a shared random prefix before every prompt   [0]\n"
-            "  --request-rate R         requests per second, or inf   [inf]\n"
-            "  --burstiness B           gamma shape of the arrivals (1 = Poisson)   [1]\n"
-            "  --max-concurrency N      most requests in flight   [no limit]\n"
-            "  --ignore-eos             generate exactly the output length (vLLM's ignore_eos)\n"
-            "  --seed S                 prompts and arrivals   [0]\n"
-            "  --metric-percentiles L   comma-separated percentiles to report   [99]\n"
-            "  --output-json FILE       write the results as JSON\n"
-            "  --save-result            write them to --result-dir/--result-filename as vLLM\n"
-            "  -h, --help               this help\n");
+    fprintf(
+        f,
+        "usage: tierlm bench serve [--base-url URL] [--model NAME] [flags]\n"
+        "\n"
+        "vLLM's benchmark_serving against an OpenAI-compatible server (tierlm serve, vLLM, ...):\n"
+        "--num-prompts random prompts sent at --request-rate (Poisson; inf = all at once), at\n"
+        "most --max-concurrency in flight, each streamed. Prints request / output / total\n"
+        "token throughput and mean, median and p99 of TTFT, TPOT, ITL and E2EL (ms).\n"
+        "\n"
+        "  --base-url URL           the server   [http://127.0.0.1:8000]\n"
+        "  --host H, --port P       the same as a base URL of http://H:P\n"
+        "  --endpoint PATH          /v1/completions or /v1/chat/completions   [/v1/completions]\n"
+        "  --model NAME             the model field   [the first of GET /v1/models]\n"
+        "  --api-key KEY            sent as a bearer key   [env OPENAI_API_KEY]\n"
+        "  --tokenizer DIR          make text prompts as vLLM's random dataset (decoded random\n"
+        "                           ids); without it prompts are sent as token ids\n"
+        "  --dataset-name random    the only dataset   [random]\n"
+        "  --num-prompts N          requests   [1000]\n"
+        "  --random-input-len N     prompt tokens   [1024]\n"
+        "  --random-output-len N    max_tokens   [128]\n"
+        "  --random-range-ratio R   lengths uniform in [L(1-R), L(1+R)]   [0]\n"
+        "  --random-prefix-len N    a shared random prefix before every prompt   [0]\n"
+        "  --request-rate R         requests per second, or inf   [inf]\n"
+        "  --burstiness B           gamma shape of the arrivals (1 = Poisson)   [1]\n"
+        "  --max-concurrency N      most requests in flight   [no limit]\n"
+        "  --ignore-eos             generate exactly the output length (vLLM's ignore_eos)\n"
+        "  --seed S                 prompts and arrivals   [0]\n"
+        "  --metric-percentiles L   comma-separated percentiles to report   [99]\n"
+        "  --output-json FILE       write the results as JSON\n"
+        "  --save-result            write them to --result-dir/--result-filename as vLLM\n"
+        "  -h, --help               this help\n");
 }
 
 static int parse_num(const char *flag, const char *v, double lo, double hi, double *out) {
@@ -92,8 +93,8 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
     errno = 0;
     double x = v && !strcmp(v, "inf") ? INFINITY : strtod(v ? v : "", &end);
     if (!v || (isfinite(x) && (errno || end == v || *end)) || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "tierlm bench serve: %s must be a number in [%g, %g], got '%s'\n", flag,
-                lo, hi, v ? v : "");
+        fprintf(stderr, "tierlm bench serve: %s must be a number in [%g, %g], got '%s'\n", flag, lo,
+                hi, v ? v : "");
         return -1;
     }
     *out = x;
@@ -145,30 +146,51 @@ static int parse_args(int argc, char **argv, struct bs_args *a, char *url_buf, s
         }
         i++;
         int bad = 0;
-        if (!strcmp(f, "--base-url")) a->base_url = v;
-        else if (!strcmp(f, "--host")) host = v;
-        else if (!strcmp(f, "--port")) bad = parse_int(f, v, 1, &port);
-        else if (!strcmp(f, "--endpoint")) a->endpoint = v;
-        else if (!strcmp(f, "--model")) a->model = v;
-        else if (!strcmp(f, "--api-key")) a->api_key = v;
-        else if (!strcmp(f, "--tokenizer")) a->tokenizer = v;
-        else if (!strcmp(f, "--dataset-name")) bad = strcmp(v, "random") != 0;
-        else if (!strcmp(f, "--backend")) bad = strcmp(v, "openai") && strcmp(v, "openai-chat") && strcmp(v, "vllm");
-        else if (!strcmp(f, "--num-prompts")) bad = parse_int(f, v, 1, &a->num_prompts);
-        else if (!strcmp(f, "--random-input-len")) bad = parse_int(f, v, 1, &a->input_len);
-        else if (!strcmp(f, "--random-output-len")) bad = parse_int(f, v, 1, &a->output_len);
-        else if (!strcmp(f, "--random-prefix-len")) bad = parse_int(f, v, 0, &a->prefix_len);
-        else if (!strcmp(f, "--max-concurrency")) bad = parse_int(f, v, 1, &a->max_concurrency);
-        else if (!strcmp(f, "--random-range-ratio")) bad = parse_num(f, v, 0, 0.999, &a->range_ratio);
-        else if (!strcmp(f, "--request-rate")) bad = parse_num(f, v, 1e-6, INFINITY, &a->request_rate);
-        else if (!strcmp(f, "--burstiness")) bad = parse_num(f, v, 1e-3, 1e6, &a->burstiness);
+        if (!strcmp(f, "--base-url"))
+            a->base_url = v;
+        else if (!strcmp(f, "--host"))
+            host = v;
+        else if (!strcmp(f, "--port"))
+            bad = parse_int(f, v, 1, &port);
+        else if (!strcmp(f, "--endpoint"))
+            a->endpoint = v;
+        else if (!strcmp(f, "--model"))
+            a->model = v;
+        else if (!strcmp(f, "--api-key"))
+            a->api_key = v;
+        else if (!strcmp(f, "--tokenizer"))
+            a->tokenizer = v;
+        else if (!strcmp(f, "--dataset-name"))
+            bad = strcmp(v, "random") != 0;
+        else if (!strcmp(f, "--backend"))
+            bad = strcmp(v, "openai") && strcmp(v, "openai-chat") && strcmp(v, "vllm");
+        else if (!strcmp(f, "--num-prompts"))
+            bad = parse_int(f, v, 1, &a->num_prompts);
+        else if (!strcmp(f, "--random-input-len"))
+            bad = parse_int(f, v, 1, &a->input_len);
+        else if (!strcmp(f, "--random-output-len"))
+            bad = parse_int(f, v, 1, &a->output_len);
+        else if (!strcmp(f, "--random-prefix-len"))
+            bad = parse_int(f, v, 0, &a->prefix_len);
+        else if (!strcmp(f, "--max-concurrency"))
+            bad = parse_int(f, v, 1, &a->max_concurrency);
+        else if (!strcmp(f, "--random-range-ratio"))
+            bad = parse_num(f, v, 0, 0.999, &a->range_ratio);
+        else if (!strcmp(f, "--request-rate"))
+            bad = parse_num(f, v, 1e-6, INFINITY, &a->request_rate);
+        else if (!strcmp(f, "--burstiness"))
+            bad = parse_num(f, v, 1e-3, 1e6, &a->burstiness);
         else if (!strcmp(f, "--seed")) {
             bad = parse_num(f, v, 0, 1.8e19, &x);
             a->seed = (unsigned long long)x;
-        } else if (!strcmp(f, "--metric-percentiles")) a->percentiles = v;
-        else if (!strcmp(f, "--output-json")) a->output_json = v;
-        else if (!strcmp(f, "--result-dir")) a->result_dir = v;
-        else if (!strcmp(f, "--result-filename")) a->result_filename = v;
+        } else if (!strcmp(f, "--metric-percentiles"))
+            a->percentiles = v;
+        else if (!strcmp(f, "--output-json"))
+            a->output_json = v;
+        else if (!strcmp(f, "--result-dir"))
+            a->result_dir = v;
+        else if (!strcmp(f, "--result-filename"))
+            a->result_filename = v;
         else {
             fprintf(stderr, "tierlm bench serve: unknown flag %s (tierlm bench serve --help)\n", f);
             return 2;
@@ -244,8 +266,10 @@ static char *first_model(const struct bs_args *a) {
     curl_easy_cleanup(c);
     char *id = NULL;
     json_t *j = g.p ? json_loads(g.p, 0, NULL) : NULL;
-    const char *s = json_string_value(json_object_get(json_array_get(json_object_get(j, "data"), 0), "id"));
-    if (rc == CURLE_OK && status == 200 && s) id = strdup(s);
+    const char *s =
+        json_string_value(json_object_get(json_array_get(json_object_get(j, "data"), 0), "id"));
+    if (rc == CURLE_OK && status == 200 && s)
+        id = strdup(s);
     else
         fprintf(stderr, "tierlm bench serve: GET %s failed (%s, HTTP %ld): %.200s\n", url,
                 curl_easy_strerror(rc), status, g.p ? g.p : "");
@@ -265,7 +289,9 @@ static uint64_t rng_u64(struct sampler_rng *r) {
     return res;
 }
 
-static double rng_unit(struct sampler_rng *r) { return (double)(rng_u64(r) >> 11) * 0x1.0p-53; }
+static double rng_unit(struct sampler_rng *r) {
+    return (double)(rng_u64(r) >> 11) * 0x1.0p-53;
+}
 
 static int rng_int(struct sampler_rng *r, int lo, int hi) { /* [lo, hi] */
     return lo + (int)(rng_u64(r) % (uint64_t)(hi - lo + 1));
@@ -420,7 +446,8 @@ static void on_event(struct rq *r, const char *data, double t) {
         r->last = t;
         json_t *c0 = json_array_get(choices, 0);
         const char *text = json_string_value(json_object_get(c0, "text"));
-        if (!text) text = json_string_value(json_object_get(json_object_get(c0, "delta"), "content"));
+        if (!text)
+            text = json_string_value(json_object_get(json_object_get(c0, "delta"), "content"));
         if (text && *text) r->chunks_with_text++;
     }
     json_t *usage = json_object_get(j, "usage");
@@ -448,8 +475,10 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *user) {
         for (char *line = p; line && *line;) {
             char *nl = strchr(line, '\n');
             if (nl) *nl = 0;
-            if (!strncmp(line, "data: ", 6)) on_event(r, line + 6, t);
-            else if (!strncmp(line, "data:", 5)) on_event(r, line + 5, t);
+            if (!strncmp(line, "data: ", 6))
+                on_event(r, line + 6, t);
+            else if (!strncmp(line, "data:", 5))
+                on_event(r, line + 5, t);
             line = nl ? nl + 1 : NULL;
         }
         p = e + 2;
@@ -481,12 +510,14 @@ static int start_rq(CURLM *m, const struct bs_args *a, struct rq *r) {
 static void finish_rq(CURLM *m, struct rq *r, CURLcode rc) {
     r->end = now_s() - t0;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
-    if (rc != CURLE_OK) fail_rq(r, "transfer failed: %s", curl_easy_strerror(rc));
+    if (rc != CURLE_OK)
+        fail_rq(r, "transfer failed: %s", curl_easy_strerror(rc));
     else if (r->status != 200) {
         char head[64];
         snprintf(head, sizeof head, "HTTP %ld: %%s", r->status);
         fail_rq(r, head, r->sse ? r->sse : "");
-    } else if (!r->got_first) fail_rq(r, "the stream held no chunk%s", NULL);
+    } else if (!r->got_first)
+        fail_rq(r, "the stream held no chunk%s", NULL);
     if (!r->out_tokens) r->out_tokens = r->chunks_with_text;
     r->ok = !r->error;
     curl_multi_remove_handle(m, r->easy);
@@ -506,7 +537,8 @@ static double run(const struct bs_args *a, struct rq *rq, int n) {
     int next = 0, active = 0, finished = 0;
     while (finished < n) {
         double t = now_s() - t0;
-        while (next < n && rq[next].arrival <= t && (!a->max_concurrency || active < a->max_concurrency)) {
+        while (next < n && rq[next].arrival <= t &&
+               (!a->max_concurrency || active < a->max_concurrency)) {
             if (start_rq(m, a, &rq[next])) {
                 fail_rq(&rq[next], "could not start the transfer%s", NULL);
                 finished++;
@@ -664,7 +696,8 @@ static int report(const struct bs_args *a, const char *model, struct rq *rq, int
     printf("%-40s %d\n", "Successful requests:", completed);
     printf("%-40s %d\n", "Failed requests:", n - completed);
     printf("%-40s %s\n", "Request rate configured (RPS):", rate);
-    if (a->max_concurrency) printf("%-40s %d\n", "Maximum request concurrency:", a->max_concurrency);
+    if (a->max_concurrency)
+        printf("%-40s %d\n", "Maximum request concurrency:", a->max_concurrency);
     printf("%-40s %.2f\n", "Benchmark duration (s):", el);
     printf("%-40s %lld\n", "Total input tokens:", in_tok);
     printf("%-40s %lld\n", "Total generated tokens:", out_tok);
@@ -749,9 +782,11 @@ int cmd_bench_serve(int argc, char **argv) {
     free(probe.itl);
     free(probe.sse);
     printf("Initial test run completed. Starting main benchmark run...\n");
-    printf("Traffic request rate: %g\nBurstiness factor: %g (%s)\nMaximum request concurrency: %s\n",
-           a.request_rate, a.burstiness, a.burstiness == 1.0 ? "Poisson process" : "Gamma distribution",
-           a.max_concurrency ? "limited" : "None");
+    printf(
+        "Traffic request rate: %g\nBurstiness factor: %g (%s)\nMaximum request concurrency: %s\n",
+        a.request_rate, a.burstiness,
+        a.burstiness == 1.0 ? "Poisson process" : "Gamma distribution",
+        a.max_concurrency ? "limited" : "None");
     double el = run(&a, rq, a.num_prompts);
     rc = report(&a, model, rq, a.num_prompts, el);
 out:

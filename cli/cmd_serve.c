@@ -108,8 +108,10 @@ static int parse_args(int argc, char **argv, struct serve_args *a) {
             a->chat_template = v;
         } else if (!strcmp(f, "--reasoning-parser") && v) {
             if (strcmp(v, "deepseek_r1") != 0) {
-                fprintf(stderr, "tierlm serve: --reasoning-parser: only deepseek_r1 is "
-                                "supported, got '%s'\n", v);
+                fprintf(stderr,
+                        "tierlm serve: --reasoning-parser: only deepseek_r1 is "
+                        "supported, got '%s'\n",
+                        v);
                 return 2;
             }
             a->so.reasoning_deepseek_r1 = true;
@@ -139,8 +141,10 @@ static int parse_args(int argc, char **argv, struct serve_args *a) {
             if (parse_long(f, v, 1, 1024, &n)) return 2;
             a->so.max_choices = (int)n;
         } else {
-            fprintf(stderr, "tierlm serve: unrecognized option or missing value '%s' "
-                            "(tierlm serve --help)\n", f);
+            fprintf(stderr,
+                    "tierlm serve: unrecognized option or missing value '%s' "
+                    "(tierlm serve --help)\n",
+                    f);
             return 2;
         }
         i += used;
@@ -221,11 +225,11 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "tierlm serve: %s\n", err.msg);
     } else {
         const char *h = a.so.host;
-        fprintf(stderr,
-                "INFO: tierlm serve: listening on http://%s%s%s:%d (model %s, max_model_len %d%s)\n",
-                strchr(h, ':') ? "[" : "", h, strchr(h, ':') ? "]" : "", server_port(srv),
-                a.so.served_model_names[0], m.max_model_len,
-                a.so.api_key ? ", API key required" : "");
+        fprintf(
+            stderr,
+            "INFO: tierlm serve: listening on http://%s%s%s:%d (model %s, max_model_len %d%s)\n",
+            strchr(h, ':') ? "[" : "", h, strchr(h, ':') ? "]" : "", server_port(srv),
+            a.so.served_model_names[0], m.max_model_len, a.so.api_key ? ", API key required" : "");
         int sig = 0;
         sigwait(&stop_sigs, &sig);
         fprintf(stderr, "INFO: tierlm serve: %s, shutting down\n",

@@ -20,7 +20,9 @@ int buf_append(struct buf *b, const void *s, size_t n) {
     return 0;
 }
 
-int buf_puts(struct buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
+int buf_puts(struct buf *b, const char *s) {
+    return buf_append(b, s, strlen(s));
+}
 
 void buf_free(struct buf *b) {
     free(b->data);

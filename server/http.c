@@ -175,12 +175,15 @@ int http_stream_write(struct http_req *r, const char *data, size_t len) {
     return mg_send_chunk(r->conn, data, (unsigned)len) > 0 ? 0 : -1;
 }
 
-int http_stream_end(struct http_req *r) { return mg_send_chunk(r->conn, "", 0) < 0 ? -1 : 0; }
+int http_stream_end(struct http_req *r) {
+    return mg_send_chunk(r->conn, "", 0) < 0 ? -1 : 0;
+}
 
 static bool same_peer(int fd, const struct mg_request_info *ri) {
     struct sockaddr_storage peer, self;
     socklen_t pl = sizeof peer, sl = sizeof self;
-    if (getpeername(fd, (struct sockaddr *)&peer, &pl) || getsockname(fd, (struct sockaddr *)&self, &sl))
+    if (getpeername(fd, (struct sockaddr *)&peer, &pl) ||
+        getsockname(fd, (struct sockaddr *)&self, &sl))
         return false;
     char addr[INET6_ADDRSTRLEN];
     int port, self_port;

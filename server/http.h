@@ -19,13 +19,13 @@ struct mg_request_info;
 struct http_req {
     struct mg_connection *conn;       /* borrowed */
     const struct mg_request_info *ri; /* borrowed */
-    const char *method; /* borrowed: "POST" */
-    const char *path;   /* the normalised, percent-decoded path ("/v1/models"), in path_buf */
-    bool path_bad;      /* the path decodes to a NUL byte or is too long: answered 404 */
+    const char *method;               /* borrowed: "POST" */
+    const char *path; /* the normalised, percent-decoded path ("/v1/models"), in path_buf */
+    bool path_bad;    /* the path decodes to a NUL byte or is too long: answered 404 */
     char path_buf[2048];
-    char extra[HTTP_EXTRA_MAX];       /* extra "Name: value\r\n" lines for the answer */
+    char extra[HTTP_EXTRA_MAX]; /* extra "Name: value\r\n" lines for the answer */
     size_t extra_len;
-    int status; /* the status answered (0 before) */
+    int status;  /* the status answered (0 before) */
     int peer_fd; /* the connection's socket: -2 not looked up yet, -1 not found */
 };
 

@@ -51,8 +51,7 @@ static void sample(struct out *o, const char *name, double v) {
     put(o, "%s{%s} %s\n", name, o->label, num);
 }
 
-static void metric(struct out *o, const char *name, const char *type, const char *help,
-                   double v) {
+static void metric(struct out *o, const char *name, const char *type, const char *help, double v) {
     head(o, name, type, help);
     sample(o, name, v);
 }
@@ -77,9 +76,12 @@ static int make_label(char *out, size_t n, const char *model) {
     size_t w = (size_t)snprintf(out, n, "model_name=\"");
     for (const char *p = model; *p; p++) {
         if (w + 3 >= n) return -1;
-        if (*p == '\\' || *p == '"') out[w++] = '\\', out[w++] = *p;
-        else if (*p == '\n') out[w++] = '\\', out[w++] = 'n';
-        else out[w++] = *p;
+        if (*p == '\\' || *p == '"')
+            out[w++] = '\\', out[w++] = *p;
+        else if (*p == '\n')
+            out[w++] = '\\', out[w++] = 'n';
+        else
+            out[w++] = *p;
     }
     if (w + 2 >= n) return -1;
     out[w++] = '"';
@@ -109,8 +111,8 @@ int metrics_render(struct buf *b, const char *model_name, const struct engine_me
            (double)m->prompt_tokens_total);
     metric(&o, "vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
            (double)m->generation_tokens_total);
-    metric(&o, "vllm:num_preemptions_total", "counter", "Cumulative number of preemption from the engine.",
-           (double)m->num_preemptions_total);
+    metric(&o, "vllm:num_preemptions_total", "counter",
+           "Cumulative number of preemption from the engine.", (double)m->num_preemptions_total);
     metric(&o, "vllm:prefix_cache_queries_total", "counter",
            "Prefix cache queries, in terms of number of queried tokens.",
            (double)m->prefix_cache_queries_total);
@@ -122,8 +124,8 @@ int metrics_render(struct buf *b, const char *model_name, const struct engine_me
         put(&o, "vllm:request_success_total{finished_reason=\"%s\",%s} %lld\n",
             engine_finish_str((enum engine_finish)f), label,
             (long long)m->request_success_total[f]);
-    histogram(&o, "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-              &m->ttft);
+    histogram(&o, "vllm:time_to_first_token_seconds",
+              "Histogram of time to first token in seconds.", &m->ttft);
     histogram(&o, "vllm:time_per_output_token_seconds",
               "Histogram of time per output token in seconds.", &m->tpot);
     histogram(&o, "vllm:e2e_request_latency_seconds",
@@ -132,8 +134,7 @@ int metrics_render(struct buf *b, const char *model_name, const struct engine_me
     metric(&o, "tierlm:kv_blocks_total", "gauge", "KV blocks in the device tier.",
            m->kv_blocks_total);
     metric(&o, "tierlm:kv_blocks_used", "gauge", "KV blocks held by requests.", m->kv_blocks_used);
-    metric(&o, "tierlm:engine_steps_total", "counter", "Engine steps run.",
-           (double)m->steps_total);
+    metric(&o, "tierlm:engine_steps_total", "counter", "Engine steps run.", (double)m->steps_total);
     metric(&o, "tierlm:engine_busy_seconds_total", "counter", "Wall time spent in engine steps.",
            m->busy_s);
     metric(&o, "tierlm:request_unknown_fields_total", "counter",

@@ -39,14 +39,21 @@ __attribute__((format(printf, 3, 4))) static int fail(struct parse *p, const cha
 
 static const char *type_name(const json_t *v) {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
     }
 }
 
@@ -105,8 +112,8 @@ static int ids_from_array(struct parse *p, const char *name, const json_t *a, in
         const json_t *e = json_array_get(a, i);
         if (!json_is_integer(e) || !oai_json_int(e, 0, p->lim->vocab_size - 1, &id)) {
             free(out);
-            return fail(p, name, "%s[%zu]: a token id must be an integer in [0, %d), got %s",
-                        name, i, p->lim->vocab_size,
+            return fail(p, name, "%s[%zu]: a token id must be an integer in [0, %d), got %s", name,
+                        i, p->lim->vocab_size,
                         json_is_integer(e) ? "one out of range" : type_name(e));
         }
         out[i] = (int32_t)id;
@@ -150,8 +157,7 @@ static int f_prompt(struct parse *p, json_t *v) {
     }
     size_t n = json_array_size(v);
     if (n > (size_t)p->lim->max_choices)
-        return fail(p, "prompt", "at most %d prompts per request, got %zu", p->lim->max_choices,
-                    n);
+        return fail(p, "prompt", "at most %d prompts per request, got %zu", p->lim->max_choices, n);
     if (add_prompts(p, (int)n)) return -1;
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(v, i);
@@ -163,8 +169,10 @@ static int f_prompt(struct parse *p, json_t *v) {
             if (ids_from_array(p, name, e, &p->r->prompts[i].ids, &p->r->prompts[i].n_ids))
                 return -1;
         } else {
-            return fail(p, name, "%s: all prompts of a batch must be strings or all token id "
-                        "arrays, got %s", name, type_name(e));
+            return fail(p, name,
+                        "%s: all prompts of a batch must be strings or all token id "
+                        "arrays, got %s",
+                        name, type_name(e));
         }
     }
     return 0;
@@ -233,8 +241,8 @@ static int f_messages(struct parse *p, json_t *v) {
         return fail(p, "messages", "messages must be a non-empty array of {role, content}, got %s",
                     json_is_array(v) ? "an empty array" : type_name(v));
     if (n > (size_t)p->lim->max_messages)
-        return fail(p, "messages", "at most %d messages per request, got %zu",
-                    p->lim->max_messages, n);
+        return fail(p, "messages", "at most %d messages per request, got %zu", p->lim->max_messages,
+                    n);
     p->r->messages = calloc(n, sizeof *p->r->messages);
     if (!p->r->messages) return fail(p, "messages", "out of memory");
     p->r->n_messages = (int)n;
@@ -473,25 +481,29 @@ static int f_top_logprobs(struct parse *p, json_t *v) {
     return 0;
 }
 
-static int f_echo(struct parse *p, json_t *v) { return get_bool(p, "echo", v, &p->r->echo); }
+static int f_echo(struct parse *p, json_t *v) {
+    return get_bool(p, "echo", v, &p->r->echo);
+}
 
 static int f_return_ids(struct parse *p, json_t *v) {
     return get_bool(p, "return_token_ids", v, &p->r->return_token_ids);
 }
 
-static int f_stream(struct parse *p, json_t *v) { return get_bool(p, "stream", v, &p->r->stream); }
+static int f_stream(struct parse *p, json_t *v) {
+    return get_bool(p, "stream", v, &p->r->stream);
+}
 
 static int f_stream_options(struct parse *p, json_t *v) {
     if (!json_is_object(v))
         return fail(p, "stream_options", "stream_options must be an object, got %s", type_name(v));
     p->stream_options_seen = true;
     const json_t *u = json_object_get(v, "include_usage");
-    if (u && !json_is_null(u) && get_bool(p, "stream_options.include_usage", u,
-                                          &p->r->include_usage))
+    if (u && !json_is_null(u) &&
+        get_bool(p, "stream_options.include_usage", u, &p->r->include_usage))
         return -1;
     const json_t *c = json_object_get(v, "continuous_usage_stats");
-    if (c && !json_is_null(c) && get_bool(p, "stream_options.continuous_usage_stats", c,
-                                          &p->r->continuous_usage))
+    if (c && !json_is_null(c) &&
+        get_bool(p, "stream_options.continuous_usage_stats", c, &p->r->continuous_usage))
         return -1;
     return 0;
 }
@@ -632,10 +644,8 @@ static const struct field {
 
 static int check_whole(struct parse *p) {
     struct oai_request *r = p->r;
-    if (r->kind == OAI_COMPLETION && !p->has_prompt)
-        return fail(p, "prompt", "prompt is required");
-    if (r->kind == OAI_CHAT && !p->has_messages)
-        return fail(p, "messages", "messages is required");
+    if (r->kind == OAI_COMPLETION && !p->has_prompt) return fail(p, "prompt", "prompt is required");
+    if (r->kind == OAI_CHAT && !p->has_messages) return fail(p, "messages", "messages is required");
     if (r->kind == OAI_CHAT) {
         if (p->top_logprobs >= 0 && !p->logprobs_bool)
             return fail(p, "top_logprobs",
@@ -653,8 +663,7 @@ static int check_whole(struct parse *p) {
     if (p->best_of > 0 && p->best_of != r->n)
         return fail(p, "best_of", "best_of other than n is not supported by this server");
     if (p->stream_options_seen && !r->stream)
-        return fail(p, "stream_options",
-                    "Stream options can only be defined when `stream=True`.");
+        return fail(p, "stream_options", "Stream options can only be defined when `stream=True`.");
     if (r->echo && r->params.logprobs >= 0)
         return fail(p, "echo",
                     "echo with logprobs needs prompt logprobs, which this server does not "
@@ -671,9 +680,9 @@ static int check_whole(struct parse *p) {
 }
 
 enum tl_status oai_request_parse(enum oai_kind kind, const char *body, size_t len,
-                                 const struct engine_params *defaults,
-                                 const struct oai_limits *lim, struct oai_request *out,
-                                 char *param, size_t param_len, struct tl_err *err) {
+                                 const struct engine_params *defaults, const struct oai_limits *lim,
+                                 struct oai_request *out, char *param, size_t param_len,
+                                 struct tl_err *err) {
     memset(out, 0, sizeof *out);
     if (param_len) param[0] = 0;
     out->kind = kind;
@@ -687,8 +696,12 @@ enum tl_status oai_request_parse(enum oai_kind kind, const char *body, size_t le
     out->add_special_tokens = kind == OAI_COMPLETION;
     out->chat_opts.add_generation_prompt = true;
     out->chat_opts.enable_thinking = -1;
-    struct parse p = {.r = out, .lim = lim, .err = err, .param = param,
-                      .param_len = param_len, .top_logprobs = -1};
+    struct parse p = {.r = out,
+                      .lim = lim,
+                      .err = err,
+                      .param = param,
+                      .param_len = param_len,
+                      .top_logprobs = -1};
 
     json_error_t jerr;
     out->root = json_loadb(body, len, JSON_DECODE_ANY, &jerr);

@@ -49,14 +49,14 @@ struct oai_request {
     struct chat_options chat_opts;
     bool continue_final_message;
 
-    bool add_special_tokens; /* completions: true, chat: false (vLLM's defaults) */
+    bool add_special_tokens;    /* completions: true, chat: false (vLLM's defaults) */
     int truncate_prompt_tokens; /* 0 = off; else keep the last k prompt tokens */
 
     struct engine_params params; /* stop points into stop_strs, stop_token_ids into stop_ids */
     const char *stop_strs[ENGINE_MAX_STOP];
-    int32_t *stop_ids; /* owned */
-    bool max_tokens_set;  /* the client gave max_tokens (or max_completion_tokens) */
-    int n;                /* choices per prompt */
+    int32_t *stop_ids;   /* owned */
+    bool max_tokens_set; /* the client gave max_tokens (or max_completion_tokens) */
+    int n;               /* choices per prompt */
     bool stream, include_usage, continuous_usage;
     bool echo;             /* completions: prepend the prompt */
     bool return_token_ids; /* vLLM's return_token_ids: ids beside the text */
@@ -68,9 +68,9 @@ struct oai_request {
  * returns TL_ERR_INVALID (nothing to free), err holds a message for the client and *param the
  * offending field ("max_tokens", "messages[2].content", ...; NULL when none applies). */
 enum tl_status oai_request_parse(enum oai_kind kind, const char *body, size_t len,
-                                 const struct engine_params *defaults,
-                                 const struct oai_limits *lim, struct oai_request *out,
-                                 char *param, size_t param_len, struct tl_err *err);
+                                 const struct engine_params *defaults, const struct oai_limits *lim,
+                                 struct oai_request *out, char *param, size_t param_len,
+                                 struct tl_err *err);
 
 void oai_request_free(struct oai_request *r);
 

@@ -11,17 +11,28 @@
 
 const char *oai_error_type(int status) {
     switch (status) {
-    case 400: return "BadRequestError";
-    case 401: return "AuthenticationError";
-    case 403: return "PermissionDeniedError";
-    case 404: return "NotFoundError";
-    case 405: return "MethodNotAllowedError";
-    case 413: return "RequestTooLargeError";
-    case 415: return "UnsupportedMediaTypeError";
-    case 429: return "RateLimitError";
-    case 431: return "RequestHeaderFieldsTooLargeError";
-    case 503: return "ServiceUnavailableError";
-    default: return status >= 500 ? "InternalServerError" : "BadRequestError";
+    case 400:
+        return "BadRequestError";
+    case 401:
+        return "AuthenticationError";
+    case 403:
+        return "PermissionDeniedError";
+    case 404:
+        return "NotFoundError";
+    case 405:
+        return "MethodNotAllowedError";
+    case 413:
+        return "RequestTooLargeError";
+    case 415:
+        return "UnsupportedMediaTypeError";
+    case 429:
+        return "RateLimitError";
+    case 431:
+        return "RequestHeaderFieldsTooLargeError";
+    case 503:
+        return "ServiceUnavailableError";
+    default:
+        return status >= 500 ? "InternalServerError" : "BadRequestError";
     }
 }
 
@@ -54,9 +65,9 @@ json_t *oai_envelope(const char *id, const char *object, long long created, cons
 }
 
 json_t *oai_usage_json(long long prompt, long long completion, long long cached) {
-    json_t *u = json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)prompt,
-                          "completion_tokens", (json_int_t)completion, "total_tokens",
-                          (json_int_t)(prompt + completion));
+    json_t *u =
+        json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)prompt, "completion_tokens",
+                  (json_int_t)completion, "total_tokens", (json_int_t)(prompt + completion));
     if (u && cached > 0)
         json_object_set_new(u, "prompt_tokens_details",
                             json_pack("{s:I}", "cached_tokens", (json_int_t)cached));
@@ -71,17 +82,26 @@ json_t *oai_stop_reason(const char *stop_str, int32_t stop_token) {
 
 json_t *oai_finish_reason(enum engine_finish f) {
     switch (f) {
-    case ENGINE_FINISH_STOP: return json_string("stop");
-    case ENGINE_FINISH_LENGTH: return json_string("length");
-    case ENGINE_FINISH_ABORT: return json_string("abort");
-    case ENGINE_FINISH_ERROR: return json_string("error");
-    default: return json_null();
+    case ENGINE_FINISH_STOP:
+        return json_string("stop");
+    case ENGINE_FINISH_LENGTH:
+        return json_string("length");
+    case ENGINE_FINISH_ABORT:
+        return json_string("abort");
+    case ENGINE_FINISH_ERROR:
+        return json_string("error");
+    default:
+        return json_null();
     }
 }
 
-json_t *oai_string(const char *s, size_t len) { return json_stringn(s ? s : "", s ? len : 0); }
+json_t *oai_string(const char *s, size_t len) {
+    return json_stringn(s ? s : "", s ? len : 0);
+}
 
-static json_t *or_null(json_t *v) { return v ? v : json_null(); }
+static json_t *or_null(json_t *v) {
+    return v ? v : json_null();
+}
 
 json_t *oai_completion_choice(int index, const char *text, size_t len, json_t *logprobs,
                               json_t *finish, json_t *stop) {
@@ -99,7 +119,9 @@ json_t *oai_chat_choice(int index, const char *key, json_t *delta_or_message, js
                      or_null(stop));
 }
 
-json_t *oai_logprob(float lp) { return json_real(isfinite(lp) ? lp : -9999.0); }
+json_t *oai_logprob(float lp) {
+    return json_real(isfinite(lp) ? lp : -9999.0);
+}
 
 json_t *oai_logprobs_new(int chat) {
     if (chat) return json_pack("{s:[]}", "content");
@@ -131,14 +153,13 @@ int oai_logprobs_add(json_t *lp, int chat, const char *token, float logprob, lon
     if (chat) {
         json_t *top = json_array();
         for (int i = 0; top && i < top_n; i++)
-            rc |= json_array_append_new(top, json_pack("{s:o,s:o,s:o}", "token",
-                                                       token_string(top_tokens[i]), "logprob",
-                                                       oai_logprob(top_lps[i]), "bytes",
-                                                       bytes_of(top_tokens[i])));
-        json_t *e = top ? json_pack("{s:o,s:o,s:o,s:o}", "token", token_string(token), "logprob",
-                                    oai_logprob(logprob), "bytes", bytes_of(token),
-                                    "top_logprobs", top)
-                        : NULL;
+            rc |= json_array_append_new(
+                top, json_pack("{s:o,s:o,s:o}", "token", token_string(top_tokens[i]), "logprob",
+                               oai_logprob(top_lps[i]), "bytes", bytes_of(top_tokens[i])));
+        json_t *e =
+            top ? json_pack("{s:o,s:o,s:o,s:o}", "token", token_string(token), "logprob",
+                            oai_logprob(logprob), "bytes", bytes_of(token), "top_logprobs", top)
+                : NULL;
         return rc | json_array_append_new(json_object_get(lp, "content"), e);
     }
     rc |= json_array_append_new(json_object_get(lp, "text_offset"), json_integer(offset));

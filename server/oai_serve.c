@@ -23,8 +23,8 @@ struct choice {
     int index, prompt;
     bool done, first_sent;
     enum engine_finish finish;
-    json_t *stop;  /* stop_reason, owned */
-    char *error;   /* FINISH_ERROR's message, owned */
+    json_t *stop;               /* stop_reason, owned */
+    char *error;                /* FINISH_ERROR's message, owned */
     struct buf text, reasoning; /* whole answers */
     struct reasoning rp;
     json_t *logprobs, *token_ids; /* whole answers, owned */
@@ -41,10 +41,10 @@ struct job {
     long long created;
     const char *model; /* the name answered with */
     int n_prompts;
-    int32_t **ids;  /* (n_prompts) owned */
-    int *n_ids;     /* (n_prompts) */
+    int32_t **ids;   /* (n_prompts) owned */
+    int *n_ids;      /* (n_prompts) */
     int *max_tokens; /* (n_prompts) */
-    char **echo;    /* (n_prompts) the prompt's text for echo, owned */
+    char **echo;     /* (n_prompts) the prompt's text for echo, owned */
     struct choice *ch;
     int n_ch;
     int admitted; /* engine requests counted in s->inflight */
@@ -94,8 +94,8 @@ static int prepare(struct job *j, const char *body, size_t len) {
     struct server *s = j->s;
     char param[64];
     struct tl_err err;
-    if (oai_request_parse(j->kind, body, len, &s->m.defaults, &s->lim, &j->req, param,
-                          sizeof param, &err) != TL_OK) {
+    if (oai_request_parse(j->kind, body, len, &s->m.defaults, &s->lim, &j->req, param, sizeof param,
+                          &err) != TL_OK) {
         http_send_error(j->http, 400, param, "%s", err.msg);
         return -1;
     }
@@ -127,9 +127,8 @@ static int prepare(struct job *j, const char *body, size_t len) {
         }
         prompt_truncate(j->ids[i], &j->n_ids[i], j->req.truncate_prompt_tokens);
         /* completions always have a max_tokens (vLLM's default 16); chat fills the context */
-        int requested = j->req.max_tokens_set || j->kind == OAI_COMPLETION
-                            ? j->req.params.max_tokens
-                            : 0;
+        int requested =
+            j->req.max_tokens_set || j->kind == OAI_COMPLETION ? j->req.params.max_tokens : 0;
         if (prompt_fit(s->m.max_model_len, j->n_ids[i], requested, s->m.default_max_new_tokens,
                        &j->max_tokens[i], &err) != TL_OK) {
             http_send_error(j->http, 400, NULL, "%s", err.msg);
@@ -140,10 +139,9 @@ static int prepare(struct job *j, const char *body, size_t len) {
             size_t elen;
             if (p->text && !j->req.truncate_prompt_tokens) {
                 j->echo[i] = strndup(p->text, p->text_len);
-            } else if (!s->m.tok ||
-                       tokenizer_decode(s->m.tok, j->ids[i], j->n_ids[i],
-                                        j->req.params.skip_special_tokens, &j->echo[i], &elen,
-                                        &err) != TL_OK) {
+            } else if (!s->m.tok || tokenizer_decode(s->m.tok, j->ids[i], j->n_ids[i],
+                                                     j->req.params.skip_special_tokens, &j->echo[i],
+                                                     &elen, &err) != TL_OK) {
                 http_send_error(j->http, 400, "echo", "echo needs a tokenizer on this server");
                 return -1;
             }
@@ -200,8 +198,8 @@ static int admit_and_submit(struct job *j) {
             ep.max_tokens = j->max_tokens[p];
             if (ep.sp.has_seed) ep.sp.seed += (uint64_t)c; /* n choices must differ */
             struct tl_err err;
-            enum tl_status st = engine_submit(s->m.engine, j->ids[p], j->n_ids[p], &ep, &ch->er,
-                                              &err);
+            enum tl_status st =
+                engine_submit(s->m.engine, j->ids[p], j->n_ids[p], &ep, &ch->er, &err);
             if (st != TL_OK) {
                 ch->er = NULL;
                 http_send_error(j->http, st == TL_ERR_INVALID ? 400 : 503, NULL, "%s", err.msg);
@@ -268,10 +266,10 @@ static json_t *usage_of(const struct job *j, bool only_choice, const struct choi
  * output (after the prefill), so a client timing its first chunk measures the prefill. */
 static int role_chunk(struct job *j, struct choice *c) {
     json_t *arr = json_array();
-    json_array_append_new(arr, oai_chat_choice(c->index, "delta",
-                                               json_pack("{s:s,s:s}", "role", "assistant",
-                                                         "content", ""),
-                                               NULL, NULL, NULL));
+    json_array_append_new(
+        arr, oai_chat_choice(c->index, "delta",
+                             json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, NULL,
+                             NULL));
     json_t *chunk = oai_envelope(j->id, "chat.completion.chunk", j->created, j->model, arr);
     int rc = chunk ? oai_sse_event(&j->out, chunk) : -1;
     json_decref(chunk);
@@ -295,7 +293,8 @@ static int stream_chunk(struct job *j, struct choice *c, const struct engine_out
             struct buf rb = {0}, cb = {0};
             reasoning_push(&c->rp, o->text, o->text_len, &rb, &cb);
             if (final) reasoning_flush(&c->rp, &rb, &cb);
-            if (rb.len) json_object_set_new(delta, "reasoning_content", oai_string(rb.data, rb.len));
+            if (rb.len)
+                json_object_set_new(delta, "reasoning_content", oai_string(rb.data, rb.len));
             if (cb.len) json_object_set_new(delta, "content", oai_string(cb.data, cb.len));
             buf_free(&rb);
             buf_free(&cb);
@@ -321,9 +320,9 @@ static int stream_chunk(struct job *j, struct choice *c, const struct engine_out
     c->first_sent = true;
     json_t *arr = json_array();
     json_array_append_new(arr, choice);
-    json_t *chunk = oai_envelope(j->id, j->kind == OAI_CHAT ? "chat.completion.chunk"
-                                                             : "text_completion",
-                                 j->created, j->model, arr);
+    json_t *chunk =
+        oai_envelope(j->id, j->kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion",
+                     j->created, j->model, arr);
     if (chunk && j->req.include_usage && j->req.continuous_usage)
         json_object_set_new(chunk, "usage", usage_of(j, true, c));
     int rc = chunk ? oai_sse_event(&j->out, chunk) : -1;
@@ -411,9 +410,9 @@ static void run_stream(struct job *j) {
         json_decref(e);
     }
     if (j->req.include_usage) {
-        json_t *chunk = oai_envelope(j->id, j->kind == OAI_CHAT ? "chat.completion.chunk"
-                                                                 : "text_completion",
-                                     j->created, j->model, json_array());
+        json_t *chunk =
+            oai_envelope(j->id, j->kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion",
+                         j->created, j->model, json_array());
         if (chunk) json_object_set_new(chunk, "usage", usage_of(j, false, NULL));
         if (chunk) oai_sse_event(&j->out, chunk);
         json_decref(chunk);
@@ -482,8 +481,10 @@ void oai_serve(struct server *s, struct http_req *r, enum oai_kind kind, const c
     struct job j = {.s = s, .http = r, .kind = kind, .created = (long long)time(NULL)};
     oai_make_id(j.id, sizeof j.id, kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
     if (prepare(&j, body, len) == 0 && admit_and_submit(&j) == 0) {
-        if (j.req.stream) run_stream(&j);
-        else run_whole(&j);
+        if (j.req.stream)
+            run_stream(&j);
+        else
+            run_whole(&j);
     }
     job_free(&j);
 }

@@ -56,8 +56,8 @@ enum tl_status prompt_chat(const struct prompt_ctx *c, const struct oai_request 
                        "server with --chat-template FILE or use /v1/completions");
     char *text = NULL;
     size_t len = 0;
-    enum tl_status st = chat_template_render(c->chat, r->messages, r->n_messages, &r->chat_opts,
-                                             &text, &len, err);
+    enum tl_status st =
+        chat_template_render(c->chat, r->messages, r->n_messages, &r->chat_opts, &text, &len, err);
     if (st != TL_OK) {
         tl_err_prefix(err, "the chat template refused the conversation");
         return TL_ERR_INVALID;

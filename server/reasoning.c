@@ -6,7 +6,9 @@
 #define START "<think>"
 #define END   "</think>"
 
-void reasoning_init(struct reasoning *r) { memset(r, 0, sizeof *r); }
+void reasoning_init(struct reasoning *r) {
+    memset(r, 0, sizeof *r);
+}
 
 /* Length of the longest suffix of s (n bytes) that is a proper prefix of marker. */
 static size_t partial_suffix(const char *s, size_t n, const char *marker) {

@@ -32,8 +32,8 @@ void route_version(struct server *s, struct http_req *r, const char *body, size_
 }
 
 static json_t *model_card(const struct server *s, const char *name) {
-    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:n,s:i,s:[]}", "id", name, "object", "model",
-                     "created", (json_int_t)s->started, "owned_by", "tierlm", "root",
+    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:n,s:i,s:[]}", "id", name, "object", "model", "created",
+                     (json_int_t)s->started, "owned_by", "tierlm", "root",
                      s->m.model_path ? s->m.model_path : name, "parent", "max_model_len",
                      s->m.max_model_len, "permission");
 }
@@ -112,10 +112,9 @@ void route_tokenize(struct server *s, struct http_req *r, const char *body, size
     } else if (!chat && req.n_prompts != 1) {
         http_send_error(r, 400, "prompt", "/tokenize takes one prompt, got %d", req.n_prompts);
     } else {
-        enum tl_status st =
-            chat ? prompt_chat(&s->pctx, &req, &ids, &n, &err)
-                 : prompt_completion(&s->pctx, &req.prompts[0], req.add_special_tokens, &ids, &n,
-                                     &err);
+        enum tl_status st = chat ? prompt_chat(&s->pctx, &req, &ids, &n, &err)
+                                 : prompt_completion(&s->pctx, &req.prompts[0],
+                                                     req.add_special_tokens, &ids, &n, &err);
         if (st != TL_OK) {
             http_send_error(r, 400, chat ? "messages" : "prompt", "%s", err.msg);
         } else {
@@ -166,9 +165,11 @@ void route_detokenize(struct server *s, struct http_req *r, const char *body, si
         for (size_t i = 0; ok && i < n; i++) {
             long long id;
             ok = oai_json_int(json_array_get(toks, i), 0, s->m.vocab_size - 1, &id);
-            if (ok) ids[i] = (int32_t)id;
-            else http_send_error(r, 400, "tokens", "tokens[%zu] must be a token id in [0, %d)", i,
-                                 s->m.vocab_size);
+            if (ok)
+                ids[i] = (int32_t)id;
+            else
+                http_send_error(r, 400, "tokens", "tokens[%zu] must be a token id in [0, %d)", i,
+                                s->m.vocab_size);
         }
         char *text = NULL;
         size_t tl = 0;

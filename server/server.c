@@ -20,9 +20,9 @@
 
 /* Threads beyond the generation capacity: /health, /metrics, refusals, and idle keep-alive
  * connections, which hold a CivetWeb worker until they time out. */
-#define SPARE_THREADS 64
+#define SPARE_THREADS       64
 #define HANDLER_STACK_BYTES (8u << 20)
-#define DRAIN_BYTES (64u << 20) /* what a refused body may still send before we close */
+#define DRAIN_BYTES         (64u << 20) /* what a refused body may still send before we close */
 
 void server_opts_default(struct server_opts *o) {
     memset(o, 0, sizeof *o);
@@ -118,8 +118,10 @@ static bool cors(const struct server *s, struct http_req *r, bool *preflight) {
                         !strcmp(m, "*") ? "GET, POST, OPTIONS" : m);
         const char *req_headers = http_header(r, "Access-Control-Request-Headers");
         const char *h = s->o.allowed_headers;
-        if (strcmp(h, "*") != 0) http_add_header(r, "Access-Control-Allow-Headers", h);
-        else if (req_headers) http_add_header(r, "Access-Control-Allow-Headers", req_headers);
+        if (strcmp(h, "*") != 0)
+            http_add_header(r, "Access-Control-Allow-Headers", h);
+        else if (req_headers)
+            http_add_header(r, "Access-Control-Allow-Headers", req_headers);
         http_add_header(r, "Access-Control-Max-Age", "600");
     }
     return true;
@@ -140,9 +142,9 @@ static const struct route *find_route(const char *method, const char *path, bool
     const struct route *hit = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         const struct route *rt = &routes[i];
-        bool match = rt->prefix ? !strncmp(path, rt->path, strlen(rt->path)) &&
-                                      path[strlen(rt->path)] != 0
-                                : !strcmp(path, rt->path);
+        bool match = rt->prefix
+                         ? !strncmp(path, rt->path, strlen(rt->path)) && path[strlen(rt->path)] != 0
+                         : !strcmp(path, rt->path);
         if (!match) continue;
         *path_known = true;
         snprintf(allow, allow_len, "%s", rt->method);
@@ -238,8 +240,10 @@ static int on_request(struct mg_connection *conn, void *user) {
     started = started && pthread_attr_setstacksize(&attr, HANDLER_STACK_BYTES) == 0 &&
               pthread_create(&t, &attr, handler_thread, &call) == 0;
     pthread_attr_destroy(&attr);
-    if (started) pthread_join(t, NULL);
-    else http_send_error(&r, 503, NULL, "the server cannot start a thread for this request");
+    if (started)
+        pthread_join(t, NULL);
+    else
+        http_send_error(&r, 503, NULL, "the server cannot start a thread for this request");
     if (!r.status) http_send_error(&r, 500, NULL, "the handler gave no answer (a bug)");
     if (r.status > 0 && r.status < METRICS_MAX_STATUS) atomic_fetch_add(&s->responses[r.status], 1);
     if (s->o.log_requests)
@@ -332,6 +336,7 @@ enum tl_status server_start(const struct server_opts *o, const struct server_mod
     snprintf(threads, sizeof threads, "%d", s->capacity + SPARE_THREADS);
     snprintf(header_bytes, sizeof header_bytes, "%d", o->max_header_bytes);
     snprintf(queue, sizeof queue, "%d", s->capacity + SPARE_THREADS);
+    /* clang-format off */
     const char *options[] = {
         "listening_ports", listen,
         "num_threads", threads,
@@ -346,16 +351,16 @@ enum tl_status server_start(const struct server_opts *o, const struct server_mod
         "tcp_nodelay", "1",
         "enable_directory_listing", "no",
         "access_control_allow_origin", "", /* CivetWeb answers CORS itself unless told not to */
-        "decode_url", "no", /* http.c decodes, refusing %00 */
+        "decode_url", "no",                /* http.c decodes, refusing %00 */
         NULL,
     };
+    /* clang-format on */
     struct mg_callbacks cb = {0};
     cb.http_error = on_http_error;
     cb.log_message = on_log;
     char etext[256] = "";
     struct mg_error_data ed = {.text = etext, .text_buffer_size = sizeof etext};
-    struct mg_init_data init = {.callbacks = &cb, .user_data = s,
-                                .configuration_options = options};
+    struct mg_init_data init = {.callbacks = &cb, .user_data = s, .configuration_options = options};
     mg_init_library(0);
     s->ctx = mg_start2(&init, &ed);
     if (!s->ctx) {
@@ -372,7 +377,9 @@ enum tl_status server_start(const struct server_opts *o, const struct server_mod
     return TL_OK;
 }
 
-int server_port(const struct server *s) { return s->port; }
+int server_port(const struct server *s) {
+    return s->port;
+}
 
 void server_stop(struct server *s) {
     if (!s) return;

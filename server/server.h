@@ -18,9 +18,9 @@
 
 /* Options; strings are borrowed and must outlive the server. */
 struct server_opts {
-    const char *host; /* "127.0.0.1"; "0.0.0.0" or "::" to listen beyond this host */
-    int port;         /* 0 = any free port (see server_port) */
-    const char *api_key;                       /* NULL = no key needed */
+    const char *host;    /* "127.0.0.1"; "0.0.0.0" or "::" to listen beyond this host */
+    int port;            /* 0 = any free port (see server_port) */
+    const char *api_key; /* NULL = no key needed */
     const char *served_model_names[SERVER_MAX_NAMES]; /* the first is reported */
     int n_served_model_names;
     const char *allowed_origins; /* NULL = CORS off; "*" or a comma-separated list */

@@ -47,7 +47,8 @@ static void expect_refused(enum oai_kind k, const char *body, const char *param,
         oai_request_free(&r);
         fail_msg("accepted: %s", body);
     }
-    if (!strstr(last_msg, fragment)) fail_msg("%s: message '%s' lacks '%s'", body, last_msg, fragment);
+    if (!strstr(last_msg, fragment))
+        fail_msg("%s: message '%s' lacks '%s'", body, last_msg, fragment);
     if (param && strcmp(last_param, param))
         fail_msg("%s: param '%s', wanted '%s'", body, last_param, param);
 }
@@ -195,7 +196,8 @@ static void test_refusals(void **state) {
                    "{\"prompt\":\"a\",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\","
                    "\"9\",\"10\",\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\"]}",
                    "stop", "at most 16");
-    expect_refused(C, "{\"prompt\":\"a\",\"stop_token_ids\":[1000]}", "stop_token_ids", "[0, 1000)");
+    expect_refused(C, "{\"prompt\":\"a\",\"stop_token_ids\":[1000]}", "stop_token_ids",
+                   "[0, 1000)");
     expect_refused(C, "{\"prompt\":\"a\",\"logprobs\":-1}", "logprobs", "non-negative");
     expect_refused(C, "{\"prompt\":\"a\",\"logprobs\":21}", "logprobs", "max allowed: 20");
     expect_refused(C, "{\"prompt\":\"a\",\"echo\":true,\"logprobs\":1}", "echo", "echo");
@@ -332,7 +334,8 @@ static void test_metrics(void **state) {
         "# TYPE vllm:prompt_tokens_total counter\n",
         "vllm:prompt_tokens_total{model_name=\"my \\\"model\\\"\"} 1234\n",
         "vllm:request_success_total{finished_reason=\"stop\",model_name=\"my \\\"model\\\"\"} 7\n",
-        "vllm:request_success_total{finished_reason=\"length\",model_name=\"my \\\"model\\\"\"} 5\n",
+        "vllm:request_success_total{finished_reason=\"length\",model_name=\"my \\\"model\\\"\"} "
+        "5\n",
         "# TYPE vllm:time_to_first_token_seconds histogram\n",
         "vllm:time_to_first_token_seconds_bucket{le=\"0.001\",model_name=\"my \\\"model\\\"\"} 1\n",
         "vllm:time_to_first_token_seconds_bucket{le=\"0.05\",model_name=\"my \\\"model\\\"\"} 4\n",
@@ -424,10 +427,10 @@ static void test_response_json(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prompt_forms), cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_prompt_forms),  cmocka_unit_test(test_fields),
         cmocka_unit_test(test_chat_messages), cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_fit),          cmocka_unit_test(test_reasoning),
-        cmocka_unit_test(test_metrics),      cmocka_unit_test(test_response_json),
+        cmocka_unit_test(test_fit),           cmocka_unit_test(test_reasoning),
+        cmocka_unit_test(test_metrics),       cmocka_unit_test(test_response_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL) ? 1 : 0;
 }
