@@ -1,0 +1,42 @@
+/* kern_copy: host->device copies on a stream of their own, ordered against the context's
+ * compute stream by numbered events, so weight streaming overlaps compute. The copier owns its
+ * stream and events; the memory it copies belongs to the caller (the source must be pinned for
+ * the copy to be asynchronous). One host thread drives a copier and its context. */
+#ifndef TL_KERN_COPY_H
+#define TL_KERN_COPY_H
+
+#include <stddef.h>
+
+#include "kern.h"
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct kern_copier;
+
+/* n_events numbered events (0..n_events-1), usable as "copy done" or "slot free" marks. */
+enum tl_status kern_copier_create(const struct kern_ctx *ctx, int n_events,
+                                  struct kern_copier **out);
+void kern_copier_destroy(struct kern_copier *cp);
+
+/* Queues on the copy stream: wait for event wait_ev (-1: none; recorded earlier by
+ * kern_copier_mark on the compute stream), copy bytes from host to device, record done_ev
+ * (-1: none). Returns at once. */
+enum tl_status kern_copier_h2d(struct kern_copier *cp, void *dev_dst, const void *host_src,
+                               size_t bytes, int wait_ev, int done_ev);
+/* Records event ev on the compute stream (e.g. "the work reading this slot is queued"). */
+enum tl_status kern_copier_mark(struct kern_copier *cp, int ev);
+/* Makes the compute stream wait for event ev (recorded by a copy). */
+enum tl_status kern_copier_wait(struct kern_copier *cp, int ev);
+
+/* Bytes copied and the time the copy stream spent copying them, since the last call (blocks
+ * until the copies queued so far are done; for reports, not the step path). */
+enum tl_status kern_copier_stats(struct kern_copier *cp, size_t *bytes, double *busy_s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
