@@ -114,7 +114,10 @@ struct engine_metrics {
     int kv_blocks_total, kv_blocks_used;
     struct engine_hist ttft, tpot, e2e; /* seconds */
     int64_t steps_total;
-    double busy_s; /* wall time spent in steps */
+    double busy_s;         /* wall time spent in steps */
+    int64_t decode_steps;  /* steps that carried no prompt token */
+    int64_t decode_tokens; /* tokens those steps generated */
+    double decode_s;       /* their wall time */
 };
 
 /* Creates an engine over a forward and a KV block manager (both borrowed, used only by the

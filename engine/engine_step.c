@@ -307,6 +307,11 @@ static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, double 
     if (dt > 0) {
         e->m.steps_total++;
         e->m.busy_s += dt;
+        if (prompt == 0) {
+            e->m.decode_steps++;
+            e->m.decode_tokens += gen;
+            e->m.decode_s += dt;
+        }
     }
     pthread_mutex_unlock(&e->metrics_mu);
 }
