@@ -328,9 +328,14 @@ static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *e
     OP(o->rmsnorm(x, ln->res, ln->proj, &ln->m->final_norm, c->rms_norm_eps, T, ln->xn),
        "final norm");
     OP(hook_call(f, o, ln->xn, c->n_layers), "read hidden state");
-    if (nl == 0) return TL_OK;
-    OP(o->gather_rows(x, ln->xn, c->hidden_size, f->logit_rows, nl, ln->last), "gather");
-    OP(mm(o, ln->last, nl, &ln->m->lm_head, NULL, ln->logits), "lm_head");
+    /* the head is unit n_layers for a backend that streams it, and runs every step so the
+     * backend's ring of streamed units stays in step */
+    if (o->layer_begin) OP(o->layer_begin(x, c->n_layers), "layer begin");
+    if (nl > 0) {
+        OP(o->gather_rows(x, ln->xn, c->hidden_size, f->logit_rows, nl, ln->last), "gather");
+        OP(mm(o, ln->last, nl, &ln->m->lm_head, NULL, ln->logits), "lm_head");
+    }
+    if (o->layer_end) OP(o->layer_end(x, c->n_layers), "layer end");
     return TL_OK;
 }
 

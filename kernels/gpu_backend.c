@@ -53,7 +53,7 @@ struct gpu_backend {
      * "slot j free" */
     struct kern_copier *cp;
     int n_stream, n_slots;
-    int *stream_idx;     /* (n_layers) index among streamed layers, or -1 */
+    int *stream_idx;     /* (n_layers + 1; the last is lm_head) index among streamed units, or -1 */
     char *stream_pinned; /* owned, kern_host_alloc: all streamed layers' images */
     size_t *stream_off;  /* (n_stream + 1) offsets of the images in stream_pinned */
     char *slots;         /* device: n_slots * slot_bytes (inside the arena) */
@@ -378,8 +378,12 @@ static size_t layer_bytes(const struct model *m, int l, enum tl_dtype act) {
 
 /* The embedding table is needed on the device unless the CPU does the lookup, or when it is
  * also the (tied) lm_head the device runs. */
+static bool head_resident(const struct gpu_backend_opts *o) {
+    return !o->head_on_host && !o->head_streamed;
+}
+
 static bool embed_on_device(const struct model *m, const struct gpu_backend_opts *o) {
-    return !o->embed_on_host || (m->cfg.tie_word_embeddings && !o->head_on_host);
+    return !o->embed_on_host || (m->cfg.tie_word_embeddings && head_resident(o));
 }
 
 static size_t weight_bytes_on_device(const struct model *m, enum tl_dtype act,
@@ -387,7 +391,7 @@ static size_t weight_bytes_on_device(const struct model *m, enum tl_dtype act,
     const struct config *c = &m->cfg;
     size_t total = tensor_bytes(&m->final_norm, act);
     if (embed_on_device(m, o)) total += tensor_bytes(&m->embed, act);
-    if (!c->tie_word_embeddings && !o->head_on_host) total += tensor_bytes(&m->lm_head, act);
+    if (!c->tie_word_embeddings && head_resident(o)) total += tensor_bytes(&m->lm_head, act);
     for (int l = 0; l < c->n_layers; l++)
         if (place_of(o, l) == GPU_PLACE_RESIDENT) total += layer_bytes(m, l, act);
     return total;
@@ -426,9 +430,16 @@ static enum tl_status upload_model(struct gpu_backend *be, const struct model *h
     enum tl_status st = TL_OK;
     if (embed_on_device(h, o)) st = upload_tensor(&u, &h->embed, &d->embed, err);
     if (st == TL_OK) st = upload_tensor(&u, &h->final_norm, &d->final_norm, err);
-    if (st == TL_OK && !h->cfg.tie_word_embeddings && !o->head_on_host)
+    if (st == TL_OK && !h->cfg.tie_word_embeddings && head_resident(o))
         st = upload_tensor(&u, &h->lm_head, &d->lm_head, err);
-    if (h->cfg.tie_word_embeddings && !o->head_on_host) d->lm_head = d->embed;
+    if (h->cfg.tie_word_embeddings && head_resident(o)) d->lm_head = d->embed;
+    if (o->head_streamed) { /* the head's image: lm_head (the embedding table when tied) */
+        int k = be->stream_idx[h->cfg.n_layers];
+        d->lm_head = h->lm_head;
+        d->lm_head.dtype = be->act;
+        stage_tensor(&u, &h->lm_head, be->stream_pinned + be->stream_off[k]);
+        d->lm_head.data = be->slots + (size_t)(k % be->n_slots) * be->slot_bytes;
+    }
     for (int l = 0; st == TL_OK && l < h->cfg.n_layers; l++) {
         const struct tl_tensor *src[LAYER_TENSORS], *dsts[LAYER_TENSORS];
         layer_tensors(&h->layers[l], src);
@@ -508,8 +519,8 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     size_t es = dtype_size(act);
     /* placement: which layers stream (and their pinned images), which have KV here */
     be->kv_index = malloc((size_t)c->n_layers * sizeof *be->kv_index);
-    be->stream_idx = malloc((size_t)c->n_layers * sizeof *be->stream_idx);
-    be->stream_off = calloc((size_t)c->n_layers + 1, sizeof *be->stream_off);
+    be->stream_idx = malloc((size_t)(c->n_layers + 1) * sizeof *be->stream_idx);
+    be->stream_off = calloc((size_t)c->n_layers + 2, sizeof *be->stream_off);
     if (!be->kv_index || !be->stream_idx || !be->stream_off) {
         st = tl_fail(err, TL_ERR_NOMEM, "out of host memory");
         goto fail;
@@ -526,6 +537,18 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
             be->n_stream++;
             if (lb > be->slot_bytes) be->slot_bytes = lb;
         }
+    }
+    be->stream_idx[c->n_layers] = -1;
+    if (o->head_streamed) {
+        if (o->head_on_host) {
+            st = tl_fail(err, TL_ERR_INVALID, "lm_head cannot be both streamed and on the CPU");
+            goto fail;
+        }
+        size_t hb = tensor_bytes(&host->lm_head, act);
+        be->stream_idx[c->n_layers] = be->n_stream;
+        be->stream_off[be->n_stream + 1] = be->stream_off[be->n_stream] + hb;
+        be->n_stream++;
+        if (hb > be->slot_bytes) be->slot_bytes = hb;
     }
     if (be->n_stream > 0) {
         be->n_slots = o->stream_slots < 1 ? 1 : o->stream_slots;

@@ -38,6 +38,7 @@ struct gpu_backend_opts {
     int stream_slots;
     bool embed_on_host; /* the CPU lane does the embedding: no device table (unless tied) */
     bool head_on_host;  /* the CPU lane does final norm + lm_head */
+    bool head_streamed; /* lm_head streams like a layer, after the last layer (unit n_layers) */
     /* Called during the weight upload with done/total bytes; may be NULL. */
     void (*progress)(void *user, size_t done_bytes, size_t total_bytes);
     void *progress_user;
