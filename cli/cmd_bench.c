@@ -206,9 +206,13 @@ static int bench_throughput(int argc, char **argv) {
     long long dsteps = m1.decode_steps - m0.decode_steps;
     long long dtok = m1.decode_tokens - m0.decode_tokens;
     double ds = m1.decode_s - m0.decode_s;
+    double dev = m1.device_s - m0.device_s, ddev = m1.decode_device_s - m0.decode_device_s;
     if (dsteps > 0)
         printf("Decode-only steps: %lld, %.2f ms each, %.2f tokens/s (%.1f sequences a step)\n",
                dsteps, 1e3 * ds / dsteps, dtok / ds, (double)dtok / dsteps);
+    if (dev > 0)
+        printf("Device busy: %.1f%% of the steps' wall time (decode-only steps: %.1f%%)\n",
+               100.0 * dev / busy, ds > 0 ? 100.0 * ddev / ds : 0.0);
     if (a.output_json) {
         json_t *j = json_object();
         json_object_set_new(j, "elapsed_time", json_real(el));
@@ -224,6 +228,7 @@ static int bench_throughput(int argc, char **argv) {
                             json_integer(m1.num_preemptions_total - m0.num_preemptions_total));
         json_object_set_new(j, "decode_tokens_per_second", json_real(ds > 0 ? dtok / ds : 0.0));
         json_object_set_new(j, "decode_step_ms", json_real(dsteps > 0 ? 1e3 * ds / dsteps : 0.0));
+        json_object_set_new(j, "device_busy_fraction", json_real(busy > 0 ? dev / busy : 0.0));
         if (!j || json_dump_file(j, a.output_json, JSON_INDENT(4)) != 0) {
             fprintf(stderr, "tierlm bench throughput: cannot write %s\n", a.output_json);
             json_decref(j);

@@ -405,3 +405,8 @@ enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float 
 void forward_set_pad_block(struct forward *f, int32_t block) {
     f->pad_block = block;
 }
+
+double forward_device_seconds(const struct forward *f) {
+    const struct ops *o = f->ops;
+    return o->step_device_seconds ? o->step_device_seconds(o->ctx) : 0.0;
+}

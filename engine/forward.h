@@ -55,6 +55,9 @@ enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float 
  * every step runs op by op. */
 void forward_set_pad_block(struct forward *f, int32_t block);
 
+/* Seconds the main backend's device worked on the last step (0 when it cannot tell). */
+double forward_device_seconds(const struct forward *f);
+
 /* Installs a hook that sees the hidden state of token `token` (index in the batch). */
 void forward_set_hidden_hook(struct forward *f, forward_hidden_hook hook, void *user, int token);
 

@@ -82,6 +82,9 @@ struct ops {
      * wait for their copy before the layer and reuse the slot after it. */
     enum tl_status (*layer_begin)(void *ctx, int layer);
     enum tl_status (*layer_end)(void *ctx, int layer);
+    /* Optional: seconds the device worked on the last step, from its first op to its last (for
+     * the "GPU busy" share of a step's wall time). 0 when unknown. */
+    double (*step_device_seconds)(void *ctx);
 };
 
 #endif

@@ -58,7 +58,8 @@ struct gpu_backend {
     size_t *stream_off;  /* (n_stream + 1) offsets of the images in stream_pinned */
     char *slots;         /* device: n_slots * slot_bytes (inside the arena) */
     size_t slot_bytes;
-    bool no_graphs; /* streaming: every step runs op by op */
+    bool no_graphs;         /* streaming: every step runs op by op */
+    struct kern_span *span; /* the device time of each step: begin_step .. the final read */
     char err[512];
 };
 
@@ -111,6 +112,7 @@ static enum tl_status op_read_f32(void *ctx, const void *src, size_t n, float *d
     if (n > be->f32_elems) return be_fail(be, TL_ERR_INTERNAL, "read_f32 of %zu elements", n);
     enum tl_status st = kern_to_f32(be->kc, be->act, src, n, be->f32_scratch);
     if (st == TL_OK) st = kern_download(be->kc, dst, be->f32_scratch, n * sizeof(float));
+    if (st == TL_OK) st = kern_span_end(be->span);
     if (st == TL_OK) st = kern_sync(be->kc);
     return kfail(be, st);
 }
@@ -169,7 +171,8 @@ static enum tl_status op_begin_step(void *ctx, const struct fwd_batch *b) {
         for (int i = q->n_blocks; i < mb; i++) tables[(size_t)s * mb + i] = 0;
     }
     start[S] = t;
-    enum tl_status st = kern_upload(be->kc, be->meta, h, n * sizeof *h);
+    enum tl_status st = kern_span_begin(be->span);
+    if (st == TL_OK) st = kern_upload(be->kc, be->meta, h, n * sizeof *h);
     if (st != TL_OK) return kfail(be, st);
     int32_t *d = be->meta;
     be->batch = (struct kern_batch){.n_tokens = T,
@@ -284,6 +287,12 @@ static enum tl_status op_layer_end(void *ctx, int layer) {
     enum tl_status st = kern_copier_mark(be->cp, free_ev);
     if (st == TL_OK) st = stream_issue(be, (k + be->n_slots) % be->n_stream, free_ev);
     return kfail(be, st);
+}
+
+static double op_step_device_seconds(void *ctx) {
+    struct gpu_backend *be = ctx;
+    double s = 0.0;
+    return kern_span_seconds(be->span, &s) == TL_OK ? s : 0.0;
 }
 
 static int op_graph_mode(void *ctx) {
@@ -699,6 +708,7 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     out->graph_capture_begin = op_graph_capture_begin;
     out->graph_capture_end = op_graph_capture_end;
     out->write_f32 = op_write_f32;
+    out->step_device_seconds = op_step_device_seconds;
     if (be->n_stream > 0) {
         out->layer_begin = op_layer_begin;
         out->layer_end = op_layer_end;
@@ -715,6 +725,7 @@ void gpu_backend_destroy(struct ops *ops) {
     if (!be) return;
     for (int i = 0; i <= GRAPH_MAX_SEQS; i++) kern_graph_free(be->graphs[i]);
     kern_copier_destroy(be->cp);
+    kern_span_destroy(be->span);
     if (be->kc) {
         kern_free(be->kc, be->arena);
         kern_host_free(be->kc, be->meta_host);

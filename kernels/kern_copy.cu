@@ -129,3 +129,68 @@ extern "C" enum tl_status kern_copier_stats(struct kern_copier *cp, size_t *byte
 cleanup:
     return st;
 }
+
+struct kern_span {
+    const struct kern_ctx *ctx;
+    cudaEvent_t a, b;
+    bool begun, ended;
+};
+
+extern "C" enum tl_status kern_span_create(const struct kern_ctx *ctx, struct kern_span **out) {
+    enum tl_status st = TL_OK;
+    struct kern_span *sp = NULL;
+    *out = NULL;
+    KERN_CUDA(ctx->err, kern_enter(ctx));
+    sp = (struct kern_span *)calloc(1, sizeof *sp);
+    if (!sp) KERN_FAIL(ctx->err, TL_ERR_NOMEM, "out of host memory");
+    sp->ctx = ctx;
+    KERN_CUDA(ctx->err, cudaEventCreate(&sp->a));
+    KERN_CUDA(ctx->err, cudaEventCreate(&sp->b));
+    *out = sp;
+    sp = NULL;
+cleanup:
+    kern_span_destroy(sp);
+    return st;
+}
+
+extern "C" void kern_span_destroy(struct kern_span *sp) {
+    if (!sp) return;
+    kern_enter(sp->ctx);
+    if (sp->a) cudaEventDestroy(sp->a);
+    if (sp->b) cudaEventDestroy(sp->b);
+    free(sp);
+}
+
+extern "C" enum tl_status kern_span_begin(struct kern_span *sp) {
+    enum tl_status st = TL_OK;
+    KERN_CUDA(sp->ctx->err, kern_enter(sp->ctx));
+    KERN_CUDA(sp->ctx->err, cudaEventRecord(sp->a, sp->ctx->stream));
+    sp->begun = true;
+    sp->ended = false;
+cleanup:
+    return st;
+}
+
+extern "C" enum tl_status kern_span_end(struct kern_span *sp) {
+    enum tl_status st = TL_OK;
+    if (!sp->begun) return TL_OK;
+    KERN_CUDA(sp->ctx->err, kern_enter(sp->ctx));
+    KERN_CUDA(sp->ctx->err, cudaEventRecord(sp->b, sp->ctx->stream));
+    sp->ended = true;
+cleanup:
+    return st;
+}
+
+extern "C" enum tl_status kern_span_seconds(struct kern_span *sp, double *sec) {
+    enum tl_status st = TL_OK;
+    float ms = 0.0f;
+    *sec = 0.0;
+    if (!sp->begun || !sp->ended) return TL_OK;
+    KERN_CUDA(sp->ctx->err, kern_enter(sp->ctx));
+    KERN_CUDA(sp->ctx->err, cudaEventSynchronize(sp->b));
+    KERN_CUDA(sp->ctx->err, cudaEventElapsedTime(&ms, sp->a, sp->b));
+    *sec = 1e-3 * ms;
+    sp->begun = sp->ended = false;
+cleanup:
+    return st;
+}

@@ -35,6 +35,17 @@ enum tl_status kern_copier_wait(struct kern_copier *cp, int ev);
  * until the copies queued so far are done; for reports, not the step path). */
 enum tl_status kern_copier_stats(struct kern_copier *cp, size_t *bytes, double *busy_s);
 
+/* A span of the compute stream, timed by the GPU: how long the device worked on one step from
+ * its first queued op to its last (gaps included where the host was slow to queue). */
+struct kern_span;
+enum tl_status kern_span_create(const struct kern_ctx *ctx, struct kern_span **out);
+void kern_span_destroy(struct kern_span *sp);
+enum tl_status kern_span_begin(struct kern_span *sp);
+enum tl_status kern_span_end(struct kern_span *sp);
+/* Seconds from the begin mark to the end mark; blocks until the end mark has passed. 0 when
+ * no complete span was marked. */
+enum tl_status kern_span_seconds(struct kern_span *sp, double *sec);
+
 #ifdef __cplusplus
 }
 #endif
