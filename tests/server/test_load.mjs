@@ -72,6 +72,18 @@ async function settle(url, key) {
   return metrics(url, key);
 }
 
+// A counter once it reaches want (a handler counts its hang-up just after the engine lets the
+// request go), or its value after 5 s.
+async function counterAt(url, name, want) {
+  let v;
+  for (let i = 0; i < 50; i++) {
+    v = (await metrics(url)).get(name);
+    if (v >= want) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return v;
+}
+
 // ---- 1. concurrent streams with hang-ups ----
 const srv = await startServer(a, ['--max-num-seqs', '64', '--disable-log-requests'], { quiet: true });
 try {
@@ -105,13 +117,25 @@ try {
     t.ok(bad.length === 0, `round ${round + 1}: ${CLIENTS - HANGUPS} streams complete and equal to the greedy answer ` +
       `(${Date.now() - started} ms)`, bad.slice(0, 3).join('\n'));
   }
+  // whole (non-streamed) answers whose clients hang up while they are generated
+  await settle(srv.url);
+  const gone0 = await counterAt(srv.url, 'tierlm:client_disconnects_total', ROUNDS * HANGUPS);
+  await Promise.all(Array.from({ length: 10 }, async (_, i) => {
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 30);
+    await fetch(`${srv.url}/v1/completions`, { method: 'POST', signal: ac.signal,
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ prompt: prompts[i % 4], max_tokens: 480, ignore_eos: true }) }).catch(() => {});
+  }));
   const m = await settle(srv.url);
+  const gone1 = await counterAt(srv.url, 'tierlm:client_disconnects_total', gone0 + 10);
+  t.eq(gone1 - gone0, 10, 'hang-ups during whole answers are noticed too');
   t.eq(m.get('vllm:num_requests_running'), 0, 'nothing running afterwards');
   t.eq(m.get('vllm:num_requests_waiting'), 0, 'nothing waiting afterwards');
   t.eq(m.get('vllm:kv_cache_usage_perc'), 0, '/metrics shows KV usage back to 0');
   t.eq(m.get('tierlm:kv_blocks_used'), 0, 'no KV block leaked');
   t.eq(hungUp, ROUNDS * HANGUPS, 'every hanging-up client hung up mid-stream');
-  t.eq(m.get('tierlm:client_disconnects_total'), ROUNDS * HANGUPS, 'every hang-up was noticed and aborted');
+  t.eq(gone0, ROUNDS * HANGUPS, 'every hang-up of a stream was noticed and aborted');
   t.ok(m.get('vllm:request_success_total{finished_reason="abort",model_name="tiny-qwen-152k"}') >= ROUNDS * HANGUPS,
     'the engine finished the hung-up requests as aborted');
   const after = await call(srv.url, '/v1/completions', { body: { prompt: prompts[0], max_tokens: TOKENS, temperature: 0, ignore_eos: true } });

@@ -176,6 +176,12 @@ try {
   t.eq(dt.json.prompt, 'Hello world 12345 你好', '/detokenize round trip');
   const ver = await call(srv.url, '/version', { method: 'GET', key: KEY });
   t.ok(ver.status === 200 && /^\d+\.\d+\.\d+$/.test(ver.json.version), '/version');
+  const cors = await call(srv.url, '/v1/models', { method: 'GET', key: KEY, headers: { Origin: 'http://evil.example' } });
+  t.ok(cors.status === 200 && !cors.headers.get('access-control-allow-origin'), 'CORS is off by default');
+  const preflight = await fetch(`${srv.url}/v1/completions`, { method: 'OPTIONS', headers: {
+    Origin: 'http://evil.example', 'Access-Control-Request-Method': 'POST' } });
+  t.ok(preflight.status === 405 && !preflight.headers.get('access-control-allow-origin'),
+    'a preflight gets no CORS headers by default');
   const health = await call(srv.url, '/health', { method: 'GET' });
   t.ok(health.status === 200, '/health needs no key');
   const m = await metrics(srv.url, KEY);
@@ -200,8 +206,23 @@ const ex = await srv.stop();
 t.eq(ex, { code: 0, signal: null }, 'the server exits 0 on SIGTERM');
 
 // ---- the deepseek_r1 reasoning parser, on a second server ----
-const r1 = await startServer(a, ['--reasoning-parser', 'deepseek_r1'], { quiet: true });
+const r1 = await startServer(a, ['--reasoning-parser', 'deepseek_r1', '--allowed-origins',
+  '["http://good.example"]'], { quiet: true });
 try {
+  // CORS: on for the listed origin only (the first server had it off)
+  const pre = await fetch(`${r1.url}/v1/chat/completions`, { method: 'OPTIONS', headers: {
+    Origin: 'http://good.example', 'Access-Control-Request-Method': 'POST',
+    'Access-Control-Request-Headers': 'content-type,authorization' } });
+  t.ok(pre.status === 200 && pre.headers.get('access-control-allow-origin') === 'http://good.example' &&
+    /POST/.test(pre.headers.get('access-control-allow-methods')) &&
+    pre.headers.get('access-control-allow-headers') === 'content-type,authorization',
+  'a CORS preflight from an allowed origin is answered', JSON.stringify([...pre.headers]));
+  const evil = await call(r1.url, '/v1/models', { method: 'GET', headers: { Origin: 'http://evil.example' } });
+  t.ok(evil.status === 400 && !evil.headers.get('access-control-allow-origin'), 'another origin is refused');
+  const good = await call(r1.url, '/v1/models', { method: 'GET', headers: { Origin: 'http://good.example' } });
+  t.ok(good.status === 200 && good.headers.get('access-control-allow-origin') === 'http://good.example',
+    'the allowed origin gets Access-Control-Allow-Origin');
+
   const rc = new OpenAI({ baseURL: `${r1.url}/v1`, apiKey: 'none', maxRetries: 0 });
   const q = { model: 'tiny-qwen-152k', messages: [{ role: 'user', content: 'Why?' }], max_tokens: 8,
     temperature: 0, ignore_eos: true };
