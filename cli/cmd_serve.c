@@ -2,12 +2,15 @@
  * its loop thread and the OpenAI-compatible HTTP server, and runs until SIGINT or SIGTERM,
  * then stops the server (aborting what runs), the engine, and frees everything. */
 #include <errno.h>
+#include <netdb.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "engine_args.h"
@@ -40,8 +43,7 @@ static void help(FILE *f) {
             "  --max-header-bytes N     largest request line + headers   [16384]\n"
             "  --max-queued-requests N  requests waiting beyond --max-num-seqs before 429\n"
             "                           with Retry-After   [256]\n"
-            "  --max-n N                most choices (n x prompts) in one request   [16]\n"
-            "engine:\n");
+            "  --max-n N                most choices (n x prompts) in one request   [16]\n");
     engine_args_help(f);
     fprintf(f, "  -h, --help               this help\n");
 }
@@ -176,6 +178,33 @@ static enum tl_status load_template(const char *arg, struct chat_template **out,
     return st;
 }
 
+/* Fails fast when the address cannot be bound (port in use, address not on this host), before
+ * minutes of loading a model. CivetWeb binds again once the engine runs. */
+static int probe_listen(const char *host, int port) {
+    if (port == 0) return 0;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &res);
+    if (rc || !res) {
+        fprintf(stderr, "tierlm serve: --host %s: %s\n", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM, 0), one = 1, err = 0;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, res->ai_addr, res->ai_addrlen)) err = errno;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    if (err) {
+        fprintf(stderr, "tierlm serve: cannot listen on %s port %d: %s%s\n", host, port,
+                strerror(err), err == EADDRINUSE ? " (another server? pick one with --port)" : "");
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv) {
     struct serve_args a = {0};
     int rc = parse_args(argc, argv, &a);
@@ -189,6 +218,7 @@ int cmd_serve(int argc, char **argv) {
     sigaddset(&stop_sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_sigs, NULL);
 
+    if (probe_listen(a.so.host, a.so.port)) return 1;
     struct tl_err err;
     struct engine_boot b;
     if (engine_boot_open(&a.ea, &b, &err) != TL_OK) {

@@ -279,9 +279,10 @@ static int role_chunk(struct job *j, struct choice *c) {
 /* A stream chunk of choice c: the delta text (after the reasoning split for chat). */
 static int stream_chunk(struct job *j, struct choice *c, const struct engine_output *o) {
     bool final = o->finish != ENGINE_FINISH_NONE;
+    if (o->n_new == 0 && !final) return 0; /* nothing new (a timeout) */
     json_t *lp = delta_logprobs(j, c, o, NULL);
     json_t *finish = final ? oai_finish_reason(o->finish) : NULL;
-    json_t *stop = final ? json_incref(c->stop) : NULL;
+    json_t *stop = final ? oai_stop_reason(o->stop_str, o->stop_token) : NULL;
     json_t *choice;
     if (j->kind == OAI_CHAT && !c->first_sent) {
         role_chunk(j, c);
@@ -295,25 +296,19 @@ static int stream_chunk(struct job *j, struct choice *c, const struct engine_out
             if (final) reasoning_flush(&c->rp, &rb, &cb);
             if (rb.len)
                 json_object_set_new(delta, "reasoning_content", oai_string(rb.data, rb.len));
-            if (cb.len) json_object_set_new(delta, "content", oai_string(cb.data, cb.len));
+            if (cb.len || !rb.len)
+                json_object_set_new(delta, "content", oai_string(cb.data, cb.len));
             buf_free(&rb);
             buf_free(&cb);
         } else {
+            /* one chunk per token, as vLLM: empty when the detokenizer holds the text back */
             json_object_set_new(delta, "content", oai_string(o->text, o->text_len));
-        }
-        if (json_object_size(delta) == 0 && !final && !lp) {
-            json_decref(delta);
-            return 0; /* nothing to say yet (text held back) */
         }
         choice = oai_chat_choice(c->index, "delta", delta, lp, finish, stop);
     } else {
         struct buf t = {0};
         if (!c->first_sent && j->echo[c->prompt]) buf_puts(&t, j->echo[c->prompt]);
         buf_append(&t, o->text, o->text_len);
-        if (t.len == 0 && !final && !lp) {
-            buf_free(&t);
-            return 0;
-        }
         choice = oai_completion_choice(c->index, t.data, t.len, lp, finish, stop);
         buf_free(&t);
     }
@@ -346,6 +341,9 @@ static void whole_delta(struct job *j, struct choice *c, const struct engine_out
 
 static void on_output(struct job *j, struct choice *c, const struct engine_output *o) {
     if (c->done) return;
+    c->n_prompt = o->n_prompt; /* before the chunk, for continuous_usage_stats */
+    c->n_cached = o->n_cached;
+    c->n_generated = o->n_generated;
     if (j->req.stream && !j->gone) {
         bool final = o->finish != ENGINE_FINISH_NONE;
         if (!(final && o->finish == ENGINE_FINISH_ERROR)) stream_chunk(j, c, o);

@@ -120,13 +120,18 @@ try {
   // whole (non-streamed) answers whose clients hang up while they are generated
   await settle(srv.url);
   const gone0 = await counterAt(srv.url, 'tierlm:client_disconnects_total', ROUNDS * HANGUPS);
-  await Promise.all(Array.from({ length: 10 }, async (_, i) => {
-    const ac = new AbortController();
-    setTimeout(() => ac.abort(), 30);
-    await fetch(`${srv.url}/v1/completions`, { method: 'POST', signal: ac.signal,
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ prompt: prompts[i % 4], max_tokens: 480, ignore_eos: true }) }).catch(() => {});
-  }));
+  const acs = Array.from({ length: 10 }, () => new AbortController());
+  const whole = acs.map((ac, i) => fetch(`${srv.url}/v1/completions`, { method: 'POST', signal: ac.signal,
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ prompt: prompts[i % 4], max_tokens: 480, ignore_eos: true }) }).catch(() => 'aborted'));
+  // hang up once all ten are in the engine
+  for (let i = 0; i < 200; i++) {
+    const mm = await metrics(srv.url);
+    if (mm.get('vllm:num_requests_running') + mm.get('vllm:num_requests_waiting') >= 10) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  acs.forEach((ac) => ac.abort());
+  t.ok((await Promise.all(whole)).every((x) => x === 'aborted'), 'the ten whole answers were hung up on');
   const m = await settle(srv.url);
   const gone1 = await counterAt(srv.url, 'tierlm:client_disconnects_total', gone0 + 10);
   t.eq(gone1 - gone0, 10, 'hang-ups during whole answers are noticed too');

@@ -3,6 +3,7 @@
 // strings and stop ids, n > 1 and batched prompts, logprobs, seeds, the errors it raises
 // (400 with vLLM's context-length wording, 401, 404), /tokenize, /detokenize, /version,
 // /metrics, the deepseek_r1 reasoning parser, and a clean exit on SIGTERM.
+import { spawnSync } from 'node:child_process';
 import { args, call, checker, metrics, openaiClass, startServer } from './harness.mjs';
 
 const a = args();
@@ -77,6 +78,13 @@ try {
   t.eq(sti.choices[0].text, full.slice(0, cut + stop.length), 'include_stop_str_in_output keeps it');
   const sst = await streamText({ ...base, stop: [stop] });
   t.eq(sst.map((c) => c.choices[0].text).join(''), full.slice(0, cut), 'a stream stops at the stop string too');
+  t.ok(sst[sst.length - 1].choices[0].finish_reason === 'stop' && sst[sst.length - 1].choices[0].stop_reason === stop,
+    'the last streamed chunk names the stop string', JSON.stringify(sst[sst.length - 1]));
+  const cu = await streamText({ ...base, stream_options: { include_usage: true, continuous_usage_stats: true } });
+  const counts = cu.filter((c) => c.choices.length).map((c) => c.usage?.completion_tokens);
+  t.ok(counts.every((n, i) => n >= 1 && (i === 0 || n > counts[i - 1])) && counts[counts.length - 1] === 12 &&
+    cu.every((c) => c.usage?.prompt_tokens === 4), 'continuous_usage_stats counts up to 12 in every chunk',
+  JSON.stringify(counts));
   const stopId = genIds[5];
   const sid = await call(srv.url, '/v1/completions', {
     key: KEY, body: { ...base, stop_token_ids: [stopId], return_token_ids: true },
@@ -182,6 +190,10 @@ try {
     Origin: 'http://evil.example', 'Access-Control-Request-Method': 'POST' } });
   t.ok(preflight.status === 405 && !preflight.headers.get('access-control-allow-origin'),
     'a preflight gets no CORS headers by default');
+  const twice = spawnSync(a.bin, ['serve', '--model', a.model, '--load-format', 'dummy', '--port', `${srv.port}`],
+    { encoding: 'utf8', timeout: 60000 });
+  t.ok(twice.status === 1 && /cannot listen on 127\.0\.0\.1 port \d+: Address already in use/.test(twice.stderr),
+    'a port in use is refused before the model loads', twice.stderr);
   const health = await call(srv.url, '/health', { method: 'GET' });
   t.ok(health.status === 200, '/health needs no key');
   const m = await metrics(srv.url, KEY);
