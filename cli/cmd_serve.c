@@ -231,6 +231,17 @@ int cmd_serve(int argc, char **argv) {
         engine_boot_close(&b);
         return 1;
     }
+    if (b.tok && !b.chat && !override) {
+        /* engine_boot drops the reason; load it again to tell the user why chat is off */
+        struct chat_template *t = NULL;
+        const char *dir = a.ea.tokenizer ? a.ea.tokenizer : a.ea.model;
+        if (chat_template_load(dir, &t, &err) != TL_OK)
+            fprintf(stderr,
+                    "WARNING: tierlm serve: /v1/chat/completions is off: %s (--chat-template FILE "
+                    "gives one)\n",
+                    err.msg);
+        chat_template_free(t);
+    }
     if (a.so.n_served_model_names == 0) {
         a.so.served_model_names[0] = b.model_name;
         a.so.n_served_model_names = 1;

@@ -461,7 +461,9 @@ static void run_whole(struct job *j) {
         http_send_error(j->http, 500, NULL, "%s", err);
         return;
     }
-    if (atomic_load(&j->s->stopping)) {
+    for (int i = 0; i < j->n_ch; i++) {
+        if (j->ch[i].finish != ENGINE_FINISH_ABORT) continue;
+        http_add_header(j->http, "Retry-After", "5");
         http_send_error(j->http, 503, NULL, "the server shut down before the answer was complete");
         return;
     }
