@@ -203,6 +203,19 @@ static int bench_throughput(int argc, char **argv) {
     printf("Steps: %lld (%.2f ms each), preemptions: %lld, engine busy %.1f%% of the wall time\n",
            steps, steps ? 1e3 * busy / steps : 0.0,
            (long long)(m1.num_preemptions_total - m0.num_preemptions_total), 100.0 * busy / el);
+    bool tiers = m1.cpu_blocks_total > 0;
+    if (tiers) {
+        const double mib = 1048576.0;
+        printf("KV tiers: preemptions %lld by swap, %lld by recompute, %lld recovered after a "
+               "tier failure; swap out %.0f MiB, in %.0f MiB, NVMe write %.0f MiB, read %.0f MiB\n",
+               (long long)(m1.num_preemptions_swap_total - m0.num_preemptions_swap_total),
+               (long long)(m1.num_preemptions_recompute_total - m0.num_preemptions_recompute_total),
+               (long long)(m1.num_swap_recoveries_total - m0.num_swap_recoveries_total),
+               (m1.swap_out_bytes_total - m0.swap_out_bytes_total) / mib,
+               (m1.swap_in_bytes_total - m0.swap_in_bytes_total) / mib,
+               (m1.nvme_write_bytes_total - m0.nvme_write_bytes_total) / mib,
+               (m1.nvme_read_bytes_total - m0.nvme_read_bytes_total) / mib);
+    }
     if (a.output_json) {
         json_t *j = json_pack("{s:f, s:i, s:I, s:I, s:f, s:f, s:f, s:I, s:I, s:I}", "elapsed_time",
                               el, "num_requests", a.num_prompts, "total_num_tokens",
@@ -211,6 +224,24 @@ static int bench_throughput(int argc, char **argv) {
                               "output_tokens_per_second", ops, "input_len", (json_int_t)a.input_len,
                               "output_len", (json_int_t)a.output_len, "num_preemptions",
                               (json_int_t)(m1.num_preemptions_total - m0.num_preemptions_total));
+        if (j && tiers)
+            json_object_update(
+                j,
+                json_pack(
+                    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "num_preemptions_swap",
+                    (json_int_t)(m1.num_preemptions_swap_total - m0.num_preemptions_swap_total),
+                    "num_preemptions_recompute",
+                    (json_int_t)(m1.num_preemptions_recompute_total -
+                                 m0.num_preemptions_recompute_total),
+                    "num_swap_recoveries",
+                    (json_int_t)(m1.num_swap_recoveries_total - m0.num_swap_recoveries_total),
+                    "swap_out_bytes",
+                    (json_int_t)(m1.swap_out_bytes_total - m0.swap_out_bytes_total),
+                    "swap_in_bytes", (json_int_t)(m1.swap_in_bytes_total - m0.swap_in_bytes_total),
+                    "nvme_write_bytes",
+                    (json_int_t)(m1.nvme_write_bytes_total - m0.nvme_write_bytes_total),
+                    "nvme_read_bytes",
+                    (json_int_t)(m1.nvme_read_bytes_total - m0.nvme_read_bytes_total)));
         if (!j || json_dump_file(j, a.output_json, JSON_INDENT(4)) != 0) {
             fprintf(stderr, "tierlm bench throughput: cannot write %s\n", a.output_json);
             json_decref(j);

@@ -75,6 +75,32 @@ struct ops {
     /* out (n, dim) = x[rows[i]] for i < n; rows in host memory. */
     enum tl_status (*gather_rows)(void *ctx, const void *x, int dim, const int32_t *rows, int n,
                                   void *out);
+
+    /* ---- whole KV blocks to and from host memory (the KV tiers of offload/) ---- */
+    /* Bytes of one block's host image: every layer's K and V in the backend's own layout (opaque
+     * to everyone else). 0 when the backend cannot copy blocks (the ops below are NULL then). */
+    size_t kv_block_bytes;
+    /* Queues copies of n blocks: dir 0 copies KV block blocks[i] out to host[i], dir 1 copies
+     * host[i] into block blocks[i]. A copy out sees the KV as the forward work queued before the
+     * call leaves it, and forward work queued after the call waits for it, so the blocks may be
+     * given to other sequences at once. A copy in waits for forward work queued before the call
+     * (which may still read the blocks' old contents) but is not ordered before later forward
+     * work: use the blocks once kv_copy_done reports the ticket. *ticket numbers the batch
+     * (increasing from 1). Host buffers stay untouched (in) / unread (out) until then. Does not
+     * wait for the copies (CUDA: a stream of their own); the CPU backend copies before
+     * returning. */
+    enum tl_status (*kv_copy)(void *ctx, int dir, const int32_t *blocks, void *const *host, int n,
+                              uint64_t *ticket);
+    /* *done = the highest ticket whose copies, and all earlier ones, have finished. wait > 0:
+     * blocks until ticket `wait` has. A failed copy is reported here (or by kv_copy). */
+    enum tl_status (*kv_copy_done)(void *ctx, uint64_t wait, uint64_t *done);
+    /* Makes host memory [p, p + bytes) fast for kv_copy (CUDA: page-locks it). NULL when any
+     * memory will do. */
+    enum tl_status (*host_register)(void *ctx, void *p, size_t bytes);
+    void (*host_unregister)(void *ctx, void *p);
+    /* The device's PCI bus id ("0000:3b:00.0") to place host memory on its NUMA node; NULL
+     * (op or result) when there is no device. */
+    const char *(*pci_bus_id)(void *ctx);
 };
 
 #endif
