@@ -7,5 +7,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* cmd_bench_kv.c: `tierlm bench kv-tiers` */
+int bench_kv_tiers(int argc, char **argv);
 
 #endif

@@ -261,6 +261,7 @@ static const struct {
     const char *help;
 } benches[] = {
     {"throughput", bench_throughput, "offline throughput, as vLLM's benchmark_throughput"},
+    {"kv-tiers", bench_kv_tiers, "KV swap rates against pinned copies and raw io_uring"},
 };
 
 int cmd_bench(int argc, char **argv) {

@@ -109,7 +109,8 @@ static int nvme_reap(void *ctx, struct tier_done *done, int max, int min) {
         }
         flush(t);
         if (k >= min || k >= max) break;
-        if (io_uring_wait_cqe(&t->ring, &cqe) < 0 && t->in_ring == 0) break;
+        /* submit_and_wait also pushes entries an earlier submit left in the ring */
+        if (io_uring_submit_and_wait(&t->ring, 1) < 0 && t->in_ring == 0) break;
     }
     return k;
 }
