@@ -201,29 +201,34 @@ enum tl_status tier_nvme_create(const struct tier_nvme_opts *o, struct tier *out
     size_t n = o->bytes / t->io_bytes;
     if (n < 1 || n > INT32_MAX) {
         st = tl_fail(err, TL_ERR_INVALID,
-                     "--nvme-swap-gb %.3f holds %zu KV blocks of %zu bytes: give it room for at "
-                     "least one (and at most 2^31)",
-                     (double)o->bytes / (1 << 30), n, t->io_bytes);
+                     n < 1 ? "--nvme-swap-gb %.3f is smaller than one KV block (%zu bytes)"
+                           : "--nvme-swap-gb %.3f is more than 2^31 KV blocks of %zu bytes",
+                     (double)o->bytes / (1 << 30), t->io_bytes);
         goto fail;
     }
     t->n_slots = (int32_t)n;
     off_t size = (off_t)n * (off_t)t->io_bytes;
-    if (fallocate(t->fd, 0, 0, size) == 0) {
-        info->preallocated = true;
-    } else if (errno == ENOSPC) {
-        struct statvfs vfs;
-        double free_gb = statvfs(o->dir, &vfs) == 0
-                             ? (double)vfs.f_bavail * (double)vfs.f_frsize / (1 << 30)
-                             : -1.0;
+    /* Refuse before allocating: a failing fallocate may fill the disk while it tries. */
+    struct statvfs vfs;
+    double want_gb = (double)size / (1 << 30), free_gb = -1.0;
+    if (statvfs(o->dir, &vfs) == 0)
+        free_gb = (double)vfs.f_bavail * (double)vfs.f_frsize / (1 << 30);
+    int fa = free_gb >= 0 && want_gb > free_gb   ? ENOSPC
+             : fallocate(t->fd, 0, 0, size) == 0 ? 0
+                                                 : errno;
+    if (fa == ENOSPC) {
         st = tl_fail(err, TL_ERR_NOMEM,
                      "--nvme-swap-dir %s has %.1f GiB free, --nvme-swap-gb asks for %.1f GiB: "
                      "lower --nvme-swap-gb or free space there",
-                     o->dir, free_gb, (double)size / (1 << 30));
+                     o->dir, free_gb, want_gb);
         goto fail;
+    }
+    if (fa == 0) {
+        info->preallocated = true;
     } else if (ftruncate(t->fd, size) == 0) {
         size_t l = strlen(note);
         snprintf(note + l, sizeof note - l, "%sno fallocate here (%s): space is not reserved",
-                 l ? "; " : "", strerror(errno));
+                 l ? "; " : "", strerror(fa));
     } else {
         st = tl_fail(err, TL_ERR_IO, "--nvme-swap-dir %s: cannot size the swap file: %s", o->dir,
                      strerror(errno));

@@ -140,9 +140,19 @@ static void rig_close(struct rig *g) {
 
 struct result {
     int32_t ids[MAX_OUT];
+    int32_t second[MAX_OUT]; /* GPU: the runner-up token and its logprob gap to the winner */
+    float gap[MAX_OUT];
     int n;
     enum engine_finish finish;
 };
+
+#ifdef TL_TEST_GPU
+/* bf16 logits depend on how a step is batched (GEMV or cuBLAS by row count, prefill or decode
+ * attention), which no two schedules share; a greedy token may flip where the two best are
+ * this close in logprob (as test_gpu_parity allows against HF). KV that came back wrong gives
+ * no such near tie. */
+#define NEAR_TIE 0.1f
+#endif
 
 static int32_t prompts[N_REQ][64];
 static int prompt_len[N_REQ], max_tokens[N_REQ];
@@ -177,6 +187,9 @@ static void run_all(struct rig *g, struct result *res) {
         p.sp.temperature = 0.0f;
         p.max_tokens = max_tokens[i];
         p.ignore_eos = true;
+#ifdef TL_TEST_GPU
+        p.logprobs = 2;
+#endif
         if (engine_submit(g->e, prompts[i], prompt_len[i], &p, &r[i], &err) != TL_OK)
             fail_msg("submit %d: %s", i, err.msg);
     }
@@ -189,8 +202,14 @@ static void run_all(struct rig *g, struct result *res) {
             if (res[i].finish == ENGINE_FINISH_NONE) {
                 struct engine_output o;
                 engine_request_wait(r[i], 0, &o);
-                for (int k = 0; k < o.n_new && res[i].n < MAX_OUT; k++)
+                for (int k = 0; k < o.n_new && res[i].n < MAX_OUT; k++) {
+                    if (o.top && o.top_n >= 2) {
+                        const struct engine_logprob *t = o.top + (size_t)k * (size_t)o.top_n;
+                        res[i].second[res[i].n] = t[1].id;
+                        res[i].gap[res[i].n] = t[0].logprob - t[1].logprob;
+                    }
                     res[i].ids[res[i].n++] = o.ids[k];
+                }
                 res[i].finish = o.finish;
             }
             done += res[i].finish != ENGINE_FINISH_NONE;
@@ -201,16 +220,27 @@ static void run_all(struct rig *g, struct result *res) {
 }
 
 static void check_same(const struct result *res) {
+    int near_ties = 0;
     for (int i = 0; i < N_REQ; i++) {
         if (res[i].finish != ENGINE_FINISH_LENGTH)
             fail_msg("request %d ended with %s", i, engine_finish_str(res[i].finish));
         if (res[i].n != ref[i].n)
             fail_msg("request %d: %d tokens, expected %d", i, res[i].n, ref[i].n);
-        for (int k = 0; k < res[i].n; k++)
-            if (res[i].ids[k] != ref[i].ids[k])
-                fail_msg("request %d: token %d is %d, the unpressured run has %d", i, k,
-                         res[i].ids[k], ref[i].ids[k]);
+        for (int k = 0; k < res[i].n; k++) {
+            if (res[i].ids[k] == ref[i].ids[k]) continue;
+#ifdef TL_TEST_GPU
+            if (ref[i].gap[k] <= NEAR_TIE && res[i].ids[k] == ref[i].second[k]) {
+                near_ties++; /* the rest of this request follows another path */
+                break;
+            }
+#endif
+            fail_msg("request %d: token %d is %d, the unpressured run has %d", i, k, res[i].ids[k],
+                     ref[i].ids[k]);
+        }
     }
+    if (near_ties)
+        print_message("    %d request(s) took the other side of a near tie\n", near_ties);
+    if (near_ties > N_REQ / 8) fail_msg("%d requests diverged at near ties: too many", near_ties);
 }
 
 /* Runs the 64 requests on a tiny KV cache with tiers t; checks the tokens and that nothing is
