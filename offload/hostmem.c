@@ -81,6 +81,9 @@ enum tl_status hostmem_create(const struct ops *ops, int32_t n_slots, size_t slo
         h->base = p;
         if (!h->numa_bound) snprintf(h->where, sizeof h->where, "first-touch placement");
     }
+    if (!ops->host_register) /* fault the pages in now (registration does it otherwise), so
+                              * the first swaps do not stall the engine loop on page faults */
+        for (size_t off = 0; off < h->bytes; off += 4096) h->base[off] = 0;
     if (ops->host_register) {
         enum tl_status st = ops->host_register(ops->ctx, h->base, h->bytes);
         if (st != TL_OK) {
