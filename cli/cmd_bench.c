@@ -203,45 +203,54 @@ static int bench_throughput(int argc, char **argv) {
     printf("Steps: %lld (%.2f ms each), preemptions: %lld, engine busy %.1f%% of the wall time\n",
            steps, steps ? 1e3 * busy / steps : 0.0,
            (long long)(m1.num_preemptions_total - m0.num_preemptions_total), 100.0 * busy / el);
+    long long dsteps = m1.decode_steps - m0.decode_steps;
+    long long dtok = m1.decode_tokens - m0.decode_tokens;
+    double ds = m1.decode_s - m0.decode_s;
+    double dev = m1.device_s - m0.device_s, ddev = m1.decode_device_s - m0.decode_device_s;
+    if (dsteps > 0)
+        printf("Decode-only steps: %lld, %.2f ms each, %.2f tokens/s (%.1f sequences a step)\n",
+               dsteps, 1e3 * ds / dsteps, dtok / ds, (double)dtok / dsteps);
+    if (dev > 0)
+        printf("Device busy: %.1f%% of the steps' wall time (decode-only steps: %.1f%%)\n",
+               100.0 * dev / busy, ds > 0 ? 100.0 * ddev / ds : 0.0);
     bool tiers = m1.cpu_blocks_total > 0;
-    if (tiers) {
-        const double mib = 1048576.0;
+    long long p_swap = m1.num_preemptions_swap_total - m0.num_preemptions_swap_total;
+    long long p_rec = m1.num_preemptions_recompute_total - m0.num_preemptions_recompute_total;
+    long long recov = m1.num_swap_recoveries_total - m0.num_swap_recoveries_total;
+    int64_t b_out = m1.swap_out_bytes_total - m0.swap_out_bytes_total;
+    int64_t b_in = m1.swap_in_bytes_total - m0.swap_in_bytes_total;
+    int64_t b_nw = m1.nvme_write_bytes_total - m0.nvme_write_bytes_total;
+    int64_t b_nr = m1.nvme_read_bytes_total - m0.nvme_read_bytes_total;
+    if (tiers)
         printf("KV tiers: preemptions %lld by swap, %lld by recompute, %lld recovered after a "
                "tier failure; swap out %.0f MiB, in %.0f MiB, NVMe write %.0f MiB, read %.0f MiB\n",
-               (long long)(m1.num_preemptions_swap_total - m0.num_preemptions_swap_total),
-               (long long)(m1.num_preemptions_recompute_total - m0.num_preemptions_recompute_total),
-               (long long)(m1.num_swap_recoveries_total - m0.num_swap_recoveries_total),
-               (m1.swap_out_bytes_total - m0.swap_out_bytes_total) / mib,
-               (m1.swap_in_bytes_total - m0.swap_in_bytes_total) / mib,
-               (m1.nvme_write_bytes_total - m0.nvme_write_bytes_total) / mib,
-               (m1.nvme_read_bytes_total - m0.nvme_read_bytes_total) / mib);
-    }
+               p_swap, p_rec, recov, b_out / 1048576.0, b_in / 1048576.0, b_nw / 1048576.0,
+               b_nr / 1048576.0);
     if (a.output_json) {
-        json_t *j = json_pack("{s:f, s:i, s:I, s:I, s:f, s:f, s:f, s:I, s:I, s:I}", "elapsed_time",
-                              el, "num_requests", a.num_prompts, "total_num_tokens",
-                              (json_int_t)total, "total_output_tokens", (json_int_t)gen,
-                              "requests_per_second", rps, "tokens_per_second", tps,
-                              "output_tokens_per_second", ops, "input_len", (json_int_t)a.input_len,
-                              "output_len", (json_int_t)a.output_len, "num_preemptions",
-                              (json_int_t)(m1.num_preemptions_total - m0.num_preemptions_total));
-        if (j && tiers)
-            json_object_update(
-                j,
-                json_pack(
-                    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "num_preemptions_swap",
-                    (json_int_t)(m1.num_preemptions_swap_total - m0.num_preemptions_swap_total),
-                    "num_preemptions_recompute",
-                    (json_int_t)(m1.num_preemptions_recompute_total -
-                                 m0.num_preemptions_recompute_total),
-                    "num_swap_recoveries",
-                    (json_int_t)(m1.num_swap_recoveries_total - m0.num_swap_recoveries_total),
-                    "swap_out_bytes",
-                    (json_int_t)(m1.swap_out_bytes_total - m0.swap_out_bytes_total),
-                    "swap_in_bytes", (json_int_t)(m1.swap_in_bytes_total - m0.swap_in_bytes_total),
-                    "nvme_write_bytes",
-                    (json_int_t)(m1.nvme_write_bytes_total - m0.nvme_write_bytes_total),
-                    "nvme_read_bytes",
-                    (json_int_t)(m1.nvme_read_bytes_total - m0.nvme_read_bytes_total)));
+        json_t *j = json_object();
+        json_object_set_new(j, "elapsed_time", json_real(el));
+        json_object_set_new(j, "num_requests", json_integer(a.num_prompts));
+        json_object_set_new(j, "total_num_tokens", json_integer(total));
+        json_object_set_new(j, "total_output_tokens", json_integer(gen));
+        json_object_set_new(j, "requests_per_second", json_real(rps));
+        json_object_set_new(j, "tokens_per_second", json_real(tps));
+        json_object_set_new(j, "output_tokens_per_second", json_real(ops));
+        json_object_set_new(j, "input_len", json_integer(a.input_len));
+        json_object_set_new(j, "output_len", json_integer(a.output_len));
+        json_object_set_new(j, "num_preemptions",
+                            json_integer(m1.num_preemptions_total - m0.num_preemptions_total));
+        json_object_set_new(j, "decode_tokens_per_second", json_real(ds > 0 ? dtok / ds : 0.0));
+        json_object_set_new(j, "decode_step_ms", json_real(dsteps > 0 ? 1e3 * ds / dsteps : 0.0));
+        json_object_set_new(j, "device_busy_fraction", json_real(busy > 0 ? dev / busy : 0.0));
+        if (tiers) {
+            json_object_set_new(j, "num_preemptions_swap", json_integer(p_swap));
+            json_object_set_new(j, "num_preemptions_recompute", json_integer(p_rec));
+            json_object_set_new(j, "num_swap_recoveries", json_integer(recov));
+            json_object_set_new(j, "swap_out_bytes", json_integer(b_out));
+            json_object_set_new(j, "swap_in_bytes", json_integer(b_in));
+            json_object_set_new(j, "nvme_write_bytes", json_integer(b_nw));
+            json_object_set_new(j, "nvme_read_bytes", json_integer(b_nr));
+        }
         if (!j || json_dump_file(j, a.output_json, JSON_INDENT(4)) != 0) {
             fprintf(stderr, "tierlm bench throughput: cannot write %s\n", a.output_json);
             json_decref(j);

@@ -126,7 +126,12 @@ struct engine_metrics {
     int kv_blocks_total, kv_blocks_used;
     struct engine_hist ttft, tpot, e2e; /* seconds */
     int64_t steps_total;
-    double busy_s; /* wall time spent in steps */
+    double busy_s;          /* wall time spent in steps */
+    int64_t decode_steps;   /* steps that carried no prompt token */
+    int64_t decode_tokens;  /* tokens those steps generated */
+    double decode_s;        /* their wall time */
+    double device_s;        /* device (GPU) time of all steps, first op to last */
+    double decode_device_s; /* of the decode-only steps */
     /* ---- KV tiers (zero without --swap-space / --nvme-swap-dir) ---- */
     /* num_swapped above is vLLM's num_requests_swapped: sequences whose KV is in the tiers */
     int64_t num_preemptions_swap_total;      /* preemptions that swapped the KV out */

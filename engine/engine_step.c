@@ -306,7 +306,7 @@ static void accept_token(struct engine *e, struct engine_request *r, int32_t t, 
 
 /* ---- metrics ---- */
 
-static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, double dt) {
+static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, double dt, double dev) {
     int total = kvcache_num_blocks(e->kv);
     int used = total - kvcache_num_free(e->kv) - (e->pad_block >= 0);
     pthread_mutex_lock(&e->metrics_mu);
@@ -326,6 +326,13 @@ static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, double 
     if (dt > 0) {
         e->m.steps_total++;
         e->m.busy_s += dt;
+        e->m.device_s += dev;
+        if (prompt == 0) {
+            e->m.decode_steps++;
+            e->m.decode_tokens += gen;
+            e->m.decode_s += dt;
+            e->m.decode_device_s += dev;
+        }
     }
     pthread_mutex_unlock(&e->metrics_mu);
 }
@@ -389,23 +396,23 @@ static void reap_aborts(struct engine *e, struct req_queue *q) {
 
 enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
     *busy = false;
+    double t0 = engine_now(); /* a step's wall time includes its scheduling and sampling */
     take_inbox(e);
     reap_aborts(e, &e->waiting);
     reap_aborts(e, &e->running);
     reap_aborts(e, &e->swapped);
     engine_swap_poll(e, false);
     if (e->running.n == 0 && e->waiting.n == 0 && e->swapped.n == 0) {
-        update_gauges(e, 0, 0, 0);
+        update_gauges(e, 0, 0, 0, 0);
         return TL_OK;
     }
     int ns = schedule(e);
     if (ns == 0) {
         engine_swap_poll(e, true); /* only a transfer can move things on: wait for one */
-        update_gauges(e, 0, 0, 0);
+        update_gauges(e, 0, 0, 0, 0);
         return TL_OK;
     }
     *busy = true;
-    double t0 = engine_now();
 
     /* the batch, in schedule order */
     int nt = 0;
@@ -473,8 +480,6 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
             accept_token(e, r, t, now);
         }
     }
-    double dt = engine_now() - t0;
-    if (st == TL_OK) engine_swap_observe_step(e, dt, nt, prompt_tok);
     int64_t gen = 0;
     for (int j = 0; j < ns; j++) gen += e->fs[j].want_logits && st == TL_OK;
     /* publish and finish */
@@ -492,9 +497,11 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
         struct engine_request *r = e->fs_req[j];
         if (r->pending != ENGINE_FINISH_NONE) engine_finish_request(e, r, r->pending);
     }
+    double dt = engine_now() - t0;
+    if (st == TL_OK) engine_swap_observe_step(e, dt, nt, prompt_tok);
     e->log_prompt += prompt_tok;
     e->log_gen += gen;
-    update_gauges(e, prompt_tok, gen, dt);
+    update_gauges(e, prompt_tok, gen, dt, st == TL_OK ? forward_device_seconds(e->fwd) : 0.0);
     log_line(e, engine_now());
     return st;
 }

@@ -75,10 +75,21 @@ struct ops {
     /* out (n, dim) = x[rows[i]] for i < n; rows in host memory. */
     enum tl_status (*gather_rows)(void *ctx, const void *x, int dim, const int32_t *rows, int n,
                                   void *out);
+    /* dst (n activations) = src (host fp32), the hidden state coming back from layers another
+     * backend ran. src may be reused as soon as it returns. */
+    enum tl_status (*write_f32)(void *ctx, const float *src, size_t n, void *dst);
+    /* Optional: called around each layer's ops, so a backend that streams a layer's weights can
+     * wait for their copy before the layer and reuse the slot after it. */
+    enum tl_status (*layer_begin)(void *ctx, int layer);
+    enum tl_status (*layer_end)(void *ctx, int layer);
+    /* Optional: seconds the device worked on the last step, from its first op to its last (for
+     * the "GPU busy" share of a step's wall time). 0 when unknown. */
+    double (*step_device_seconds)(void *ctx);
 
     /* ---- whole KV blocks to and from host memory (the KV tiers of offload/) ---- */
-    /* Bytes of one block's host image: every layer's K and V in the backend's own layout (opaque
-     * to everyone else). 0 when the backend cannot copy blocks (the ops below are NULL then). */
+    /* Bytes of one block's host image: K and V of every layer whose KV this backend keeps, in
+     * its own layout (opaque to everyone else). 0 when the backend cannot copy blocks (the ops
+     * below are NULL then). */
     size_t kv_block_bytes;
     /* Queues copies of n blocks: dir 0 copies KV block blocks[i] out to host[i], dir 1 copies
      * host[i] into block blocks[i]. A copy out sees the KV as the forward work queued before the

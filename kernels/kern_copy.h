@@ -1,50 +1,50 @@
-/* kern_copy: whole paged-KV blocks between device memory and page-locked host memory, for the
- * KV tiers. Copies run on a stream of their own (the copy engines work while the compute
- * stream runs the forward) and are ordered against the context's stream by events: a batch
- * waits for the work queued there before it, and after a copy out the context's stream waits
- * for the copy, so blocks copied out may be overwritten by the next forward at once. Each batch
- * gets a ticket; kern_copy_done reports the highest finished one. One host thread at a time. */
+/* kern_copy: host->device copies on a stream of their own, ordered against the context's
+ * compute stream by numbered events, so weight streaming overlaps compute. The copier owns its
+ * stream and events; the memory it copies belongs to the caller (the source must be pinned for
+ * the copy to be asynchronous). One host thread drives a copier and its context. */
 #ifndef TL_KERN_COPY_H
 #define TL_KERN_COPY_H
 
 #include <stddef.h>
-#include <stdint.h>
+
+#include "kern.h"
+#include "status.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#include "kern.h"
-#include "status.h"
-
 struct kern_copier;
 
-/* Creates the copy stream and its events on ctx's device. Free with kern_copier_destroy. */
-enum tl_status kern_copier_create(const struct kern_ctx *ctx, struct kern_copier **out,
-                                  struct tl_err *err);
-/* Waits for the copies in flight, frees. NULL is fine. */
-void kern_copier_destroy(struct kern_copier *c);
+/* n_events numbered events (0..n_events-1), usable as "copy done" or "slot free" marks. */
+enum tl_status kern_copier_create(const struct kern_ctx *ctx, int n_events,
+                                  struct kern_copier **out);
+void kern_copier_destroy(struct kern_copier *cp);
 
-/* Queues copies of n blocks. A block's image is n_pieces pieces of piece_bytes: piece p of
- * block b is at dev + p * piece_stride + b * piece_bytes on the device and at
- * host[i] + p * piece_bytes on the host (one 2D copy per block). dir 0: device -> host, 1:
- * host -> device. Host memory must be page-locked (kern_host_register) and stay valid until
- * the ticket is done. Does not block. Errors go to the context's last error. */
-enum tl_status kern_copy_blocks(struct kern_copier *c, int dir, char *dev, size_t piece_bytes,
-                                size_t piece_stride, int n_pieces, const int32_t *blocks,
-                                void *const *host, int n, uint64_t *ticket);
+/* Queues on the copy stream: wait for event wait_ev (-1: none; recorded earlier by
+ * kern_copier_mark on the compute stream), copy bytes from host to device, record done_ev
+ * (-1: none). Returns at once. */
+enum tl_status kern_copier_h2d(struct kern_copier *cp, void *dev_dst, const void *host_src,
+                               size_t bytes, int wait_ev, int done_ev);
+/* Records event ev on the compute stream (e.g. "the work reading this slot is queued"). */
+enum tl_status kern_copier_mark(struct kern_copier *cp, int ev);
+/* Makes the compute stream wait for event ev (recorded by a copy). */
+enum tl_status kern_copier_wait(struct kern_copier *cp, int ev);
 
-/* *done = the highest ticket finished (with every earlier one). wait > 0: blocks until that
- * ticket is. A failed copy (reported by the device) is an error here. */
-enum tl_status kern_copy_done(struct kern_copier *c, uint64_t wait, uint64_t *done);
+/* Bytes copied and the time the copy stream spent copying them, since the last call (blocks
+ * until the copies queued so far are done; for reports, not the step path). */
+enum tl_status kern_copier_stats(struct kern_copier *cp, size_t *bytes, double *busy_s);
 
-/* Page-locks [p, p + bytes) for asynchronous copies (cudaHostRegister); undo with
- * kern_host_unregister. Blocks while the pages are pinned. */
-enum tl_status kern_host_register(const struct kern_ctx *ctx, void *p, size_t bytes);
-void kern_host_unregister(const struct kern_ctx *ctx, void *p);
-
-/* The device's PCI bus id, "0000:3b:00.0", into buf. */
-enum tl_status kern_pci_bus_id(const struct kern_ctx *ctx, char *buf, int len);
+/* A span of the compute stream, timed by the GPU: how long the device worked on one step from
+ * its first queued op to its last (gaps included where the host was slow to queue). */
+struct kern_span;
+enum tl_status kern_span_create(const struct kern_ctx *ctx, struct kern_span **out);
+void kern_span_destroy(struct kern_span *sp);
+enum tl_status kern_span_begin(struct kern_span *sp);
+enum tl_status kern_span_end(struct kern_span *sp);
+/* Seconds from the begin mark to the end mark; blocks until the end mark has passed. 0 when
+ * no complete span was marked. */
+enum tl_status kern_span_seconds(struct kern_span *sp, double *sec);
 
 #ifdef __cplusplus
 }

@@ -633,8 +633,9 @@ static void calibrate(struct kvswap *ks) {
 
 enum tl_status kvswap_create(const struct kvswap_opts *o, struct kvswap **out, struct tl_err *err) {
     *out = NULL;
-    const struct ops *ops = o->ops;
-    if (!ops->kv_block_bytes || !ops->kv_copy || !ops->kv_copy_done)
+    const struct ops *ops = o->ops, *both[2] = {o->ops, o->ops2};
+    size_t block_bytes = ops->kv_block_bytes + (o->ops2 ? o->ops2->kv_block_bytes : 0);
+    if (!block_bytes)
         return tl_fail(err, TL_ERR_UNSUPPORTED,
                        "the %s backend cannot copy KV blocks to host memory, so --swap-space and "
                        "--nvme-swap-dir are not available with it",
@@ -643,7 +644,7 @@ enum tl_status kvswap_create(const struct kvswap_opts *o, struct kvswap **out, s
     if (!ks) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
     ks->o = *o;
     ks->ops = ops;
-    ks->block_bytes = ops->kv_block_bytes;
+    ks->block_bytes = block_bytes; /* the device tier's image: both backends' parts */
     enum tl_status st;
     int32_t n_nvme = 0;
     /* Host slots are 4 KiB-aligned images; the NVMe tier may want more alignment, which only
@@ -676,7 +677,7 @@ enum tl_status kvswap_create(const struct kvswap_opts *o, struct kvswap **out, s
                      (double)o->host_bytes / (1 << 30), ks->block_bytes);
         goto fail;
     }
-    if ((st = tier_device_create(ops, n_host, &ks->dev, err)) != TL_OK) goto fail;
+    if ((st = tier_device_create(both, o->ops2 ? 2 : 1, n_host, &ks->dev, err)) != TL_OK) goto fail;
     if ((st = hostmem_create(ops, n_host, ks->slot_bytes, &ks->hm, err)) != TL_OK) goto fail;
     if (ks->has_nvme) {
         /* fixed buffers of at most 1 GiB each, cut on slot boundaries */

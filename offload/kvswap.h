@@ -22,6 +22,8 @@ struct kvswap;
 
 struct kvswap_opts {
     const struct ops *ops;  /* borrowed: the backend whose KV blocks move */
+    const struct ops *ops2; /* a second backend keeping other layers' KV under the same block
+                             * ids (the CPU lane of a split placement), or NULL; borrowed */
     size_t host_bytes;      /* the pinned host tier (--swap-space) */
     const char *nvme_dir;   /* the NVMe tier's directory (--nvme-swap-dir); NULL: none */
     size_t nvme_bytes;      /* its size (--nvme-swap-gb) */

@@ -46,6 +46,7 @@ static bool saw_nvme_off; /* the log said NVMe writes stopped */
 
 struct rig {
     struct ops ops;
+    struct ops lane; /* the CPU lane of a split placement (ctx NULL when none) */
     const struct model *m;
     struct kvcache *kv;
     struct forward *fw;
@@ -60,6 +61,7 @@ struct tiers {
     int crc_threads;
     enum kvswap_fault fault;
     int fault_every; /* 0: none */
+    bool split;      /* layer 1 runs on a second CPU backend holding its KV (CPU build only) */
 };
 
 static void log_line(void *user, const char *line) {
@@ -104,12 +106,36 @@ static void backend_close(struct rig *g) {
 static void rig_open(struct rig *g, int num_blocks, const struct tiers *t) {
     struct tl_err err;
     memset(g, 0, sizeof *g);
-    backend_open(g, num_blocks);
-    if (kvcache_create(num_blocks, BS, &g->kv, &err) != TL_OK ||
-        forward_create(g->m, &g->ops, MAX_STEP, MAX_SEQS, &g->fw, &err) != TL_OK)
-        fail_msg("rig: %s", err.msg);
+    if (kvcache_create(num_blocks, BS, &g->kv, &err) != TL_OK) fail_msg("rig: %s", err.msg);
+    if (t && t->split) {
+#ifdef TL_TEST_GPU
+        fail_msg("split placements are tested on the CPU build");
+#else
+        /* both lanes fp32 on the CPU: the split forward computes what one backend does */
+        uint8_t on_lane[8] = {0, 1, 0}, on_main[8] = {1, 0, 1};
+        struct cpu_backend_opts a = {.n_threads = 2,
+                                     .num_blocks = num_blocks,
+                                     .block_size = BS,
+                                     .max_ctx = MAX_LEN,
+                                     .kv_layers = on_main};
+        struct cpu_backend_opts b = a;
+        b.kv_layers = on_lane;
+        struct fwd_placement pl = {.layer_on_cpu = on_lane};
+        if (cpu_backend_create(&fx.m->cfg, &a, &g->ops, &err) != TL_OK ||
+            cpu_backend_create(&fx.m->cfg, &b, &g->lane, &err) != TL_OK ||
+            forward_create_split(fx.m, &g->ops, fx.m, &g->lane, &pl, MAX_STEP, MAX_SEQS, &g->fw,
+                                 &err) != TL_OK)
+            fail_msg("split rig: %s", err.msg);
+        g->m = fx.m;
+#endif
+    } else {
+        backend_open(g, num_blocks);
+        if (forward_create(g->m, &g->ops, MAX_STEP, MAX_SEQS, &g->fw, &err) != TL_OK)
+            fail_msg("rig: %s", err.msg);
+    }
     if (t) {
         struct kvswap_opts ko = {.ops = &g->ops,
+                                 .ops2 = g->lane.ctx ? &g->lane : NULL,
                                  .host_bytes = (size_t)(t->host_mib * 1048576.0),
                                  .nvme_dir = t->nvme_mib > 0 ? tmpdir : NULL,
                                  .nvme_bytes = (size_t)(t->nvme_mib * 1048576.0),
@@ -136,6 +162,9 @@ static void rig_close(struct rig *g) {
     forward_destroy(g->fw);
     kvcache_destroy(g->kv);
     backend_close(g);
+#ifndef TL_TEST_GPU
+    if (g->lane.ctx) cpu_backend_destroy(&g->lane);
+#endif
 }
 
 struct result {
@@ -458,6 +487,27 @@ static void test_nvme_heavy(void **state) {
     assert_int_equal(m.num_swap_recoveries_total, 0);
 }
 
+/* A split placement (layer 1 on a second backend with its own KV under the same block ids):
+ * a swapped block carries both backends' parts. */
+static void test_split_placement(void **state) {
+    (void)state;
+#ifdef TL_TEST_GPU
+    skip();
+#else
+    assert_true(fx.m->cfg.n_layers == 3);
+    struct tiers t = {.host_mib = 1.0 / 32,
+                      .nvme_mib = 16,
+                      .mode = ENGINE_PREEMPT_SWAP,
+                      .crc_threads = 2,
+                      .split = true};
+    struct engine_metrics m =
+        pressured(&t, "split placement (layer 1 on a second backend), host + NVMe");
+    assert_true(m.num_preemptions_swap_total > 0);
+    assert_true(m.nvme_write_bytes_total > 0);
+    assert_int_equal(m.num_swap_recoveries_total, 0);
+#endif
+}
+
 /* ---- faults: identical tokens through recomputation, each one counted ---- */
 
 static struct engine_metrics faulty(enum kvswap_fault f, int every, bool nvme, const char *what) {
@@ -555,6 +605,7 @@ int main(void) {
         cmocka_unit_test(test_host_only_auto_inline_crc),
         cmocka_unit_test(test_host_and_nvme),
         cmocka_unit_test(test_nvme_heavy),
+        cmocka_unit_test(test_split_placement),
         cmocka_unit_test(test_fault_corrupt_host),
         cmocka_unit_test(test_fault_corrupt_nvme),
         cmocka_unit_test(test_fault_write_eio),
