@@ -21,7 +21,8 @@
 struct kvswap;
 
 struct kvswap_opts {
-    const struct ops *ops;  /* borrowed: the backend whose KV blocks move */
+    const struct ops *ops;  /* borrowed: the backend whose KV blocks move (the GPU in a split
+                             * placement: the host tier is pinned for it, on its NUMA node) */
     const struct ops *ops2; /* a second backend keeping other layers' KV under the same block
                              * ids (the CPU lane of a split placement), or NULL; borrowed */
     size_t host_bytes;      /* the pinned host tier (--swap-space) */
