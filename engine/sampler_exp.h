@@ -17,9 +17,7 @@
 #define TL_SAMPLER_EXP_H
 
 #include <stdint.h>
-#ifndef __CUDACC__
 #include <string.h>
-#endif
 
 /* Below this d the weight is 0. */
 #define SAMPLER_EXP_MIN_D (-86.0f)
