@@ -3,9 +3,12 @@
  * rate. Reports batch-1 decode (against the weight-read floor: weight bytes / HBM bandwidth),
  * prefill of one long prompt (against the GEMM rate), and decode at larger batches.
  * Step times are wall-clock around forward_step, which ends by copying the logits to the host:
- * the figure a user sees, after warm-up, median of the timed steps.
+ * the figure a user sees, after warm-up, median of the timed steps. With --sample, decode steps
+ * are forward_step_sample instead (temperature 0.7, top_p 0.9, sampled on the GPU: only the
+ * ids come back), as the engine runs them.
  * Usage: bench_gpu --model DIR [--dtype bfloat16|float16] [--prefill 1024] [--ctx 640]
  *                  [--batches 1,64,256] [--steps 16] [--gpu-memory-gb G] [--enforce-eager]
+ *                  [--sample]
  * Decode steps of up to 16 sequences replay CUDA graphs unless --enforce-eager. */
 #include <stdbool.h>
 #include <stdio.h>
@@ -46,6 +49,11 @@ struct bench {
     struct fwd_seq *fs;
     struct kv_seq *seqs;
     int max_tokens;
+    bool sample; /* decode through forward_step_sample */
+    struct sampling_params sp;
+    struct sampler_rng *rng; /* (max batch) */
+    struct fwd_sample *smp;  /* (max batch) */
+    int32_t *ids;            /* (max batch) */
 };
 
 static void die(const char *what, const struct tl_err *err) {
@@ -86,10 +94,13 @@ static double decode_steps(struct bench *b, int n_seqs, int ctx, int steps) {
             b->tok[s] = (int32_t)((s * 31 + past * 17) % b->m->cfg.vocab_size);
             b->pos[s] = past;
             b->fs[s] = (struct fwd_seq){1, past, b->seqs[s].blocks, b->seqs[s].n_blocks, 1};
+            b->smp[s] = (struct fwd_sample){&b->sp, &b->rng[s], NULL, 0, NULL, 0};
         }
         struct fwd_batch fb = {n_seqs, b->fs, n_seqs, b->tok, b->pos};
         double t0 = now_s();
-        if (forward_step(b->fw, &fb, b->logits, &err) != TL_OK) die("decode", &err);
+        enum tl_status st = b->sample ? forward_step_sample(b->fw, &fb, b->smp, NULL, b->ids, &err)
+                                      : forward_step(b->fw, &fb, b->logits, &err);
+        if (st != TL_OK) die("decode", &err);
         if (k >= 0) t[k] = now_s() - t0;
     }
     double med = median(t, steps);
@@ -102,7 +113,7 @@ int main(int argc, char **argv) {
     enum tl_dtype dt = TL_DTYPE_BF16;
     int prefill = 1024, ctx = 640, steps = 16, batches[8] = {1, 64, 256}, nb = 3;
     double gpu_gb = 0;
-    bool eager = false;
+    bool eager = false, sample = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             dir = argv[++i];
@@ -116,6 +127,8 @@ int main(int argc, char **argv) {
             steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--gpu-memory-gb") && i + 1 < argc)
             gpu_gb = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--sample"))
+            sample = true;
         else if (!strcmp(argv[i], "--enforce-eager"))
             eager = true;
         else if (!strcmp(argv[i], "--batches") && i + 1 < argc) {
@@ -125,7 +138,7 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr, "usage: bench_gpu --model DIR [--dtype bfloat16|float16] [--prefill N] "
                             "[--ctx N] [--batches 1,64,256] [--steps N] [--gpu-memory-gb G] "
-                            "[--enforce-eager]\n");
+                            "[--enforce-eager] [--sample]\n");
             return 2;
         }
     }
@@ -153,7 +166,7 @@ int main(int argc, char **argv) {
     struct model_load_opts lo = {.format = MODEL_LOAD_DUMMY, .dtype = dt};
     double t0 = now_s();
     if (model_load(dir, &lo, &host, &err) != TL_OK) die("model", &err);
-    struct bench b = {.max_tokens = prefill > max_b ? prefill : max_b};
+    struct bench b = {.max_tokens = prefill > max_b ? prefill : max_b, .sample = sample};
     int max_len = (prefill > ctx ? prefill : ctx) + steps + 8;
     struct gpu_backend_opts go = {.device = 0,
                                   .gpu_memory_utilization = 0.9,
@@ -177,9 +190,18 @@ int main(int argc, char **argv) {
     b.pos = malloc((size_t)b.max_tokens * sizeof(int32_t));
     b.fs = calloc((size_t)max_b, sizeof *b.fs);
     b.seqs = calloc((size_t)max_b, sizeof *b.seqs);
-    printf("%s on %s, %s: weights %.2f GB, KV %d blocks (%.0f tokens), loaded in %.1f s\n", dir,
-           plan.device_name, dtype_torch_name(dt), plan.weight_bytes / 1e9, plan.num_blocks,
-           plan.num_blocks * 16.0, t_load);
+    b.rng = calloc((size_t)max_b, sizeof *b.rng);
+    b.smp = calloc((size_t)max_b, sizeof *b.smp);
+    b.ids = calloc((size_t)max_b, sizeof *b.ids);
+    sampling_params_default(&b.sp);
+    b.sp.temperature = 0.7f;
+    b.sp.top_p = 0.9f;
+    for (int s = 0; s < max_b; s++) sampler_rng_seed(&b.rng[s], (uint64_t)s);
+    printf("%s on %s, %s: weights %.2f GB, KV %d blocks (%.0f tokens), loaded in %.1f s; decode "
+           "steps %s\n",
+           dir, plan.device_name, dtype_torch_name(dt), plan.weight_bytes / 1e9, plan.num_blocks,
+           plan.num_blocks * 16.0, t_load,
+           sample ? "sample on the GPU (T 0.7, top_p 0.9)" : "copy the logits to the host");
 
     /* prefill of one prompt, median of 3 after a warm-up */
     double pt[4];

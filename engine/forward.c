@@ -1,5 +1,6 @@
 /* forward: embedding -> n_layers x (rmsnorm, q/k/v, rope + KV write, attention, o, rmsnorm,
- * gate/up, silu*mul, down) -> final norm -> lm_head on the rows that want logits. The
+ * gate/up, silu*mul, down) -> final norm -> lm_head on the rows that want logits -> logits to
+ * the host, or sampled where they are (the backend's sample op, else the host sampler). The
  * residual add is fused into the next rmsnorm, so the stream is written once per sub-block. */
 #include "forward.h"
 
@@ -37,6 +38,8 @@ struct forward {
     int32_t pad_block;
     struct fwd_seq *pad_seqs;            /* (max_seqs) */
     int32_t *pad_tokens, *pad_positions; /* (max_seqs) */
+    struct op_sample_seq *sample_seqs;   /* (max_seqs) for the sample op */
+    float *row_buf;                      /* host (vocab): one row of logits, no sample op */
 };
 
 static enum tl_status ops_err(const struct forward *f, const struct ops *o, enum tl_status st,
@@ -155,7 +158,10 @@ enum tl_status forward_create_split(const struct model *m, const struct ops *ops
     f->pad_seqs = malloc((size_t)max_seqs * sizeof *f->pad_seqs);
     f->pad_tokens = malloc((size_t)max_seqs * sizeof *f->pad_tokens);
     f->pad_positions = malloc((size_t)max_seqs * sizeof *f->pad_positions);
-    if (!f->logit_rows || !f->hook_buf || !f->pad_seqs || !f->pad_tokens || !f->pad_positions) {
+    f->sample_seqs = malloc((size_t)max_seqs * sizeof *f->sample_seqs);
+    f->row_buf = ops->sample ? NULL : malloc((size_t)m->cfg.vocab_size * sizeof *f->row_buf);
+    if (!f->logit_rows || !f->hook_buf || !f->pad_seqs || !f->pad_tokens || !f->pad_positions ||
+        !f->sample_seqs || (!ops->sample && !f->row_buf)) {
         forward_destroy(f);
         return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
     }
@@ -174,6 +180,8 @@ void forward_destroy(struct forward *f) {
     free(f->pad_seqs);
     free(f->pad_tokens);
     free(f->pad_positions);
+    free(f->sample_seqs);
+    free(f->row_buf);
     free(f);
 }
 
@@ -353,9 +361,10 @@ static int decode_bucket(const struct forward *f, const struct fwd_batch *b) {
     return b->n_seqs == f->max_seqs ? b->n_seqs : 0;
 }
 
-enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,
-                            struct tl_err *err) {
-    const struct config *c = &f->m->cfg;
+/* One step up to the logits of its *n_logits wanting rows, left in f->logits (backend memory,
+ * rows in batch order; a padded decode step's pad rows follow the real ones). */
+static enum tl_status step_logits(struct forward *f, const struct fwd_batch *b, int *n_logits,
+                                  struct tl_err *err) {
     const struct ops *o = f->ops;
     void *x = o->ctx;
     int T = b->n_tokens, nl = 0;
@@ -395,10 +404,59 @@ enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float 
         }
         if (st != TL_OK) return st;
     }
-    if (nl == 0) return TL_OK;
-    const struct fwd_lane *hl = &f->lane[f->split ? f->head_lane : 0];
-    st = hl->o->read_f32(hl->o->ctx, hl->logits, (size_t)nl * c->vocab_size, logits);
-    if (st != TL_OK) return ops_err(f, hl->o, st, err, "read logits");
+    *n_logits = nl;
+    return TL_OK;
+}
+
+/* The lane whose backend holds the logits (the CPU's when it runs the lm_head). */
+static const struct fwd_lane *head_lane(const struct forward *f) {
+    return &f->lane[f->split ? f->head_lane : 0];
+}
+
+enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,
+                            struct tl_err *err) {
+    int nl = 0;
+    enum tl_status st = step_logits(f, b, &nl, err);
+    if (st != TL_OK || nl == 0) return st;
+    const struct fwd_lane *hl = head_lane(f);
+    const struct ops *o = hl->o;
+    OP(o->read_f32(o->ctx, hl->logits, (size_t)nl * f->m->cfg.vocab_size, logits), "read logits");
+    return TL_OK;
+}
+
+enum tl_status forward_step_sample(struct forward *f, const struct fwd_batch *b,
+                                   const struct fwd_sample *smp, struct sampler *host, int32_t *ids,
+                                   struct tl_err *err) {
+    const struct fwd_lane *hl = head_lane(f);
+    const struct ops *o = hl->o;
+    const int V = f->m->cfg.vocab_size;
+    if (!o->sample && !host)
+        return tl_fail(err, TL_ERR_INVALID,
+                       "%s backend samples on the host: forward_step_sample needs a sampler",
+                       o->name);
+    int nl = 0;
+    enum tl_status st = step_logits(f, b, &nl, err);
+    if (st != TL_OK || nl == 0) return st;
+    if (o->sample) {
+        /* The uniform each token would take on the host, in batch order. */
+        for (int i = 0; i < nl; i++)
+            f->sample_seqs[i] = (struct op_sample_seq){
+                .sp = smp[i].sp,
+                .u = sampler_is_greedy(smp[i].sp) ? 0.0 : sampler_rng_uniform(smp[i].rng),
+                .prompt = smp[i].prompt,
+                .n_prompt = smp[i].n_prompt,
+                .output = smp[i].output,
+                .n_output = smp[i].n_output};
+        OP(o->sample(o->ctx, hl->logits, nl, V, f->sample_seqs, ids), "sample");
+        return TL_OK;
+    }
+    const size_t row_bytes = (size_t)V * dtype_size(o->act_dtype);
+    for (int i = 0; i < nl; i++) {
+        OP(o->read_f32(o->ctx, (const char *)hl->logits + i * row_bytes, (size_t)V, f->row_buf),
+           "read logits");
+        ids[i] = sampler_sample(host, smp[i].sp, smp[i].rng, f->row_buf, smp[i].prompt,
+                                smp[i].n_prompt, smp[i].output, smp[i].n_output);
+    }
     return TL_OK;
 }
 

@@ -9,6 +9,7 @@
 
 #include "model.h"
 #include "ops.h"
+#include "sampler.h"
 #include "status.h"
 
 struct forward;
@@ -49,6 +50,24 @@ size_t forward_activation_bytes(const struct config *c, enum tl_dtype act, int m
  * (host), in batch order. Validates token ids and batch shape first. Blocks until done. */
 enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,
                             struct tl_err *err);
+
+/* Per sequence with want_logits, in batch order: what sampling needs. */
+struct fwd_sample {
+    const struct sampling_params *sp;
+    struct sampler_rng *rng; /* advanced by one uniform per non-greedy token */
+    const int32_t *prompt;   /* (n_prompt) for the repetition penalty */
+    int n_prompt;
+    const int32_t *output; /* (n_output) for all penalties */
+    int n_output;
+};
+
+/* Runs one step and samples each want_logits sequence's next token into ids (batch order).
+ * On a backend with a sample op the logits never leave the device; otherwise the logits come
+ * to the host and `host` (a sampler of the model's vocab) samples them, exactly as
+ * forward_step + sampler_sample would. Blocks until the ids are known. */
+enum tl_status forward_step_sample(struct forward *f, const struct fwd_batch *b,
+                                   const struct fwd_sample *smp, struct sampler *host, int32_t *ids,
+                                   struct tl_err *err);
 
 /* Gives the forward a KV block of its own for padding decode steps to the sizes a backend
  * replays as graphs (CUDA). The block must stay allocated while the forward lives; without one

@@ -56,11 +56,12 @@ enum tl_status generate_run(struct forward *f, struct kvcache *kv, int vocab_siz
     int32_t *positions = malloc((size_t)o->max_step_tokens * sizeof *positions);
     struct fwd_seq *fs = calloc((size_t)n, sizeof *fs);
     int *fs_req = calloc((size_t)n, sizeof *fs_req);
-    float *logits = malloc((size_t)n * (size_t)vocab_size * sizeof *logits);
+    struct fwd_sample *smp = calloc((size_t)n, sizeof *smp);
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
     struct sampler *sampler = NULL;
     int32_t pad_block = -1;
     enum tl_status st = TL_OK;
-    if (!seqs || !tokens || !positions || !fs || !fs_req || !logits) {
+    if (!seqs || !tokens || !positions || !fs || !fs_req || !smp || !ids) {
         st = tl_fail(err, TL_ERR_NOMEM, "out of host memory");
         goto done;
     }
@@ -113,17 +114,22 @@ enum tl_status generate_run(struct forward *f, struct kvcache *kv, int vocab_siz
             fs[j].n_blocks = s->kv.n_blocks;
         }
         struct fwd_batch b = {ns, fs, nt, tokens, positions};
-        double t0 = now_s();
-        if ((st = forward_step(f, &b, logits, err)) != TL_OK) goto done;
         int nl = 0;
+        for (int j = 0; j < ns; j++) {
+            struct gen_request *r = &reqs[fs_req[j]];
+            if (fs[j].want_logits)
+                smp[nl++] = (struct fwd_sample){
+                    &r->sp, &seqs[fs_req[j]].rng, r->prompt, r->n_prompt, r->out, r->n_out};
+        }
+        double t0 = now_s();
+        if ((st = forward_step_sample(f, &b, smp, sampler, ids, err)) != TL_OK) goto done;
+        nl = 0;
         for (int j = 0; j < ns; j++) {
             struct gen_request *r = &reqs[fs_req[j]];
             struct gen_seq *s = &seqs[fs_req[j]];
             if (s->n_fed < r->n_prompt) s->n_fed += fs[j].n_new;
             if (!fs[j].want_logits) continue;
-            float *lg = logits + (size_t)nl++ * (size_t)vocab_size;
-            int32_t t = sampler_sample(sampler, &r->sp, &s->rng, lg, r->prompt, r->n_prompt, r->out,
-                                       r->n_out);
+            int32_t t = ids[nl++];
             r->out[r->n_out++] = t;
             if (!r->ignore_eos && r->n_out >= r->min_tokens && is_eos(o, t))
                 r->finish = GEN_FINISH_STOP;
@@ -157,6 +163,7 @@ done:
     free(positions);
     free(fs);
     free(fs_req);
-    free(logits);
+    free(smp);
+    free(ids);
     return st;
 }

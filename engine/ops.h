@@ -10,6 +10,7 @@
 
 #include "dtype.h"
 #include "model.h"
+#include "sampler.h"
 #include "status.h"
 
 /* One sequence's part of a step: its n_new tokens follow n_past tokens already cached. */
@@ -28,6 +29,17 @@ struct fwd_batch {
     int n_tokens;
     const int32_t *tokens;    /* (n_tokens) */
     const int32_t *positions; /* (n_tokens): n_past + i within its sequence */
+};
+
+/* One row's sampling inputs for the sample op (host memory, borrowed for the call). */
+struct op_sample_seq {
+    const struct sampling_params *sp; /* validated (sampling_params_validate) */
+    double u;              /* sampler_rng_uniform's next value for this token; unused when greedy */
+    const int32_t *prompt; /* (n_prompt) for the repetition penalty; ids outside the vocabulary
+                            * are ignored, as by sampler_sample */
+    int n_prompt;
+    const int32_t *output; /* (n_output) tokens generated so far, for all three penalties */
+    int n_output;
 };
 
 struct ops {
@@ -112,6 +124,14 @@ struct ops {
     /* The device's PCI bus id ("0000:3b:00.0") to place host memory on its NUMA node; NULL
      * (op or result) when there is no device. */
     const char *(*pci_bus_id)(void *ctx);
+    /* Optional (NULL on the CPU backend): ids[i] (host, n) = the token sampler_sample would pick
+     * from row i of logits (n, vocab) (backend memory, act_dtype, widened to fp32 as read_f32
+     * does) with seqs[i]'s parameters, history and uniform: penalties, then greedy (bit for
+     * bit) or temperature -> min-p -> top-k -> top-p -> draw, on bit-identical weights, so a
+     * draw differs only where u * total falls within summation rounding (~1e-15 relative) of a
+     * cumulative boundary. Leaves logits unchanged. Blocks until the ids are on the host. */
+    enum tl_status (*sample)(void *ctx, const void *logits, int n, int vocab,
+                             const struct op_sample_seq *seqs, int32_t *ids);
 };
 
 #endif

@@ -1,5 +1,8 @@
 /* sampler: one sequence's logits -> next token id with vLLM's semantics and order (penalties,
- * then greedy or temperature -> min-p -> top-k -> top-p -> draw). A struct sampler owns
+ * then greedy or temperature -> min-p -> top-k -> top-p -> draw). kernels/kern_sample.cu is the
+ * same function on the GPU: keep the two in step (weights come from sampler_exp.h, and every
+ * float operation here is one IEEE operation, never fused, which CMake enforces with
+ * -ffp-contract=off). A struct sampler owns
  * vocab-sized scratch so a call allocates nothing; one per thread. No filter sorts the
  * vocabulary: a histogram of the weights finds the one bucket where top-k or top-p cuts, and
  * only that bucket goes through a selection, so a call is a few linear passes. */
@@ -10,8 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sampler_exp.h"
+
 /* vLLM's _SAMPLING_EPS: a temperature below it means greedy. */
 #define SAMPLER_TEMP_EPS 1e-5f
+
+static const float exp_tab[32] = SAMPLER_EXP_TABLE;
 
 /* Ranges this small are finished by insertion sort rather than partitioned. */
 #define SAMPLER_SMALL 16
@@ -110,9 +117,12 @@ static uint64_t rng_next(struct sampler_rng *rng) {
     return out;
 }
 
-/* Uniform in [0, 1): the top 53 bits, exact in a double on every platform. */
-static double rng_uniform(struct sampler_rng *rng) {
+double sampler_rng_uniform(struct sampler_rng *rng) {
     return (double)(rng_next(rng) >> 11) * 0x1.0p-53;
+}
+
+bool sampler_is_greedy(const struct sampling_params *p) {
+    return p->temperature < SAMPLER_TEMP_EPS;
 }
 
 /* ---- lifetime ---- */
@@ -393,8 +403,9 @@ static int filter_top_p(struct sampler *s, struct cand *c, int n, float top_p) {
 /* ---- draw ---- */
 
 /* Inverse CDF over c[0, n), in ascending id order: the first token whose cumulative weight
- * exceeds u * total. Sums run in double in a fixed order, so a platform that computes the same
- * weights (the same expf) draws the same token. */
+ * exceeds u * total. Sums run in double in a fixed order, and the weights are sampler_exp.h's,
+ * so every platform (and the GPU sampler, whose sums differ only in rounding order) draws the
+ * same token. */
 static int32_t draw(const struct cand *c, int n, double u) {
     assert(n > 0); /* the max token (weight 1) passes every filter */
     /* The total in four fixed lanes (independent add chains, same order everywhere). */
@@ -419,7 +430,7 @@ static int32_t sample_random(struct sampler *s, const struct sampling_params *p,
     const int n = s->vocab;
     /* Exactly one uniform per sampled token, whatever path follows, so a request's stream
      * position depends only on how many tokens it sampled. */
-    const double u = rng_uniform(rng);
+    const double u = sampler_rng_uniform(rng);
 
     const float temp = p->temperature;
     if (temp != 1.0f)
@@ -437,13 +448,13 @@ static int32_t sample_random(struct sampler *s, const struct sampling_params *p,
     if (!(m > -INFINITY) || m == INFINITY) return argmax(logits, n);
 
     /* min-p: prob >= min_p * max_prob is w >= min_p, since the max token has w = exp(0) = 1.
-     * Zero weights (underflow, -inf) can never be drawn, so they never become candidates;
-     * NaN logits give NaN weights, which fail both tests. */
+     * Zero weights (more than 86 below the max, -inf, NaN) can never be drawn, so they never
+     * become candidates. The weight is sampler_exp.h's, which the GPU sampler shares. */
     const float min_w = p->min_p;
     struct cand *c = s->cand;
     int nc = 0;
     for (int i = 0; i < n; i++) {
-        const float w = expf(logits[i] - m);
+        const float w = sampler_weight_tab(logits[i] - m, exp_tab);
         c[nc] = (struct cand){w, i}; /* branch-free: min-p's outcome is unpredictable */
         nc += (w > 0.0f) & (w >= min_w);
     }
@@ -459,7 +470,7 @@ int32_t sampler_sample(struct sampler *s, const struct sampling_params *p, struc
     assert(n_prompt <= 0 || prompt);
     assert(n_output <= 0 || output);
     apply_penalties(s, p, logits, prompt, n_prompt, output, n_output);
-    if (p->temperature < SAMPLER_TEMP_EPS) return argmax(logits, s->vocab);
+    if (sampler_is_greedy(p)) return argmax(logits, s->vocab);
     assert(rng);
     return sample_random(s, p, rng, logits);
 }

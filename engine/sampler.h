@@ -39,6 +39,14 @@ enum tl_status sampling_params_validate(const struct sampling_params *p, struct 
 /* Seeds a generator; the same seed always gives the same sequence of draws. */
 void sampler_rng_seed(struct sampler_rng *rng, uint64_t seed);
 
+/* The next uniform in [0, 1) (53 random bits) from rng. sampler_sample takes exactly one per
+ * token it does not pick greedily, before anything else; a GPU sampler takes the same one here
+ * to draw the same token. */
+double sampler_rng_uniform(struct sampler_rng *rng);
+
+/* True when p picks the argmax (temperature below vLLM's 1e-5) and takes no uniform. */
+bool sampler_is_greedy(const struct sampling_params *p);
+
 /* Allocates scratch for a vocabulary of vocab_size. */
 enum tl_status sampler_create(int vocab_size, struct sampler **out, struct tl_err *err);
 void sampler_destroy(struct sampler *s);

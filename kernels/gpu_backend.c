@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "gpu_sample.h"
 #include "kern.h"
 #include "kern_attention.h"
 #include "kern_copy.h"
@@ -35,8 +36,11 @@ struct gpu_backend {
     float *inv_freq;          /* device (hd / 2) */
     void *attn_ws;
     size_t attn_ws_bytes;
-    float *f32_scratch; /* device (max_seqs * vocab) for read_f32 */
+    float
+        *f32_scratch; /* device (max_seqs * vocab) for read_f32, and the sampler's override rows */
     size_t f32_elems;
+    struct gpu_sample *sampler; /* owned; its workspace is in the arena */
+    void *sample_ws;
     int32_t *meta;      /* device batch metadata */
     int32_t *meta_host; /* pinned */
     size_t meta_elems;
@@ -296,6 +300,20 @@ static double op_step_device_seconds(void *ctx) {
     struct gpu_backend *be = ctx;
     double s = 0.0;
     return kern_span_seconds(be->span, &s) == TL_OK ? s : 0.0;
+}
+
+/* Samples where the logits are: only the ids come back (gpu_sample.c). */
+static enum tl_status op_sample(void *ctx, const void *logits, int n, int vocab,
+                                const struct op_sample_seq *seqs, int32_t *ids) {
+    struct gpu_backend *be = ctx;
+    if (vocab != be->cfg.vocab_size)
+        return be_fail(be, TL_ERR_INTERNAL, "sample: vocab %d, the model has %d", vocab,
+                       be->cfg.vocab_size);
+    struct tl_err e;
+    enum tl_status st = gpu_sample_run(be->sampler, be->act, logits, n, seqs, ids, &e);
+    if (st != TL_OK) snprintf(be->err, sizeof be->err, "%.*s", (int)sizeof be->err - 1, e.msg);
+    if (st == TL_OK) kern_span_end(be->span); /* the step's device work ends here */
+    return st;
 }
 
 static int op_graph_mode(void *ctx) {
@@ -633,8 +651,9 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
         be->f32_elems = (size_t)o->max_tokens * (size_t)c->hidden_size;
     be->meta_elems = 3 * (size_t)o->max_tokens + 2 * (size_t)o->max_seqs + 1 +
                      (size_t)o->max_seqs * (size_t)be->max_blocks;
+    size_t sample_ws = up(gpu_sample_workspace_bytes(o->max_seqs, c->vocab_size, o->max_model_len));
     size_t ws_bytes = up(be->attn_ws_bytes) + up(be->f32_elems * 4) + up(be->meta_elems * 4) +
-                      2 * up((size_t)o->max_seqs * 4) + up((size_t)c->head_dim / 2 * 4);
+                      2 * up((size_t)o->max_seqs * 4) + sample_ws + up((size_t)c->head_dim / 2 * 4);
     size_t fixed = w_bytes + a_bytes + ws_bytes + CUBLAS_RESERVE;
     be->kv_layer_bytes = 0;
     size_t block_bytes = 2 * (size_t)(n_kv_layers ? n_kv_layers : 1) * (size_t)c->n_kv_heads *
@@ -711,6 +730,8 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     p += up((size_t)o->max_seqs * 4);
     be->iota_dev = (int32_t *)p;
     p += up((size_t)o->max_seqs * 4);
+    be->sample_ws = p;
+    p += sample_ws;
     be->inv_freq = (float *)p;
     if ((st = kern_host_alloc(be->kc, be->meta_elems * 4 + (size_t)o->max_seqs * 4,
                               (void **)&be->meta_host)) != TL_OK) {
@@ -746,6 +767,13 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
         }
     }
     if ((st = upload_model(be, host, be->arena, w_bytes - slots_bytes, o, err)) != TL_OK) goto fail;
+    if ((st = gpu_sample_create(be->kc, o->max_seqs, c->vocab_size, o->max_model_len, be->sample_ws,
+                                be->f32_scratch, &be->sampler, err)) != TL_OK)
+        goto fail;
+    if ((st = kern_span_create(be->kc, &be->span)) != TL_OK) {
+        tl_fail(err, st, "%s", kern_last_error(be->kc));
+        goto fail;
+    }
 
     out->act_dtype = act;
     out->last_error = op_last_error;
@@ -771,6 +799,7 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
         out->layer_end = op_layer_end;
     }
     kv_copy_ops(be, out, block_bytes);
+    out->sample = op_sample;
     *dev_model = be->dm;
     return TL_OK;
 fail:
@@ -785,6 +814,7 @@ void gpu_backend_destroy(struct ops *ops) {
     kern_copier_destroy(be->cp);
     kern_span_destroy(be->span);
     kern_kvcopy_destroy(be->kvcopy);
+    gpu_sample_destroy(be->sampler);
     if (be->kc) {
         kern_free(be->kc, be->arena);
         kern_host_free(be->kc, be->meta_host);

@@ -2,7 +2,7 @@
  * device memory once — weights (converted to the activation dtype), activations, workspaces and
  * as many KV blocks as the budget leaves — in one allocation, refuses a configuration that cannot
  * work with the numbers and the nearest working settings, and uploads the weights. Ops queue work
- * on one stream; only read_f32 (the logits) waits for the device. */
+ * on one stream; only read_f32 (the logits) and sample (the ids) wait for the device. */
 #ifndef TL_GPU_BACKEND_H
 #define TL_GPU_BACKEND_H
 

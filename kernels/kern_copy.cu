@@ -163,6 +163,7 @@ extern "C" void kern_span_destroy(struct kern_span *sp) {
 
 extern "C" enum tl_status kern_span_begin(struct kern_span *sp) {
     enum tl_status st = TL_OK;
+    if (!sp) return TL_OK;
     KERN_CUDA(sp->ctx->err, kern_enter(sp->ctx));
     KERN_CUDA(sp->ctx->err, cudaEventRecord(sp->a, sp->ctx->stream));
     sp->begun = true;
@@ -173,7 +174,7 @@ cleanup:
 
 extern "C" enum tl_status kern_span_end(struct kern_span *sp) {
     enum tl_status st = TL_OK;
-    if (!sp->begun) return TL_OK;
+    if (!sp || !sp->begun) return TL_OK;
     KERN_CUDA(sp->ctx->err, kern_enter(sp->ctx));
     KERN_CUDA(sp->ctx->err, cudaEventRecord(sp->b, sp->ctx->stream));
     sp->ended = true;
@@ -185,7 +186,7 @@ extern "C" enum tl_status kern_span_seconds(struct kern_span *sp, double *sec) {
     enum tl_status st = TL_OK;
     float ms = 0.0f;
     *sec = 0.0;
-    if (!sp->begun || !sp->ended) return TL_OK;
+    if (!sp || !sp->begun || !sp->ended) return TL_OK;
     KERN_CUDA(sp->ctx->err, kern_enter(sp->ctx));
     KERN_CUDA(sp->ctx->err, cudaEventSynchronize(sp->b));
     KERN_CUDA(sp->ctx->err, cudaEventElapsedTime(&ms, sp->a, sp->b));

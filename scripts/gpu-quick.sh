@@ -9,9 +9,10 @@ mkdir -p "$out"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CUDA_ARCHITECTURES=90 \
     > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
 cmake --build build-gpu -j16 > "$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -30; exit 1; }
-for t in test_gpu_parity test_gpu_ops test_gpu_matmul test_gpu_attention; do
+for src in tests/gpu/test_gpu_*.c; do t=$(basename "$src" .c)
     timeout 300 build-gpu/tests/$t > "$out/$t.log" 2>&1; echo "$t rc=$?"; done
 grep -E "^  |FAIL" "$out/test_gpu_parity.log" | head -60
+grep -E "^sweep|^timing|rows  |^  [a-z]|FAIL|explained$|test_gpu_sample:" "$out/test_gpu_sample.log" | head -60
 build-gpu/tierlm generate --device cuda --model tests/fixtures/qwen2-bf16 --prompt-ids 1,2,3,4 \
     --prompt-ids 5 --max-tokens 20 --temperature 0 2>&1 | tail -6
 if [ -z "${SKIP_BENCH:-}" ]; then

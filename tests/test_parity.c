@@ -2,7 +2,8 @@
  * (scripts/make_fixtures.py). Per model: last-position logits of each prompt, per-layer hidden
  * states (to name the first layer that diverges), and 40 greedy tokens for every prompt, run
  * alone, as one mixed-length batch, and with 6-token steps that mix prefill and decode
- * sequences in one step. */
+ * sequences in one step. Also: forward_step_sample (the host sampler behind the CPU backend)
+ * picks what forward_step + sampler_sample picks, step by step, with seeded penalised sampling. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -20,6 +21,7 @@
 #include "generate.h"
 #include "kvcache.h"
 #include "model.h"
+#include "sampler.h"
 
 #include "fixture.h"
 
@@ -94,6 +96,75 @@ static void prefill_logits(struct engine *e, const struct fixture *fx, int p, fl
     if (forward_step(e->fw, &b, logits, &err) != TL_OK) fail_msg("forward: %s", err.msg);
     forward_set_hidden_hook(e->fw, NULL, NULL, -1);
     kvcache_seq_release(e->kv, &seq);
+}
+
+/* Decodes all prompts together for `steps` steps with seeded sampling (a different mix of
+ * parameters per prompt). Each step runs twice on the same batch (the KV writes repeat): once
+ * as forward_step + sampler_sample on copies of the generators, once as forward_step_sample.
+ * Both must pick the same tokens and leave the generators in the same state. */
+static void check_step_sample(struct engine *e, const struct fixture *fx, int steps) {
+    const int V = fx->m->cfg.vocab_size, np = fx->n_prompts;
+    struct tl_err err = {{0}};
+    struct sampler *host = NULL;
+    assert_int_equal(sampler_create(V, &host, &err), TL_OK);
+    float *logits = malloc((size_t)np * V * sizeof(float));
+    struct kv_seq kv[MAX_PROMPTS] = {{0}};
+    struct sampling_params sp[MAX_PROMPTS];
+    struct sampler_rng rng[MAX_PROMPTS];
+    int32_t out[MAX_PROMPTS][64], tokens[MAX_PROMPTS * MAX_LEN], pos[MAX_PROMPTS * MAX_LEN];
+    int n_out = 0, picked = 0;
+    for (int p = 0; p < np; p++) {
+        sampling_params_default(&sp[p]);
+        sp[p].temperature = p % 3 == 0 ? 0.0f : 0.5f + 0.25f * (float)p;
+        sp[p].top_p = p % 2 ? 0.9f : 1.0f;
+        sp[p].top_k = p % 4 == 1 ? 20 : 0;
+        sp[p].min_p = p % 4 == 2 ? 0.05f : 0.0f;
+        sp[p].repetition_penalty = p % 2 ? 1.2f : 1.0f;
+        sp[p].frequency_penalty = p % 3 == 1 ? 0.4f : 0.0f;
+        sp[p].presence_penalty = p % 3 == 2 ? -0.3f : 0.0f;
+        sampler_rng_seed(&rng[p], 1000 + (uint64_t)p);
+    }
+    for (int step = 0; step < steps; step++) {
+        struct fwd_seq fs[MAX_PROMPTS];
+        struct fwd_sample smp[MAX_PROMPTS];
+        int nt = 0;
+        for (int p = 0; p < np; p++) {
+            int n_new = step ? 1 : fx->prompt_len[p],
+                past = step ? fx->prompt_len[p] + n_out - 1 : 0;
+            for (int i = 0; i < n_new; i++, nt++) {
+                tokens[nt] = step ? out[p][n_out - 1] : fx->prompts[p][i];
+                pos[nt] = past + i;
+            }
+            assert_int_equal(kvcache_seq_reserve(e->kv, &kv[p], past + n_new, &err), TL_OK);
+            fs[p] = (struct fwd_seq){n_new, past, kv[p].blocks, kv[p].n_blocks, 1};
+            smp[p] = (struct fwd_sample){&sp[p], &rng[p], fx->prompts[p], fx->prompt_len[p],
+                                         out[p], n_out};
+        }
+        struct fwd_batch b = {np, fs, nt, tokens, pos};
+        if (forward_step(e->fw, &b, logits, &err) != TL_OK) fail_msg("forward: %s", err.msg);
+        int32_t want[MAX_PROMPTS], got[MAX_PROMPTS];
+        struct sampler_rng mirror[MAX_PROMPTS];
+        memcpy(mirror, rng, sizeof rng);
+        for (int p = 0; p < np; p++)
+            want[p] = sampler_sample(host, &sp[p], &mirror[p], logits + (size_t)p * V,
+                                     fx->prompts[p], fx->prompt_len[p], out[p], n_out);
+        if (forward_step_sample(e->fw, &b, smp, host, got, &err) != TL_OK)
+            fail_msg("forward_step_sample: %s", err.msg);
+        for (int p = 0; p < np; p++) {
+            if (got[p] != want[p])
+                fail_msg("step %d prompt %d: forward_step_sample picked %d, the host sampler %d",
+                         step, p, got[p], want[p]);
+            out[p][n_out] = got[p];
+            picked++;
+        }
+        assert_memory_equal(rng, mirror, sizeof rng);
+        n_out++;
+    }
+    for (int p = 0; p < np; p++) kvcache_seq_release(e->kv, &kv[p]);
+    printf("  forward_step_sample: %d tokens as forward_step + sampler_sample picks them\n",
+           picked);
+    sampler_destroy(host);
+    free(logits);
 }
 
 static void check_model(const char *name) {
@@ -189,6 +260,8 @@ static void check_model(const char *name) {
             }
         }
     }
+    /* 4. the sampling step the engine uses, against the two calls it replaces */
+    check_step_sample(&e, &fx, 12);
     engine_close(&e);
     free(logits);
     free(ref);

@@ -15,6 +15,14 @@
 #include <time.h>
 
 #include "sampler.h"
+#include "sampler_exp.h"
+
+static const float exp_tab[32] = SAMPLER_EXP_TABLE;
+
+/* The sampler's weight of a token d below the max (what the GPU sampler computes too). */
+static float weight(float d) {
+    return sampler_weight_tab(d, exp_tab);
+}
 
 #define QWEN2_VOCAB 152064
 
@@ -350,7 +358,7 @@ static int ref_sample(const float *logits_in, int n, const struct sampling_param
     }
     int nc = 0;
     for (int i = 0; i < n; i++) {
-        float w = expf(l[i] - m);
+        float w = weight(l[i] - m);
         if (w > 0.0f && w >= p->min_p) c[nc++] = (struct ref_cand){w, i};
     }
     qsort(c, nc, sizeof *c, ref_cmp_rank);
@@ -369,11 +377,11 @@ static int ref_sample(const float *logits_in, int n, const struct sampling_param
     for (int i = 0; i < nc; i++) keep[c[i].id] = 1;
     double total = 0.0, acc = 0.0;
     for (int i = 0; i < n; i++)
-        if (keep[i]) total += expf(l[i] - m);
+        if (keep[i]) total += weight(l[i] - m);
     int tok = -1, last = -1;
     for (int i = 0; i < n && tok < 0; i++)
         if (keep[i]) {
-            acc += expf(l[i] - m);
+            acc += weight(l[i] - m);
             last = i;
             if (acc > u * total) tok = i;
         }
@@ -494,6 +502,72 @@ static void test_distribution_and_temperature(void **state) {
     for (int i = 0; i < 4; i++) z += pred[i] = f1[i] * f1[i];
     for (int i = 0; i < 4; i++) assert_true(fabs(f05[i] - pred[i] / z) < 0.01);
     assert_true(f05[top] > f1[top]);
+}
+
+/* ---- the weight function and the exported uniform ---- */
+
+/* sampler_exp.h against exp() in double: within 2 ulp on a dense sample of [-86, 0] (the header's
+ * bound, 1.84, comes from every float in that range), exact where it must be, 0 where promised.
+ * The exhaustive check takes half a minute; this one a fraction of a second. */
+static void test_weight_function(void **state) {
+    (void)state;
+    assert_true(weight(0.0f) == 1.0f);
+    assert_true(weight(-0.0f) == 1.0f);
+    assert_true(weight(-INFINITY) == 0.0f);
+    assert_true(weight(NAN) == 0.0f);
+    assert_true(weight(-86.0001f) == 0.0f);
+    assert_true(weight(-86.0f) > 1.17549435e-38f); /* still a normal float */
+    assert_true(weight(-1e-30f) == 1.0f);
+    double worst = 0.0;
+    int n = 0;
+    for (float d = -86.0f; d <= 0.0f; d += 0.000731f, n++) {
+        float t = d + (float)(data_uniform() * 0.0007);
+        if (t > 0.0f) t = 0.0f;
+        float w = weight(t);
+        double ref = exp((double)t);
+        float rf = (float)ref;
+        double ulp = (double)nextafterf(rf, INFINITY) - (double)rf;
+        double e = fabs((double)w - ref) / ulp;
+        if (e > worst) worst = e;
+        assert_true(w > 0.0f);
+    }
+    printf("weight: %d points in [-86, 0], worst %.3f ulp from exp()\n", n, worst);
+    assert_true(worst < 2.0);
+    /* keys order weights: heavier first, weight 1 is key 0 */
+    assert_true(sampler_weight_key(1.0f) == 0u);
+    assert_true(sampler_weight_key(weight(-1.0f)) < sampler_weight_key(weight(-2.0f)));
+    assert_true(sampler_key_weight(sampler_weight_key(0.3f)) == 0.3f);
+}
+
+static void test_exported_uniform(void **state) {
+    (void)state;
+    struct sampler_rng a, b;
+    sampler_rng_seed(&a, 77);
+    b = a;
+    for (int i = 0; i < 1000; i++) {
+        double u = sampler_rng_uniform(&a);
+        assert_true(u >= 0.0 && u < 1.0);
+        assert_true(u == ref_uniform(&b));
+    }
+    struct sampling_params p = params_temp(0.0f);
+    assert_true(sampler_is_greedy(&p));
+    p.temperature = 0.99e-5f;
+    assert_true(sampler_is_greedy(&p));
+    p.temperature = 1e-5f;
+    assert_false(sampler_is_greedy(&p));
+    /* a sampled token takes exactly the uniform sampler_rng_uniform would give next */
+    enum { V = 64 };
+    struct sampler *s = make_sampler(V);
+    float x[V], copy[V];
+    fill_logits(x, V, 1.0f);
+    memcpy(copy, x, sizeof x);
+    p = params_temp(1.0f);
+    sampler_rng_seed(&a, 5);
+    b = a;
+    int got = sampler_sample(s, &p, &a, x, NULL, 0, NULL, 0);
+    assert_int_equal(got, ref_sample(copy, V, &p, sampler_rng_uniform(&b)));
+    assert_memory_equal(&a, &b, sizeof a);
+    sampler_destroy(s);
 }
 
 /* ---- validation and lifetime ---- */
@@ -622,6 +696,8 @@ int main(void) {
         cmocka_unit_test(test_filters_match_reference),
         cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_distribution_and_temperature),
+        cmocka_unit_test(test_weight_function),
+        cmocka_unit_test(test_exported_uniform),
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_create_destroy),
         cmocka_unit_test(test_timing),
