@@ -446,8 +446,9 @@ enum tl_status engine_create(struct forward *f, struct kvcache *kv, int vocab_si
     e->tokens = malloc(nt * sizeof *e->tokens);
     e->positions = malloc(nt * sizeof *e->positions);
     e->ids = malloc(ns * sizeof *e->ids);
+    e->smp = calloc(ns, sizeof *e->smp);
     enum tl_status st = TL_OK;
-    if (!e->eos || !e->fs || !e->fs_req || !e->tokens || !e->positions || !e->ids) {
+    if (!e->eos || !e->fs || !e->fs_req || !e->tokens || !e->positions || !e->ids || !e->smp) {
         st = tl_fail(err, TL_ERR_NOMEM, "out of host memory");
         goto fail;
     }
@@ -544,6 +545,7 @@ void engine_destroy(struct engine *e) {
     free(e->tokens);
     free(e->positions);
     free(e->ids);
+    free(e->smp);
     free(e->eos);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);

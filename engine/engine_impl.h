@@ -92,6 +92,7 @@ struct engine {
     struct engine_request **fs_req;
     int32_t *tokens, *positions; /* (max_num_batched_tokens) */
     int32_t *ids;                /* (max_num_seqs) sampled ids */
+    struct fwd_sample *smp;      /* (max_num_seqs) what sampling on the backend needs */
     double last_log;
     int64_t log_prompt, log_gen; /* tokens since the last log line */
 

@@ -438,15 +438,32 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
             host |= r->p.logprobs >= 0 || needs_mask(e, r);
         }
     }
-    (void)host; /* every step samples on the host until the backend can sample */
-    if (!e->logits) {
-        e->logits = malloc((size_t)e->o.max_num_seqs * (size_t)e->vocab * sizeof *e->logits);
-        e->raw = malloc((size_t)e->vocab * sizeof *e->raw);
-        if (!e->logits || !e->raw)
-            return tl_fail(err, TL_ERR_NOMEM, "out of host memory for logits");
-    }
     struct fwd_batch b = {ns, e->fs, nt, e->tokens, e->positions};
-    enum tl_status st = forward_step(e->fwd, &b, e->logits, err);
+    enum tl_status st;
+    if (!host) {
+        /* sampled where the logits are (on the GPU only the ids come back) */
+        int nl = 0;
+        for (int j = 0; j < ns; j++) {
+            struct engine_request *r = e->fs_req[j];
+            if (!e->fs[j].want_logits) continue;
+            e->smp[nl++] = (struct fwd_sample){.sp = &r->p.sp,
+                                               .rng = &r->rng,
+                                               .prompt = r->tokens,
+                                               .n_prompt = r->n_prompt,
+                                               .output = r->tokens + r->n_prompt,
+                                               .n_output = r->n_out};
+        }
+        st = forward_step_sample(e->fwd, &b, e->smp, e->sampler, e->ids, err);
+    } else {
+        /* logprobs or min_tokens masks need the logits on the host */
+        if (!e->logits) {
+            e->logits = malloc((size_t)e->o.max_num_seqs * (size_t)e->vocab * sizeof *e->logits);
+            e->raw = malloc((size_t)e->vocab * sizeof *e->raw);
+            if (!e->logits || !e->raw)
+                return tl_fail(err, TL_ERR_NOMEM, "out of host memory for logits");
+        }
+        st = forward_step(e->fwd, &b, e->logits, err);
+    }
     if (st != TL_OK) {
         for (int j = 0; j < ns; j++) {
             struct engine_request *r = e->fs_req[j];
@@ -462,8 +479,13 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
             r->kv.n_tokens = r->n_computed;
             if (e->o.enable_prefix_caching) prefix_publish(e, r);
             if (!e->fs[j].want_logits) continue;
-            float *lg = e->logits + (size_t)li++ * (size_t)e->vocab;
             int32_t t;
+            if (!host) {
+                t = e->ids[li++];
+                accept_token(e, r, t, now);
+                continue;
+            }
+            float *lg = e->logits + (size_t)li++ * (size_t)e->vocab;
             int k = r->p.logprobs;
             double lse = 0.0;
             if (k >= 0) {
@@ -475,7 +497,6 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
             if (needs_mask(e, r)) mask_stops(e, r, lg);
             t = sampler_sample(e->sampler, &r->p.sp, &r->rng, lg, r->tokens, r->n_prompt,
                                r->tokens + r->n_prompt, r->n_out);
-            e->ids[j] = t;
             if (k >= 0) r->lp[r->n_out] = (float)((double)e->raw[t] - lse);
             accept_token(e, r, t, now);
         }
