@@ -21,14 +21,15 @@ table=()
 row() { table+=("$(printf '%-58s %s' "$1" "$2")"); }
 
 if [ -z "${SKIP_TESTS:-}" ]; then
-    for t in ${GPU_TESTS:-test_gpu_placement test_gpu_parity test_gpu_ops}; do
+    for t in ${GPU_TESTS:-test_gpu_sample test_gpu_placement test_gpu_kv_tiers test_gpu_parity test_gpu_ops}; do
         [ -x build-gpu/tests/$t ] || continue
         timeout 400 build-gpu/tests/$t > "$out/$t.log" 2>&1
         rc=$?
         row "$t" "rc=$rc"
         [ $rc = 0 ] || tail -25 "$out/$t.log"
     done
-    grep -E "^  " "$out/test_gpu_placement.log" 2>/dev/null | head -40
+    grep -E "FAIL" "$out"/test_gpu_*.log 2>/dev/null | head -30
+    tail -12 "$out/test_gpu_sample.log" 2>/dev/null
 fi
 
 tp() { # name, then bench throughput flags
