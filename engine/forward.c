@@ -159,9 +159,11 @@ enum tl_status forward_create_split(const struct model *m, const struct ops *ops
     f->pad_tokens = malloc((size_t)max_seqs * sizeof *f->pad_tokens);
     f->pad_positions = malloc((size_t)max_seqs * sizeof *f->pad_positions);
     f->sample_seqs = malloc((size_t)max_seqs * sizeof *f->sample_seqs);
-    f->row_buf = ops->sample ? NULL : malloc((size_t)m->cfg.vocab_size * sizeof *f->row_buf);
+    /* the lane that holds the logits samples them, or the host does through row_buf */
+    bool host_rows = !f->lane[f->split ? f->head_lane : 0].o->sample;
+    f->row_buf = host_rows ? malloc((size_t)m->cfg.vocab_size * sizeof *f->row_buf) : NULL;
     if (!f->logit_rows || !f->hook_buf || !f->pad_seqs || !f->pad_tokens || !f->pad_positions ||
-        !f->sample_seqs || (!ops->sample && !f->row_buf)) {
+        !f->sample_seqs || (host_rows && !f->row_buf)) {
         forward_destroy(f);
         return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
     }
