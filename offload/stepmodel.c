@@ -128,9 +128,10 @@ static int build_units(const struct config *c, const struct placement *p, const 
         u[n++] = (struct unit){LOC_GPU, 0, gather / r->hbm + 3e-6, 0};
     double t_gpu = gpu_layer_s(c, p, r, s), t_cpu = cpu_layer_s(c, p, r, s);
     double copy = (double)sizes_layer_bytes(c, p->gpu_dtype) / r->pcie;
-    /* a CPU layer run streamed also uploads the KV the step's sequences have for it */
+    /* a CPU layer run streamed also uploads the KV its sequences had before this step */
+    double past = (double)s->n_seqs * s->ctx - s->n_tokens;
     double kv_up =
-        (double)s->n_seqs * s->ctx * (double)sizes_kv_token_layer_bytes(c, p->gpu_dtype) / r->pcie;
+        (past > 0 ? past : 0) * (double)sizes_kv_token_layer_bytes(c, p->gpu_dtype) / r->pcie;
     bool cpu_streams = stepmodel_cpu_streams(p, s);
     for (int l = 0; l < p->n_layers; l++) {
         if (p->layer[l] == PLACEMENT_CPU && cpu_streams)
