@@ -276,8 +276,8 @@ static enum tl_status measure_all(int threads, const struct calibrate_gpu *gpu, 
          * same memory controllers, and the planner overlaps exactly these two. ~40 ms of copies
          * keep the window long enough for many CPU passes. */
         size_t bytes = (size_t)((c->pcie_h2d_gbps > 0 ? c->pcie_h2d_gbps : 25) * 40e6);
+        st = gpu->h2d_start(gpu->user, bytes, err); /* returns once the copies are queued */
         double read_bytes = 0, t0 = now_s(), t1 = t0;
-        st = gpu->h2d_start(gpu->user, bytes, err);
         while (st == TL_OK && gpu->h2d_busy(gpu->user)) {
             read_pass(pool, &ra, BUF_BYTES / 4);
             read_bytes += (double)(BUF_BYTES / 4);

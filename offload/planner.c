@@ -197,7 +197,7 @@ enum tl_status planner_memory_of(const struct planner_inputs *in, struct placeme
  * layers first as one block (two hops), streamed spread over the resident ones. order 2: the
  * same with the CPU block last (next to a CPU lm_head). */
 static void arrange(struct placement *pl, int R, int S, int C, int order) {
-    int L = R + S + C, i = 0;
+    int i = 0;
     if (order == 0 && S > 0) {
         for (int g = 0; g < S; g++) {
             int cg = (int)((int64_t)C * (g + 1) / S - (int64_t)C * g / S);
@@ -217,7 +217,6 @@ static void arrange(struct placement *pl, int R, int S, int C, int order) {
         for (int k = 0; k < rg; k++) pl->layer[i++] = PLACEMENT_GPU_RESIDENT;
         if (S > 0) pl->layer[i++] = PLACEMENT_GPU_STREAMED;
     }
-    (void)L;
 }
 
 /* ---------------- evaluation and search ---------------- */
@@ -328,9 +327,6 @@ static void run_search(struct search *s) {
                     if (!offload_ok(in, off, S + C, ub.layer)) continue;
                     int su = S + (lm == PLACEMENT_GPU_STREAMED);
                     int k_max = su < KMAX ? su : KMAX;
-                    /* no streamed layer: one slot still lets the CPU layers stream in
-                     * prefill chunks */
-                    if (su == 0 && C > 0 && in->policy != PLANNER_POLICY_CPU) k_max = 1;
                     bool full = false;
                     struct placement pl;
                     placement_init_resident(&pl, L, dt, in->block_size);

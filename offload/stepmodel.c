@@ -141,7 +141,9 @@ static int build_units(const struct config *c, const struct placement *p, const 
         else
             u[n++] = (struct unit){LOC_GPU, p->layer[l] == PLACEMENT_GPU_STREAMED, t_gpu, copy};
     }
-    /* final norm + lm_head over the rows that want logits */
+    /* final norm + lm_head over the rows that want logits; tied, lm_head is the embedding */
+    double lm_copy = (double)sizes_lm_head_bytes(c, p->gpu_dtype) +
+                     (c->tie_word_embeddings ? (double)sizes_embed_bytes(c, p->gpu_dtype) : 0);
     double lm_bytes = lm_params * es;
     if (p->lm_head == PLACEMENT_CPU)
         u[n++] = (struct unit){LOC_CPU, 0,
@@ -151,7 +153,7 @@ static int build_units(const struct config *c, const struct placement *p, const 
     else
         u[n++] = (struct unit){LOC_GPU, p->lm_head == PLACEMENT_GPU_STREAMED,
                                gpu_matmul_s(r, lm_params, lm_bytes, s->n_seqs) + 10e-6,
-                               (double)sizes_lm_head_bytes(c, p->gpu_dtype) / r->pcie};
+                               lm_copy / r->pcie};
     return n;
 }
 
@@ -187,9 +189,9 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
     double tail = STEP_FIXED_S + logits * SAMPLE_S_PER_LOGIT +
                   (p->lm_head == PLACEMENT_CPU ? 0 : logits * 4.0 / r.d2h);
 
-    /* Replay. done[]: when the unit of each streamed copy (in ring order) finished computing,
-     * for the slot it frees; copies are issued in ring order as soon as PCIe and their slot
-     * are free. */
+    /* Replay. done_ring[n % slots]: when the unit of streamed copy n finished computing, which
+     * frees its slot for copy n + slots; copies are issued in ring order as soon as PCIe and
+     * their slot are free. */
     int slots = p->stream_slots > 0 ? p->stream_slots : 1;
     double copy_free = 0, t = 0, step_end[NSTEPS];
     double done_ring[64];

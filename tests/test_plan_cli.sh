@@ -55,6 +55,23 @@ assert m["gpu_budget"] == 24 * 2**30 - 2**29
 PY
 check "plan --json: 48 layers, 4 predictions, the GPU total within 23.5 GiB" $?
 
+# this machine's ceilings: measured once, cached, read back
+expect "measures this machine's ceilings" 0 "ceilings measured now on this machine" \
+    "$bin" plan --model "$m" --gpu-memory-gb 24 --max-model-len 4096 --device cpu
+expect "the second run reads them from the cache" 0 "ceilings measured earlier on this machine" \
+    "$bin" plan --model "$m" --gpu-memory-gb 24 --max-model-len 4096 --device cpu
+python3 - "$XDG_CACHE_HOME"/tierlm/ceilings-*.json <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+for k in ("cpu_read_gbps", "cpu_sgemm_gflops", "cpu_gemv1_gbps", "cpu_gemv8_gbps",
+          "cpu_mm16_gflops", "cpu_mm64_gflops", "cpu_attn_gflops", "cpu_dispatch_us"):
+    assert c[k] > 0, k
+assert c["cpu_threads"] >= 1 and c["version"] == 1 and "no GPU" in c["key"]
+PY
+check "the cache file holds every CPU ceiling" $?
+expect "--recalibrate measures again" 0 "ceilings measured now on this machine" \
+    "$bin" plan --model "$m" --gpu-memory-gb 24 --max-model-len 4096 --device cpu --recalibrate
+
 expect "start-up check refuses the weights" 1 "the weights on the GPU need 27.5 GiB (bfloat16)" \
     "$bin" plan --model "$m" --gpu-memory-gb 24 --max-model-len 4096 --check --device cpu
 out=$("$bin" plan --model "$m" --gpu-memory-gb 24 --max-model-len 4096 --check --device cpu)
