@@ -19,7 +19,8 @@ struct cpu_backend {
     struct pool *pool;
     float *mm_scratch;  /* MATMUL_SCRATCH_FLOATS */
     float *inv_freq;    /* (head_dim / 2) */
-    float *kv;          /* (n_layers, 2, num_blocks, block_size, n_kv, hd) */
+    float *kv;          /* (n_kv_layers, 2, num_blocks, block_size, n_kv, hd) */
+    int *kv_index;      /* (n_layers) layer -> its KV in kv, or -1 when this backend has none */
     size_t layer_elems; /* one of K or V for one layer */
     int num_blocks, block_size, max_ctx;
     float *attn_scratch; /* (n_threads, max_ctx) */
@@ -195,14 +196,20 @@ static enum tl_status op_matmul(void *ctx, const void *x, int m, int n_w,
 
 static enum tl_status op_rope_kv_write(void *ctx, int layer, void *q, void *k, const void *v) {
     struct cpu_backend *be = ctx;
-    float *kc = be->kv + (size_t)layer * 2 * be->layer_elems, *vc = kc + be->layer_elems;
+    if (layer < 0 || layer >= be->cfg.n_layers || be->kv_index[layer] < 0)
+        return be_fail(be, TL_ERR_INTERNAL, "layer %d has no KV on the CPU", layer);
+    float *kc = be->kv + (size_t)be->kv_index[layer] * 2 * be->layer_elems,
+          *vc = kc + be->layer_elems;
     cpu_rope_kv_write(be->pool, &be->shape, be->batch, be->tok_seq, be->inv_freq, q, k, v, kc, vc);
     return TL_OK;
 }
 
 static enum tl_status op_attention(void *ctx, int layer, const void *q, void *out) {
     struct cpu_backend *be = ctx;
-    const float *kc = be->kv + (size_t)layer * 2 * be->layer_elems, *vc = kc + be->layer_elems;
+    if (layer < 0 || layer >= be->cfg.n_layers || be->kv_index[layer] < 0)
+        return be_fail(be, TL_ERR_INTERNAL, "layer %d has no KV on the CPU", layer);
+    const float *kc = be->kv + (size_t)be->kv_index[layer] * 2 * be->layer_elems,
+                *vc = kc + be->layer_elems;
     cpu_attention(be->pool, &be->shape, be->batch, be->tok_seq, q, kc, vc, out, be->attn_scratch,
                   be->max_ctx);
     return TL_OK;
@@ -220,6 +227,12 @@ static enum tl_status op_gather_rows(void *ctx, const void *x, int dim, const in
     for (int i = 0; i < n; i++)
         memcpy((float *)out + (size_t)i * dim, (const float *)x + (size_t)rows[i] * dim,
                (size_t)dim * sizeof(float));
+    return TL_OK;
+}
+
+static enum tl_status op_write_f32(void *ctx, const float *src, size_t n, void *dst) {
+    (void)ctx;
+    memcpy(dst, src, n * sizeof *src);
     return TL_OK;
 }
 
@@ -248,12 +261,16 @@ enum tl_status cpu_backend_create(const struct config *c, const struct cpu_backe
     }
     /* OpenBLAS runs the GEMM path with as many threads as our pool, while our workers wait. */
     openblas_set_num_threads(pool_size(be->pool));
-    size_t kv_bytes = be->layer_elems * 2 * (size_t)c->n_layers * sizeof(float);
+    be->kv_index = malloc((size_t)c->n_layers * sizeof *be->kv_index);
+    int n_kv = 0;
+    for (int l = 0; be->kv_index && l < c->n_layers; l++)
+        be->kv_index[l] = !o->kv_layers || o->kv_layers[l] ? n_kv++ : -1;
+    size_t kv_bytes = be->layer_elems * 2 * (size_t)(n_kv ? n_kv : 1) * sizeof(float);
     be->kv = aligned_alloc(64, (kv_bytes + 63) & ~(size_t)63);
     be->mm_scratch = aligned_alloc(64, MATMUL_SCRATCH_FLOATS * sizeof(float));
     be->inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
     be->attn_scratch = malloc((size_t)pool_size(be->pool) * (size_t)o->max_ctx * sizeof(float));
-    if (!be->kv || !be->mm_scratch || !be->inv_freq || !be->attn_scratch) {
+    if (!be->kv || !be->kv_index || !be->mm_scratch || !be->inv_freq || !be->attn_scratch) {
         cpu_backend_destroy(out);
         return tl_fail(err, TL_ERR_NOMEM,
                        "cannot allocate the CPU KV cache (%.2f GiB for %d blocks of %d tokens): "
@@ -274,6 +291,7 @@ enum tl_status cpu_backend_create(const struct config *c, const struct cpu_backe
     out->attention = op_attention;
     out->silu_mul = op_silu_mul;
     out->gather_rows = op_gather_rows;
+    out->write_f32 = op_write_f32;
     return TL_OK;
 }
 
@@ -282,6 +300,7 @@ void cpu_backend_destroy(struct ops *ops) {
     if (!be) return;
     pool_destroy(be->pool);
     free(be->kv);
+    free(be->kv_index);
     free(be->mm_scratch);
     free(be->inv_freq);
     free(be->attn_scratch);

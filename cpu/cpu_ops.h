@@ -17,6 +17,9 @@ struct cpu_backend_opts {
     int num_blocks; /* KV blocks (each block_size tokens, all layers) */
     int block_size; /* tokens per KV block */
     int max_ctx;    /* longest sequence attention must handle (max-model-len) */
+    /* Layers this backend keeps KV for (n_layers flags); NULL = all. In a split placement the
+     * CPU runs some layers and holds only their KV. */
+    const uint8_t *kv_layers;
 };
 
 /* KV bytes of one block (all layers, K and V, fp32) for this config. */

@@ -114,7 +114,12 @@ struct engine_metrics {
     int kv_blocks_total, kv_blocks_used;
     struct engine_hist ttft, tpot, e2e; /* seconds */
     int64_t steps_total;
-    double busy_s; /* wall time spent in steps */
+    double busy_s;          /* wall time spent in steps */
+    int64_t decode_steps;   /* steps that carried no prompt token */
+    int64_t decode_tokens;  /* tokens those steps generated */
+    double decode_s;        /* their wall time */
+    double device_s;        /* device (GPU) time of all steps, first op to last */
+    double decode_device_s; /* of the decode-only steps */
 };
 
 /* Creates an engine over a forward and a KV block manager (both borrowed, used only by the

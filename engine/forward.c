@@ -3,14 +3,30 @@
  * residual add is fused into the next rmsnorm, so the stream is written once per sub-block. */
 #include "forward.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* One backend's view of the step: its ops, its copy of the model, its activation buffers. */
+struct fwd_lane {
+    const struct ops *o;
+    const struct model *m;
+    /* activation buffers (backend memory), each sized for max_tokens rows; last / logits for
+     * max_seqs rows */
+    void *res, *xn, *q, *k, *v, *attn, *proj, *gate, *up, *last, *logits;
+};
 
 struct forward {
     const struct model *m;
     const struct ops *ops;
     int max_tokens, max_seqs;
-    /* activation buffers (backend memory), each sized for max_tokens rows */
+    /* lane 0 is the main backend (the GPU in a mixed run); lane 1, when split, runs the layers
+     * (and embedding / lm_head) the placement gives the CPU */
+    struct fwd_lane lane[2];
+    bool split;
+    uint8_t *layer_lane; /* (n_layers) 0 or 1 */
+    int embed_lane, head_lane;
+    float *xfer; /* host (max_tokens * hidden): the residual stream crossing lanes */
     void *res, *xn, *q, *k, *v, *attn, *proj, *gate, *up, *last, *logits;
     int32_t *logit_rows; /* host (max_seqs) */
     float *hook_buf;     /* host (hidden) */
@@ -23,10 +39,10 @@ struct forward {
     int32_t *pad_tokens, *pad_positions; /* (max_seqs) */
 };
 
-static enum tl_status ops_err(const struct forward *f, enum tl_status st, struct tl_err *err,
-                              const char *what) {
-    return tl_fail(err, st, "%s backend: %s failed: %s", f->ops->name, what,
-                   f->ops->last_error(f->ops->ctx));
+static enum tl_status ops_err(const struct forward *f, const struct ops *o, enum tl_status st,
+                              struct tl_err *err, const char *what) {
+    (void)f;
+    return tl_fail(err, st, "%s backend: %s failed: %s", o->name, what, o->last_error(o->ctx));
 }
 
 /* The activation buffers: the residual stream, normed input, q/k/v, attention output,
@@ -59,12 +75,49 @@ size_t forward_activation_bytes(const struct config *c, enum tl_dtype act, int m
     return total;
 }
 
+static enum tl_status lane_alloc(struct fwd_lane *ln, int max_tokens, int max_seqs,
+                                 struct tl_err *err) {
+    const struct ops *ops = ln->o;
+    size_t es = dtype_size(ops->act_dtype), elems[FWD_NBUF];
+    buffer_elems(&ln->m->cfg, max_tokens, max_seqs, elems);
+    void **bufs[FWD_NBUF] = {&ln->res,  &ln->xn,   &ln->q,  &ln->k,    &ln->v,     &ln->attn,
+                             &ln->proj, &ln->gate, &ln->up, &ln->last, &ln->logits};
+    for (int i = 0; i < FWD_NBUF; i++)
+        if (ops->buf_alloc(ops->ctx, elems[i] * es, bufs[i]) != TL_OK)
+            return tl_fail(err, TL_ERR_NOMEM,
+                           "%s backend: no memory for activations of %d tokens (%.1f MiB): "
+                           "lower --max-num-batched-tokens",
+                           ops->name, max_tokens,
+                           (double)forward_activation_bytes(&ln->m->cfg, ops->act_dtype, max_tokens,
+                                                            max_seqs) /
+                               (1 << 20));
+    return TL_OK;
+}
+
+static void lane_free(struct fwd_lane *ln) {
+    void *bufs[] = {ln->res,  ln->xn,   ln->q,  ln->k,    ln->v,     ln->attn,
+                    ln->proj, ln->gate, ln->up, ln->last, ln->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) ln->o->buf_free(ln->o->ctx, bufs[i]);
+}
+
 enum tl_status forward_create(const struct model *m, const struct ops *ops, int max_tokens,
                               int max_seqs, struct forward **out, struct tl_err *err) {
+    return forward_create_split(m, ops, NULL, NULL, NULL, max_tokens, max_seqs, out, err);
+}
+
+enum tl_status forward_create_split(const struct model *m, const struct ops *ops,
+                                    const struct model *cpu_m, const struct ops *cpu_ops,
+                                    const struct fwd_placement *pl, int max_tokens, int max_seqs,
+                                    struct forward **out, struct tl_err *err) {
     *out = NULL;
     if (max_tokens < 1 || max_seqs < 1 || max_seqs > max_tokens)
         return tl_fail(err, TL_ERR_INVALID, "forward: need 1 <= max_seqs (%d) <= max_tokens (%d)",
                        max_seqs, max_tokens);
+    bool split = cpu_ops && pl;
+    if (split && !ops->write_f32)
+        return tl_fail(err, TL_ERR_UNSUPPORTED,
+                       "%s backend cannot take hidden states back from the CPU", ops->name);
     struct forward *f = calloc(1, sizeof *f);
     if (!f) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
     f->m = m;
@@ -73,21 +126,29 @@ enum tl_status forward_create(const struct model *m, const struct ops *ops, int 
     f->max_seqs = max_seqs;
     f->hook_token = -1;
     f->pad_block = -1;
-    size_t es = dtype_size(ops->act_dtype), elems[FWD_NBUF];
-    buffer_elems(&m->cfg, max_tokens, max_seqs, elems);
-    void **bufs[FWD_NBUF] = {&f->res,  &f->xn,   &f->q,  &f->k,    &f->v,     &f->attn,
-                             &f->proj, &f->gate, &f->up, &f->last, &f->logits};
-    for (int i = 0; i < FWD_NBUF; i++) {
-        if (ops->buf_alloc(ops->ctx, elems[i] * es, bufs[i]) != TL_OK) {
-            forward_destroy(f);
-            return tl_fail(
-                err, TL_ERR_NOMEM,
-                "%s backend: no memory for activations of %d tokens (%.1f MiB): "
-                "lower --max-num-batched-tokens",
-                ops->name, max_tokens,
-                (double)forward_activation_bytes(&m->cfg, ops->act_dtype, max_tokens, max_seqs) /
-                    (1 << 20));
-        }
+    f->lane[0] = (struct fwd_lane){.o = ops, .m = m};
+    enum tl_status st = lane_alloc(&f->lane[0], max_tokens, max_seqs, err);
+    if (st == TL_OK && split) {
+        f->split = true;
+        f->lane[1] = (struct fwd_lane){.o = cpu_ops, .m = cpu_m};
+        f->embed_lane = pl->embed_on_cpu;
+        f->head_lane = pl->head_on_cpu;
+        f->layer_lane = malloc((size_t)m->cfg.n_layers);
+        f->xfer = malloc((size_t)max_tokens * (size_t)m->cfg.hidden_size * sizeof *f->xfer);
+        if (!f->layer_lane || !f->xfer) st = tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+        for (int l = 0; st == TL_OK && l < m->cfg.n_layers; l++)
+            f->layer_lane[l] = pl->layer_on_cpu[l] ? 1 : 0;
+        if (st == TL_OK) st = lane_alloc(&f->lane[1], max_tokens, max_seqs, err);
+    }
+    if (st != TL_OK) {
+        forward_destroy(f);
+        return st;
+    }
+    {
+        struct fwd_lane *l0 = &f->lane[0];
+        f->res = l0->res, f->xn = l0->xn, f->q = l0->q, f->k = l0->k, f->v = l0->v;
+        f->attn = l0->attn, f->proj = l0->proj, f->gate = l0->gate, f->up = l0->up;
+        f->last = l0->last, f->logits = l0->logits;
     }
     f->logit_rows = malloc((size_t)max_seqs * sizeof *f->logit_rows);
     f->hook_buf = malloc((size_t)m->cfg.hidden_size * sizeof *f->hook_buf);
@@ -104,10 +165,10 @@ enum tl_status forward_create(const struct model *m, const struct ops *ops, int 
 
 void forward_destroy(struct forward *f) {
     if (!f) return;
-    void *bufs[] = {f->res,  f->xn,   f->q,  f->k,    f->v,     f->attn,
-                    f->proj, f->gate, f->up, f->last, f->logits};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) f->ops->buf_free(f->ops->ctx, bufs[i]);
+    for (int i = 0; i < 2; i++)
+        if (f->lane[i].o) lane_free(&f->lane[i]);
+    free(f->layer_lane);
+    free(f->xfer);
     free(f->logit_rows);
     free(f->hook_buf);
     free(f->pad_seqs);
@@ -159,12 +220,13 @@ static enum tl_status check_batch(const struct forward *f, const struct fwd_batc
     return TL_OK;
 }
 
-static enum tl_status hook_call(struct forward *f, const void *buf, int layer) {
+static enum tl_status hook_call(struct forward *f, const struct ops *o, const void *buf,
+                                int layer) {
     const struct config *c = &f->m->cfg;
     if (!f->hook || f->hook_token < 0) return TL_OK;
-    size_t off = (size_t)f->hook_token * c->hidden_size * dtype_size(f->ops->act_dtype);
+    size_t off = (size_t)f->hook_token * c->hidden_size * dtype_size(o->act_dtype);
     enum tl_status st =
-        f->ops->read_f32(f->ops->ctx, (const char *)buf + off, (size_t)c->hidden_size, f->hook_buf);
+        o->read_f32(o->ctx, (const char *)buf + off, (size_t)c->hidden_size, f->hook_buf);
     if (st == TL_OK) f->hook(f->hook_user, layer, f->hook_buf, c->hidden_size);
     return st;
 }
@@ -182,53 +244,106 @@ static enum tl_status mm(const struct ops *o, const void *x, int m, const struct
 #define OP(call, what)                                                                             \
     do {                                                                                           \
         enum tl_status st_ = (call);                                                               \
-        if (st_ != TL_OK) return ops_err(f, st_, err, what);                                       \
+        if (st_ != TL_OK) return ops_err(f, o, st_, err, what);                                    \
     } while (0)
 
-/* The layers, from the embedding to the logits of the gathered rows (left on the device). */
-static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *err) {
-    const struct model *m = f->m;
-    const struct config *c = &m->cfg;
-    const struct ops *o = f->ops;
+/* One layer on one lane: attention and MLP sub-blocks, the MLP output left in proj (it joins
+ * the stream in the next rmsnorm). */
+static enum tl_status run_layer(struct forward *f, const struct fwd_lane *ln, int l, int T,
+                                bool pending, struct tl_err *err) {
+    const struct config *c = &f->m->cfg;
+    const struct model_layer *L = &ln->m->layers[l];
+    const struct ops *o = ln->o;
     void *x = o->ctx;
-    OP(o->embedding(x, &m->embed, f->res), "embedding");
-    for (int l = 0; l < c->n_layers; l++) {
-        const struct model_layer *L = &m->layers[l];
-        /* the MLP output of the previous layer joins the stream here */
-        OP(o->rmsnorm(x, f->res, l ? f->proj : NULL, &L->attn_norm, c->rms_norm_eps, T, f->xn),
-           "rmsnorm");
-        OP(hook_call(f, f->res, l), "read hidden state");
-        {
-            const struct tl_tensor *w[3] = {&L->wq, &L->wk, &L->wv};
-            const struct tl_tensor *b[3] = {opt(&L->bq), opt(&L->bk), opt(&L->bv)};
-            void *y[3] = {f->q, f->k, f->v};
-            OP(o->matmul(x, f->xn, T, 3, w, b, y), "q/k/v_proj");
-        }
-        OP(o->rope_kv_write(x, l, f->q, f->k, f->v), "rope/kv write");
-        OP(o->attention(x, l, f->q, f->attn), "attention");
-        OP(mm(o, f->attn, T, &L->wo, opt(&L->bo), f->proj), "o_proj");
-        OP(o->rmsnorm(x, f->res, f->proj, &L->mlp_norm, c->rms_norm_eps, T, f->xn), "rmsnorm");
-        {
-            const struct tl_tensor *w[2] = {&L->w_gate, &L->w_up};
-            void *y[2] = {f->gate, f->up};
-            OP(o->matmul(x, f->xn, T, 2, w, NULL, y), "gate/up_proj");
-        }
-        OP(o->silu_mul(x, f->gate, f->up, T, c->intermediate_size, f->gate), "silu*mul");
-        OP(mm(o, f->gate, T, &L->w_down, NULL, f->proj), "down_proj");
+    if (o->layer_begin) OP(o->layer_begin(x, l), "layer begin");
+    OP(o->rmsnorm(x, ln->res, pending ? ln->proj : NULL, &L->attn_norm, c->rms_norm_eps, T, ln->xn),
+       "rmsnorm");
+    OP(hook_call(f, o, ln->res, l), "read hidden state");
+    {
+        const struct tl_tensor *w[3] = {&L->wq, &L->wk, &L->wv};
+        const struct tl_tensor *b[3] = {opt(&L->bq), opt(&L->bk), opt(&L->bv)};
+        void *y[3] = {ln->q, ln->k, ln->v};
+        OP(o->matmul(x, ln->xn, T, 3, w, b, y), "q/k/v_proj");
     }
-    OP(o->rmsnorm(x, f->res, f->proj, &m->final_norm, c->rms_norm_eps, T, f->xn), "final norm");
-    OP(hook_call(f, f->xn, c->n_layers), "read hidden state");
-    if (nl == 0) return TL_OK;
-    OP(o->gather_rows(x, f->xn, c->hidden_size, f->logit_rows, nl, f->last), "gather");
-    OP(mm(o, f->last, nl, &m->lm_head, NULL, f->logits), "lm_head");
+    OP(o->rope_kv_write(x, l, ln->q, ln->k, ln->v), "rope/kv write");
+    OP(o->attention(x, l, ln->q, ln->attn), "attention");
+    OP(mm(o, ln->attn, T, &L->wo, opt(&L->bo), ln->proj), "o_proj");
+    OP(o->rmsnorm(x, ln->res, ln->proj, &L->mlp_norm, c->rms_norm_eps, T, ln->xn), "rmsnorm");
+    {
+        const struct tl_tensor *w[2] = {&L->w_gate, &L->w_up};
+        void *y[2] = {ln->gate, ln->up};
+        OP(o->matmul(x, ln->xn, T, 2, w, NULL, y), "gate/up_proj");
+    }
+    OP(o->silu_mul(x, ln->gate, ln->up, T, c->intermediate_size, ln->gate), "silu*mul");
+    OP(mm(o, ln->gate, T, &L->w_down, NULL, ln->proj), "down_proj");
+    if (o->layer_end) OP(o->layer_end(x, l), "layer end");
+    return TL_OK;
+}
+
+/* Moves the residual stream (and the MLP output not yet added, when pending) from one lane to
+ * the other through host fp32: kilobytes per decode token. */
+static enum tl_status cross(struct forward *f, int from, int to, int T, bool pending,
+                            struct tl_err *err) {
+    const struct fwd_lane *a = &f->lane[from], *b = &f->lane[to];
+    size_t n = (size_t)T * (size_t)f->m->cfg.hidden_size;
+    void *src[2] = {a->res, a->proj}, *dst[2] = {b->res, b->proj};
+    for (int i = 0; i < (pending ? 2 : 1); i++) {
+        enum tl_status st = a->o->read_f32(a->o->ctx, src[i], n, f->xfer);
+        if (st != TL_OK) return ops_err(f, a->o, st, err, "read hidden state");
+        st = b->o->write_f32(b->o->ctx, f->xfer, n, dst[i]);
+        if (st != TL_OK) return ops_err(f, b->o, st, err, "write hidden state");
+    }
+    return TL_OK;
+}
+
+/* The layers, from the embedding to the logits of the gathered rows (left in the head lane's
+ * logits buffer). */
+static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *err) {
+    const struct config *c = &f->m->cfg;
+    int cur = f->split ? f->embed_lane : 0;
+    {
+        const struct fwd_lane *ln = &f->lane[cur];
+        const struct ops *o = ln->o;
+        OP(o->embedding(o->ctx, &ln->m->embed, ln->res), "embedding");
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        int want = f->split ? f->layer_lane[l] : 0;
+        if (want != cur) {
+            enum tl_status st = cross(f, cur, want, T, l > 0, err);
+            if (st != TL_OK) return st;
+            cur = want;
+        }
+        enum tl_status st = run_layer(f, &f->lane[cur], l, T, l > 0, err);
+        if (st != TL_OK) return st;
+    }
+    int want = f->split ? f->head_lane : 0;
+    if (want != cur) {
+        enum tl_status st = cross(f, cur, want, T, true, err);
+        if (st != TL_OK) return st;
+        cur = want;
+    }
+    const struct fwd_lane *ln = &f->lane[cur];
+    const struct ops *o = ln->o;
+    void *x = o->ctx;
+    OP(o->rmsnorm(x, ln->res, ln->proj, &ln->m->final_norm, c->rms_norm_eps, T, ln->xn),
+       "final norm");
+    OP(hook_call(f, o, ln->xn, c->n_layers), "read hidden state");
+    /* the head is unit n_layers for a backend that streams it, and runs every step so the
+     * backend's ring of streamed units stays in step */
+    if (o->layer_begin) OP(o->layer_begin(x, c->n_layers), "layer begin");
+    if (nl > 0) {
+        OP(o->gather_rows(x, ln->xn, c->hidden_size, f->logit_rows, nl, ln->last), "gather");
+        OP(mm(o, ln->last, nl, &ln->m->lm_head, NULL, ln->logits), "lm_head");
+    }
+    if (o->layer_end) OP(o->layer_end(x, c->n_layers), "layer end");
     return TL_OK;
 }
 
 /* Decode steps of up to 16 sequences are padded to a bucket so a backend can replay one
  * captured graph per bucket: pad sequences decode token 0 at position 0 into the pad block. */
 static int decode_bucket(const struct forward *f, const struct fwd_batch *b) {
-    if (f->pad_block < 0 || !f->ops->graph_mode || f->hook || b->n_tokens != b->n_seqs ||
-        b->n_seqs > 16)
+    if (f->pad_block < 0 || !f->ops->graph_mode || f->hook || f->split ||
+        b->n_tokens != b->n_seqs || b->n_seqs > 16)
         return 0;
     for (int s = 0; s < b->n_seqs; s++)
         if (b->seqs[s].n_new != 1 || !b->seqs[s].want_logits) return 0;
@@ -263,6 +378,11 @@ enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float 
         pb = (struct fwd_batch){bucket, f->pad_seqs, bucket, f->pad_tokens, f->pad_positions};
     }
     OP(o->begin_step(x, &pb), "begin_step");
+    if (f->split) {
+        const struct ops *co = f->lane[1].o;
+        st = co->begin_step(co->ctx, &pb);
+        if (st != TL_OK) return ops_err(f, co, st, err, "begin_step");
+    }
     if (bucket) mode = o->graph_mode(x);
     if (mode == 1) {
         OP(o->graph_replay(x), "graph replay");
@@ -271,15 +391,22 @@ enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float 
         st = run_ops(f, pb.n_tokens, bucket ? bucket : nl, err);
         if (mode == 2) {
             enum tl_status st2 = o->graph_capture_end(x); /* ends the capture even on failure */
-            if (st == TL_OK && st2 != TL_OK) return ops_err(f, st2, err, "graph capture");
+            if (st == TL_OK && st2 != TL_OK) return ops_err(f, o, st2, err, "graph capture");
         }
         if (st != TL_OK) return st;
     }
     if (nl == 0) return TL_OK;
-    OP(o->read_f32(x, f->logits, (size_t)nl * c->vocab_size, logits), "read logits");
+    const struct fwd_lane *hl = &f->lane[f->split ? f->head_lane : 0];
+    st = hl->o->read_f32(hl->o->ctx, hl->logits, (size_t)nl * c->vocab_size, logits);
+    if (st != TL_OK) return ops_err(f, hl->o, st, err, "read logits");
     return TL_OK;
 }
 
 void forward_set_pad_block(struct forward *f, int32_t block) {
     f->pad_block = block;
+}
+
+double forward_device_seconds(const struct forward *f) {
+    const struct ops *o = f->ops;
+    return o->step_device_seconds ? o->step_device_seconds(o->ctx) : 0.0;
 }

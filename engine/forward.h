@@ -4,6 +4,9 @@
 #ifndef TL_FORWARD_H
 #define TL_FORWARD_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "model.h"
 #include "ops.h"
 #include "status.h"
@@ -20,6 +23,23 @@ enum tl_status forward_create(const struct model *m, const struct ops *ops, int 
                               int max_seqs, struct forward **out, struct tl_err *err);
 void forward_destroy(struct forward *f);
 
+/* Which backend runs what in a split run: the main backend (usually the GPU, which may stream
+ * some of its layers' weights) or the CPU. */
+struct fwd_placement {
+    const uint8_t *layer_on_cpu; /* (n_layers) 1 = the CPU computes this layer */
+    bool embed_on_cpu;           /* the embedding lookup runs on the CPU (table in host RAM) */
+    bool head_on_cpu;            /* final norm + lm_head on the CPU */
+};
+
+/* A forward over two backends: layers the placement gives the CPU run on cpu_ops with cpu_m
+ * (the host model), the rest on ops with m; the residual stream crosses between them in host
+ * fp32. Without cpu_ops / pl it is forward_create. Both backends see every step's batch (each
+ * keeps the KV of its own layers under the same block ids). */
+enum tl_status forward_create_split(const struct model *m, const struct ops *ops,
+                                    const struct model *cpu_m, const struct ops *cpu_ops,
+                                    const struct fwd_placement *pl, int max_tokens, int max_seqs,
+                                    struct forward **out, struct tl_err *err);
+
 /* Bytes of activation buffers forward_create will ask the backend for (each rounded up to 256
  * bytes), so a backend can plan its memory before the forward exists. */
 size_t forward_activation_bytes(const struct config *c, enum tl_dtype act, int max_tokens,
@@ -34,6 +54,9 @@ enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float 
  * replays as graphs (CUDA). The block must stay allocated while the forward lives; without one
  * every step runs op by op. */
 void forward_set_pad_block(struct forward *f, int32_t block);
+
+/* Seconds the main backend's device worked on the last step (0 when it cannot tell). */
+double forward_device_seconds(const struct forward *f);
 
 /* Installs a hook that sees the hidden state of token `token` (index in the batch). */
 void forward_set_hidden_hook(struct forward *f, forward_hidden_hook hook, void *user, int token);

@@ -75,6 +75,16 @@ struct ops {
     /* out (n, dim) = x[rows[i]] for i < n; rows in host memory. */
     enum tl_status (*gather_rows)(void *ctx, const void *x, int dim, const int32_t *rows, int n,
                                   void *out);
+    /* dst (n activations) = src (host fp32), the hidden state coming back from layers another
+     * backend ran. src may be reused as soon as it returns. */
+    enum tl_status (*write_f32)(void *ctx, const float *src, size_t n, void *dst);
+    /* Optional: called around each layer's ops, so a backend that streams a layer's weights can
+     * wait for their copy before the layer and reuse the slot after it. */
+    enum tl_status (*layer_begin)(void *ctx, int layer);
+    enum tl_status (*layer_end)(void *ctx, int layer);
+    /* Optional: seconds the device worked on the last step, from its first op to its last (for
+     * the "GPU busy" share of a step's wall time). 0 when unknown. */
+    double (*step_device_seconds)(void *ctx);
 };
 
 #endif

@@ -12,6 +12,7 @@
 #include "forward.h"
 #include "kern.h"
 #include "kern_attention.h"
+#include "kern_copy.h"
 #include "kern_matmul.h"
 #include "rope.h"
 
@@ -26,7 +27,8 @@ struct gpu_backend {
     struct config cfg;
     char *arena; /* one kern_alloc */
     size_t arena_bytes;
-    char *kv;                 /* (n_layers, 2, layer_bytes) */
+    char *kv;                 /* (n_kv_layers, 2, layer_bytes) */
+    int *kv_index;            /* (n_layers) layer -> its KV in kv, -1 for CPU layers */
     size_t kv_layer_bytes;    /* one of K or V of one layer */
     char *act_next, *act_end; /* bump allocator for the forward's buffers */
     float *inv_freq;          /* device (hd / 2) */
@@ -46,6 +48,18 @@ struct gpu_backend {
     int graph_key; /* this step's graph, -1 when it runs eagerly */
     bool enforce_eager;
     int32_t *iota_dev; /* 0, 1, 2, ...: the gather rows of a decode step */
+    /* weight streaming: streamed layer k (in layer order) lives at stream_host[k] (pinned) and
+     * runs from slot k % n_slots; events 0..n_stream-1 mark "copy of k done", n_stream + j
+     * "slot j free" */
+    struct kern_copier *cp;
+    int n_stream, n_slots;
+    int *stream_idx;     /* (n_layers + 1; the last is lm_head) index among streamed units, or -1 */
+    char *stream_pinned; /* owned, kern_host_alloc: all streamed layers' images */
+    size_t *stream_off;  /* (n_stream + 1) offsets of the images in stream_pinned */
+    char *slots;         /* device: n_slots * slot_bytes (inside the arena) */
+    size_t slot_bytes;
+    bool no_graphs;         /* streaming: every step runs op by op */
+    struct kern_span *span; /* the device time of each step: begin_step .. the final read */
     char err[512];
 };
 
@@ -98,6 +112,7 @@ static enum tl_status op_read_f32(void *ctx, const void *src, size_t n, float *d
     if (n > be->f32_elems) return be_fail(be, TL_ERR_INTERNAL, "read_f32 of %zu elements", n);
     enum tl_status st = kern_to_f32(be->kc, be->act, src, n, be->f32_scratch);
     if (st == TL_OK) st = kern_download(be->kc, dst, be->f32_scratch, n * sizeof(float));
+    if (st == TL_OK) st = kern_span_end(be->span);
     if (st == TL_OK) st = kern_sync(be->kc);
     return kfail(be, st);
 }
@@ -113,7 +128,7 @@ static enum tl_status op_begin_step(void *ctx, const struct fwd_batch *b) {
     /* A small pure-decode step can run as a graph: its launch shapes must not depend on the
      * step, so the table stride and the attention split are sized for max-model-len. */
     be->graph_key = -1;
-    if (!be->enforce_eager && T == S && S <= GRAPH_MAX_SEQS) {
+    if (!be->enforce_eager && !be->no_graphs && T == S && S <= GRAPH_MAX_SEQS) {
         be->graph_key = S;
         for (int s = 0; s < S; s++)
             if (b->seqs[s].n_new != 1) be->graph_key = -1;
@@ -156,7 +171,8 @@ static enum tl_status op_begin_step(void *ctx, const struct fwd_batch *b) {
         for (int i = q->n_blocks; i < mb; i++) tables[(size_t)s * mb + i] = 0;
     }
     start[S] = t;
-    enum tl_status st = kern_upload(be->kc, be->meta, h, n * sizeof *h);
+    enum tl_status st = kern_span_begin(be->span);
+    if (st == TL_OK) st = kern_upload(be->kc, be->meta, h, n * sizeof *h);
     if (st != TL_OK) return kfail(be, st);
     int32_t *d = be->meta;
     be->batch = (struct kern_batch){.n_tokens = T,
@@ -190,23 +206,26 @@ static enum tl_status op_matmul(void *ctx, const void *x, int m, int n_w,
     return kfail(be, kern_matmul(be->kc, be->act, x, m, n_w, w, bias, y));
 }
 
-static void layer_cache(struct gpu_backend *be, int layer, char **k, char **v) {
-    *k = be->kv + (size_t)layer * 2 * be->kv_layer_bytes;
+static enum tl_status layer_cache(struct gpu_backend *be, int layer, char **k, char **v) {
+    if (layer < 0 || layer >= be->cfg.n_layers || be->kv_index[layer] < 0)
+        return be_fail(be, TL_ERR_INTERNAL, "layer %d has no KV on the GPU", layer);
+    *k = be->kv + (size_t)be->kv_index[layer] * 2 * be->kv_layer_bytes;
     *v = *k + be->kv_layer_bytes;
+    return TL_OK;
 }
 
 static enum tl_status op_rope_kv_write(void *ctx, int layer, void *q, void *k, const void *v) {
     struct gpu_backend *be = ctx;
-    char *kc, *vc;
-    layer_cache(be, layer, &kc, &vc);
+    char *kc = NULL, *vc = NULL;
+    if (layer_cache(be, layer, &kc, &vc) != TL_OK) return TL_ERR_INTERNAL;
     return kfail(be, kern_rope_kv_write(be->kc, &be->shape, &be->batch, be->act, be->inv_freq, q, k,
                                         v, kc, vc));
 }
 
 static enum tl_status op_attention(void *ctx, int layer, const void *q, void *out) {
     struct gpu_backend *be = ctx;
-    char *kc, *vc;
-    layer_cache(be, layer, &kc, &vc);
+    char *kc = NULL, *vc = NULL;
+    if (layer_cache(be, layer, &kc, &vc) != TL_OK) return TL_ERR_INTERNAL;
     return kfail(be, kern_attention(be->kc, &be->shape, &be->batch, be->act, q, kc, vc, out,
                                     be->attn_ws, be->attn_ws_bytes));
 }
@@ -234,6 +253,46 @@ static enum tl_status op_gather_rows(void *ctx, const void *x, int dim, const in
     }
     if (st == TL_OK) st = kern_gather_rows_act(be->kc, be->act, x, dim, dev_rows, n, out);
     return kfail(be, st);
+}
+
+static enum tl_status op_write_f32(void *ctx, const float *src, size_t n, void *dst) {
+    struct gpu_backend *be = ctx;
+    if (n > be->f32_elems) return be_fail(be, TL_ERR_INTERNAL, "write_f32 of %zu elements", n);
+    /* from pageable memory the copy has consumed src when it returns */
+    enum tl_status st = kern_upload(be->kc, be->f32_scratch, src, n * sizeof *src);
+    if (st == TL_OK) st = kern_from_f32(be->kc, be->act, be->f32_scratch, n, dst);
+    return kfail(be, st);
+}
+
+/* A streamed layer waits for its weights; afterwards its slot takes the streamed layer n_slots
+ * further on (wrapping into the next step), as soon as the compute stream is done with it. */
+static enum tl_status op_layer_begin(void *ctx, int layer) {
+    struct gpu_backend *be = ctx;
+    int k = be->stream_idx[layer];
+    if (k < 0) return TL_OK;
+    return kfail(be, kern_copier_wait(be->cp, k));
+}
+
+static enum tl_status stream_issue(struct gpu_backend *be, int k, int wait_ev) {
+    char *slot = be->slots + (size_t)(k % be->n_slots) * be->slot_bytes;
+    return kern_copier_h2d(be->cp, slot, be->stream_pinned + be->stream_off[k],
+                           be->stream_off[k + 1] - be->stream_off[k], wait_ev, k);
+}
+
+static enum tl_status op_layer_end(void *ctx, int layer) {
+    struct gpu_backend *be = ctx;
+    int k = be->stream_idx[layer];
+    if (k < 0 || be->n_stream <= be->n_slots) return TL_OK; /* every streamed layer stays put */
+    int j = k % be->n_slots, free_ev = be->n_stream + j;
+    enum tl_status st = kern_copier_mark(be->cp, free_ev);
+    if (st == TL_OK) st = stream_issue(be, (k + be->n_slots) % be->n_stream, free_ev);
+    return kfail(be, st);
+}
+
+static double op_step_device_seconds(void *ctx) {
+    struct gpu_backend *be = ctx;
+    double s = 0.0;
+    return kern_span_seconds(be->span, &s) == TL_OK ? s : 0.0;
 }
 
 static int op_graph_mode(void *ctx) {
@@ -301,22 +360,66 @@ static enum tl_status upload_tensor(struct upload *u, const struct tl_tensor *h,
     return TL_OK;
 }
 
-static size_t weight_bytes_on_device(const struct model *m, enum tl_dtype act) {
-    size_t total = 0, es = dtype_size(act);
-    const struct config *c = &m->cfg;
-    const struct tl_tensor *top[] = {&m->embed, &m->final_norm,
-                                     c->tie_word_embeddings ? NULL : &m->lm_head};
-    for (int i = 0; i < 3; i++)
-        if (top[i]) total += up((size_t)top[i]->rows * (size_t)top[i]->cols * es);
-    for (int l = 0; l < c->n_layers; l++) {
-        const struct model_layer *L = &m->layers[l];
-        const struct tl_tensor *t[] = {&L->attn_norm, &L->wq,   &L->wk,    &L->wv, &L->wo,
-                                       &L->bq,        &L->bk,   &L->bv,    &L->bo, &L->mlp_norm,
-                                       &L->w_gate,    &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-            if (t[i]->data) total += up((size_t)t[i]->rows * (size_t)t[i]->cols * es);
-    }
+static int place_of(const struct gpu_backend_opts *o, int l) {
+    return o->layer_place ? o->layer_place[l] : GPU_PLACE_RESIDENT;
+}
+
+#define LAYER_TENSORS 13
+static void layer_tensors(const struct model_layer *L, const struct tl_tensor *t[LAYER_TENSORS]) {
+    const struct tl_tensor *v[LAYER_TENSORS] = {
+        &L->attn_norm, &L->wq, &L->wk,       &L->wv,     &L->wo,   &L->bq,    &L->bk,
+        &L->bv,        &L->bo, &L->mlp_norm, &L->w_gate, &L->w_up, &L->w_down};
+    memcpy(t, v, sizeof v);
+}
+
+static size_t tensor_bytes(const struct tl_tensor *t, enum tl_dtype act) {
+    return t->data ? up((size_t)t->rows * (size_t)t->cols * dtype_size(act)) : 0;
+}
+
+/* One layer's weights in the activation dtype, as uploaded (each tensor 256-byte aligned). */
+static size_t layer_bytes(const struct model *m, int l, enum tl_dtype act) {
+    const struct tl_tensor *t[LAYER_TENSORS];
+    layer_tensors(&m->layers[l], t);
+    size_t total = 0;
+    for (int i = 0; i < LAYER_TENSORS; i++) total += tensor_bytes(t[i], act);
     return total;
+}
+
+/* The embedding table is needed on the device unless the CPU does the lookup, or when it is
+ * also the (tied) lm_head the device runs. */
+static bool head_resident(const struct gpu_backend_opts *o) {
+    return !o->head_on_host && !o->head_streamed;
+}
+
+static bool embed_on_device(const struct model *m, const struct gpu_backend_opts *o) {
+    return !o->embed_on_host || (m->cfg.tie_word_embeddings && head_resident(o));
+}
+
+static size_t weight_bytes_on_device(const struct model *m, enum tl_dtype act,
+                                     const struct gpu_backend_opts *o) {
+    const struct config *c = &m->cfg;
+    size_t total = tensor_bytes(&m->final_norm, act);
+    if (embed_on_device(m, o)) total += tensor_bytes(&m->embed, act);
+    if (!c->tie_word_embeddings && head_resident(o)) total += tensor_bytes(&m->lm_head, act);
+    for (int l = 0; l < c->n_layers; l++)
+        if (place_of(o, l) == GPU_PLACE_RESIDENT) total += layer_bytes(m, l, act);
+    return total;
+}
+
+/* Converts a host tensor into dst (host memory) in the activation dtype. */
+static void stage_tensor(struct upload *u, const struct tl_tensor *h, char *dst) {
+    enum tl_dtype act = u->be->act;
+    size_t n = (size_t)h->rows * (size_t)h->cols, es = dtype_size(act);
+    if (h->dtype == act) {
+        memcpy(dst, h->data, n * es);
+        return;
+    }
+    float *f32 = u->host_buf;
+    for (size_t i = 0; i < n; i += u->host_buf_elems) {
+        size_t m = n - i < u->host_buf_elems ? n - i : u->host_buf_elems;
+        dtype_to_f32(h->dtype, (const char *)h->data + i * dtype_size(h->dtype), f32, m);
+        dtype_from_f32(act, f32, dst + i * es, m);
+    }
 }
 
 static enum tl_status upload_model(struct gpu_backend *be, const struct model *h, char *region,
@@ -333,26 +436,47 @@ static enum tl_status upload_model(struct gpu_backend *be, const struct model *h
         free(u.host_buf);
         return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
     }
-    enum tl_status st = upload_tensor(&u, &h->embed, &d->embed, err);
+    enum tl_status st = TL_OK;
+    if (embed_on_device(h, o)) st = upload_tensor(&u, &h->embed, &d->embed, err);
     if (st == TL_OK) st = upload_tensor(&u, &h->final_norm, &d->final_norm, err);
-    if (st == TL_OK && !h->cfg.tie_word_embeddings)
+    if (st == TL_OK && !h->cfg.tie_word_embeddings && head_resident(o))
         st = upload_tensor(&u, &h->lm_head, &d->lm_head, err);
-    if (h->cfg.tie_word_embeddings) d->lm_head = d->embed;
+    if (h->cfg.tie_word_embeddings && head_resident(o)) d->lm_head = d->embed;
+    if (o->head_streamed) { /* the head's image: lm_head (the embedding table when tied) */
+        int k = be->stream_idx[h->cfg.n_layers];
+        d->lm_head = h->lm_head;
+        d->lm_head.dtype = be->act;
+        stage_tensor(&u, &h->lm_head, be->stream_pinned + be->stream_off[k]);
+        d->lm_head.data = be->slots + (size_t)(k % be->n_slots) * be->slot_bytes;
+    }
     for (int l = 0; st == TL_OK && l < h->cfg.n_layers; l++) {
-        const struct model_layer *H = &h->layers[l];
-        struct model_layer *D = &d->layers[l];
-        const struct tl_tensor *src[] = {&H->attn_norm, &H->wq,   &H->wk,    &H->wv, &H->wo,
-                                         &H->bq,        &H->bk,   &H->bv,    &H->bo, &H->mlp_norm,
-                                         &H->w_gate,    &H->w_up, &H->w_down};
-        struct tl_tensor *dst[] = {&D->attn_norm, &D->wq,   &D->wk,    &D->wv, &D->wo,
-                                   &D->bq,        &D->bk,   &D->bv,    &D->bo, &D->mlp_norm,
-                                   &D->w_gate,    &D->w_up, &D->w_down};
-        for (size_t i = 0; st == TL_OK && i < sizeof src / sizeof src[0]; i++)
-            st = upload_tensor(&u, src[i], dst[i], err);
+        const struct tl_tensor *src[LAYER_TENSORS], *dsts[LAYER_TENSORS];
+        layer_tensors(&h->layers[l], src);
+        layer_tensors(&d->layers[l], dsts);
+        int place = place_of(o, l), k = be->stream_idx[l];
+        size_t off = 0;
+        for (int i = 0; st == TL_OK && i < LAYER_TENSORS; i++) {
+            struct tl_tensor *dt = (struct tl_tensor *)dsts[i];
+            if (place == GPU_PLACE_RESIDENT) {
+                st = upload_tensor(&u, src[i], dt, err);
+            } else if (place == GPU_PLACE_STREAM && src[i]->data) {
+                /* the host image, and the device tensor at the same offset in its slot */
+                *dt = *src[i];
+                dt->dtype = be->act;
+                stage_tensor(&u, src[i], be->stream_pinned + be->stream_off[k] + off);
+                dt->data = be->slots + (size_t)(k % be->n_slots) * be->slot_bytes + off;
+                off += tensor_bytes(src[i], be->act);
+            }
+        }
     }
     d->weight_bytes = u.done;
     free(u.host_buf);
-    return st;
+    if (st != TL_OK || be->n_stream == 0) return st;
+    /* fill the slots: the first n_slots streamed layers */
+    for (int k = 0; st == TL_OK && k < be->n_slots && k < be->n_stream; k++)
+        st = stream_issue(be, k, -1);
+    if (st != TL_OK) return tl_fail(err, st, "streaming weights: %s", kern_last_error(be->kc));
+    return TL_OK;
 }
 
 /* ---------------- plan + create ---------------- */
@@ -402,18 +526,62 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     size_t used = di.total_bytes - di.free_bytes;
     size_t budget = cap > used ? cap - used : 0;
     size_t es = dtype_size(act);
-    size_t w_bytes = weight_bytes_on_device(host, act);
+    /* placement: which layers stream (and their pinned images), which have KV here */
+    be->kv_index = malloc((size_t)c->n_layers * sizeof *be->kv_index);
+    be->stream_idx = malloc((size_t)(c->n_layers + 1) * sizeof *be->stream_idx);
+    be->stream_off = calloc((size_t)c->n_layers + 2, sizeof *be->stream_off);
+    if (!be->kv_index || !be->stream_idx || !be->stream_off) {
+        st = tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+        goto fail;
+    }
+    int n_kv_layers = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        int place = place_of(o, l);
+        be->kv_index[l] = place == GPU_PLACE_CPU ? -1 : n_kv_layers++;
+        be->stream_idx[l] = -1;
+        if (place == GPU_PLACE_STREAM) {
+            size_t lb = layer_bytes(host, l, act);
+            be->stream_idx[l] = be->n_stream;
+            be->stream_off[be->n_stream + 1] = be->stream_off[be->n_stream] + lb;
+            be->n_stream++;
+            if (lb > be->slot_bytes) be->slot_bytes = lb;
+        }
+    }
+    be->stream_idx[c->n_layers] = -1;
+    if (o->head_streamed) {
+        if (o->head_on_host) {
+            st = tl_fail(err, TL_ERR_INVALID, "lm_head cannot be both streamed and on the CPU");
+            goto fail;
+        }
+        size_t hb = tensor_bytes(&host->lm_head, act);
+        be->stream_idx[c->n_layers] = be->n_stream;
+        be->stream_off[be->n_stream + 1] = be->stream_off[be->n_stream] + hb;
+        be->n_stream++;
+        if (hb > be->slot_bytes) be->slot_bytes = hb;
+    }
+    if (be->n_stream > 0) {
+        be->n_slots = o->stream_slots < 1 ? 1 : o->stream_slots;
+        if (be->n_slots > be->n_stream) be->n_slots = be->n_stream;
+        be->no_graphs = true;
+    }
+    bool split =
+        be->n_stream > 0 || n_kv_layers < c->n_layers || o->embed_on_host || o->head_on_host;
+    size_t slots_bytes = (size_t)be->n_slots * be->slot_bytes;
+    size_t w_bytes = weight_bytes_on_device(host, act, o) + slots_bytes;
     size_t a_bytes = forward_activation_bytes(c, act, o->max_tokens, o->max_seqs);
     be->attn_ws_bytes = kern_attention_workspace_bytes(&be->shape, o->max_tokens, o->max_model_len);
     be->f32_elems = (size_t)o->max_seqs * (size_t)c->vocab_size;
+    /* the residual stream crosses to and from the CPU lane through the same scratch */
+    if (split && be->f32_elems < (size_t)o->max_tokens * (size_t)c->hidden_size)
+        be->f32_elems = (size_t)o->max_tokens * (size_t)c->hidden_size;
     be->meta_elems = 3 * (size_t)o->max_tokens + 2 * (size_t)o->max_seqs + 1 +
                      (size_t)o->max_seqs * (size_t)be->max_blocks;
     size_t ws_bytes = up(be->attn_ws_bytes) + up(be->f32_elems * 4) + up(be->meta_elems * 4) +
                       2 * up((size_t)o->max_seqs * 4) + up((size_t)c->head_dim / 2 * 4);
     size_t fixed = w_bytes + a_bytes + ws_bytes + CUBLAS_RESERVE;
     be->kv_layer_bytes = 0;
-    size_t block_bytes = 2 * (size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)c->head_dim *
-                         (size_t)o->block_size * es;
+    size_t block_bytes = 2 * (size_t)(n_kv_layers ? n_kv_layers : 1) * (size_t)c->n_kv_heads *
+                         (size_t)c->head_dim * (size_t)o->block_size * es;
     size_t per_seq = (size_t)be->max_blocks * block_bytes;
     snprintf(plan->device_name, sizeof plan->device_name, "%s", di.name);
     plan->budget_bytes = budget;
@@ -422,6 +590,8 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     plan->workspace_bytes = ws_bytes + CUBLAS_RESERVE;
     plan->kv_block_bytes = block_bytes;
     plan->dtype = act;
+    plan->stream_host_bytes = be->stream_off[be->n_stream];
+    plan->stream_slot_bytes = slots_bytes;
     if (fixed + per_seq > budget) {
         size_t kv_free = budget > fixed ? budget - fixed : 0;
         long fit_len = (long)(kv_free / block_bytes) * o->block_size;
@@ -457,8 +627,9 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
         nb = o->num_blocks_override;
     }
     be->num_blocks = nb;
-    be->kv_layer_bytes = block_bytes / 2 / (size_t)c->n_layers * (size_t)nb;
-    size_t kv_bytes = 2 * (size_t)c->n_layers * be->kv_layer_bytes;
+    int kv_layers = n_kv_layers ? n_kv_layers : 1;
+    be->kv_layer_bytes = block_bytes / 2 / (size_t)kv_layers * (size_t)nb;
+    size_t kv_bytes = 2 * (size_t)kv_layers * be->kv_layer_bytes;
     plan->num_blocks = nb;
     plan->kv_bytes = kv_bytes;
     be->arena_bytes = w_bytes + up(kv_bytes) + a_bytes + ws_bytes;
@@ -467,6 +638,7 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
         goto fail;
     }
     char *p = be->arena + w_bytes;
+    be->slots = p - slots_bytes; /* the end of the weight region */
     be->kv = p;
     p += up(kv_bytes);
     be->act_next = p;
@@ -506,7 +678,17 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
         tl_fail(err, st, "%s", kern_last_error(be->kc));
         goto fail;
     }
-    if ((st = upload_model(be, host, be->arena, w_bytes, o, err)) != TL_OK) goto fail;
+    if (be->n_stream > 0) {
+        /* pinned images of the streamed layers (NUMA-local: the allocating thread's node) */
+        if ((st = kern_host_alloc(be->kc, be->stream_off[be->n_stream],
+                                  (void **)&be->stream_pinned)) != TL_OK ||
+            (st = kern_copier_create(be->kc, be->n_stream + be->n_slots, &be->cp)) != TL_OK) {
+            tl_fail(err, st, "pinning %.2f GiB for streamed weights: %s",
+                    be->stream_off[be->n_stream] / GIB, kern_last_error(be->kc));
+            goto fail;
+        }
+    }
+    if ((st = upload_model(be, host, be->arena, w_bytes - slots_bytes, o, err)) != TL_OK) goto fail;
 
     out->act_dtype = act;
     out->last_error = op_last_error;
@@ -525,6 +707,12 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     out->graph_replay = op_graph_replay;
     out->graph_capture_begin = op_graph_capture_begin;
     out->graph_capture_end = op_graph_capture_end;
+    out->write_f32 = op_write_f32;
+    out->step_device_seconds = op_step_device_seconds;
+    if (be->n_stream > 0) {
+        out->layer_begin = op_layer_begin;
+        out->layer_end = op_layer_end;
+    }
     *dev_model = be->dm;
     return TL_OK;
 fail:
@@ -536,12 +724,26 @@ void gpu_backend_destroy(struct ops *ops) {
     struct gpu_backend *be = ops ? ops->ctx : NULL;
     if (!be) return;
     for (int i = 0; i <= GRAPH_MAX_SEQS; i++) kern_graph_free(be->graphs[i]);
+    kern_copier_destroy(be->cp);
+    kern_span_destroy(be->span);
     if (be->kc) {
         kern_free(be->kc, be->arena);
         kern_host_free(be->kc, be->meta_host);
+        kern_host_free(be->kc, be->stream_pinned);
         kern_ctx_destroy(be->kc);
     }
     model_free(be->dm);
+    free(be->kv_index);
+    free(be->stream_idx);
+    free(be->stream_off);
     free(be);
     ops->ctx = NULL;
+}
+
+enum tl_status gpu_backend_stream_stats(const struct ops *ops, size_t *bytes, double *busy_s) {
+    struct gpu_backend *be = ops->ctx;
+    *bytes = 0;
+    *busy_s = 0.0;
+    if (!be->cp) return TL_OK;
+    return kfail(be, kern_copier_stats(be->cp, bytes, busy_s));
 }

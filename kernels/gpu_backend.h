@@ -8,10 +8,18 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model.h"
 #include "ops.h"
 #include "status.h"
+
+/* Where a layer's weights live (the per-layer placement a planner chooses). */
+enum gpu_place {
+    GPU_PLACE_RESIDENT = 0, /* in device memory */
+    GPU_PLACE_STREAM,       /* in pinned host memory, copied into a staging slot before use */
+    GPU_PLACE_CPU,          /* computed by the CPU backend: no weights or KV on the device */
+};
 
 struct gpu_backend_opts {
     int device;                    /* CUDA ordinal */
@@ -24,6 +32,13 @@ struct gpu_backend_opts {
     int max_seqs;                  /* most sequences in one step */
     int num_blocks_override;       /* 0 = as many KV blocks as fit */
     bool enforce_eager;            /* no CUDA graphs (vLLM's --enforce-eager) */
+    /* Placement; NULL = every layer resident. Streamed layers cycle through stream_slots
+     * staging slots (>= 1), copied as many layers ahead as the slots allow. */
+    const uint8_t *layer_place; /* (n_layers) enum gpu_place */
+    int stream_slots;
+    bool embed_on_host; /* the CPU lane does the embedding: no device table (unless tied) */
+    bool head_on_host;  /* the CPU lane does final norm + lm_head */
+    bool head_streamed; /* lm_head streams like a layer, after the last layer (unit n_layers) */
     /* Called during the weight upload with done/total bytes; may be NULL. */
     void (*progress)(void *user, size_t done_bytes, size_t total_bytes);
     void *progress_user;
@@ -32,7 +47,9 @@ struct gpu_backend_opts {
 /* What the plan decided (for logs and the CLI). */
 struct gpu_plan {
     size_t budget_bytes, weight_bytes, activation_bytes, workspace_bytes, kv_bytes;
-    size_t kv_block_bytes; /* one block, all layers, K and V */
+    size_t stream_host_bytes; /* pinned host memory holding streamed layers */
+    size_t stream_slot_bytes; /* device staging, all slots */
+    size_t kv_block_bytes;    /* one block, all layers, K and V */
     int num_blocks;
     enum tl_dtype dtype;
     char device_name[256];
@@ -48,5 +65,9 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
                                   struct ops *out, const struct model **dev_model,
                                   struct gpu_plan *plan, struct tl_err *err);
 void gpu_backend_destroy(struct ops *ops);
+
+/* Streamed weight bytes and the time the copy stream was busy with them since the last call
+ * (blocks until the queued copies finish; for reports). */
+enum tl_status gpu_backend_stream_stats(const struct ops *ops, size_t *bytes, double *busy_s);
 
 #endif

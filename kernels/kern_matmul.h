@@ -59,6 +59,9 @@ enum tl_status kern_gather_rows_act(const struct kern_ctx *ctx, enum tl_dtype ac
                                     int dim, const int32_t *rows, int n, void *out);
 enum tl_status kern_to_f32(const struct kern_ctx *ctx, enum tl_dtype act, const void *src, size_t n,
                            float *dst);
+/* dst (n, act F16 or BF16) = src rounded to nearest even. */
+enum tl_status kern_from_f32(const struct kern_ctx *ctx, enum tl_dtype act, const float *src,
+                             size_t n, void *dst);
 
 #ifdef __cplusplus
 }

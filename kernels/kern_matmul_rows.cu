@@ -373,3 +373,44 @@ enum tl_status kern_to_f32(const struct kern_ctx *ctx, enum tl_dtype act, const 
         return tl_fail(ctx->err, TL_ERR_INVALID, "%s: n = %zu elements", op, n);
     return to_f32_launch(ctx, act, src, (int64_t)n, dst);
 }
+
+/* dst = (act)src, rounded to nearest even: the hidden state coming back from CPU layers. */
+template <typename T> static __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) {
+    return __float2half_rn(v);
+}
+
+template <typename T>
+static __global__ void from_f32_kernel(const float *__restrict__ src, int64_t n,
+                                       T *__restrict__ dst) {
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        dst[i] = from_f32<T>(src[i]);
+}
+
+enum tl_status kern_from_f32(const struct kern_ctx *ctx, enum tl_dtype act, const float *src,
+                             size_t n, void *dst) {
+    static const char op[] = "kern_from_f32";
+    enum tl_status st = TL_OK;
+    const int threads = 256;
+    unsigned blocks;
+    if (!ctx) return TL_ERR_INVALID;
+    if (act != TL_DTYPE_BF16 && act != TL_DTYPE_F16)
+        return tl_fail(ctx->err, TL_ERR_UNSUPPORTED, "%s: dtype %s; want F16 or BF16", op,
+                       dtype_name(act));
+    if ((st = check_buf(ctx, op, src, sizeof(float), "src")) != TL_OK) return st;
+    if ((st = check_buf(ctx, op, dst, dtype_size(act), "dst")) != TL_OK) return st;
+    if (n == 0) return TL_OK;
+    blocks = stride_blocks(ctx, (int64_t)n, threads);
+    KERN_CUDA(ctx->err, kern_enter(ctx));
+    if (act == TL_DTYPE_BF16)
+        from_f32_kernel<<<blocks, threads, 0, ctx->stream>>>(src, (int64_t)n, (__nv_bfloat16 *)dst);
+    else
+        from_f32_kernel<<<blocks, threads, 0, ctx->stream>>>(src, (int64_t)n, (__half *)dst);
+    KERN_CUDA(ctx->err, cudaGetLastError());
+cleanup:
+    return st;
+}

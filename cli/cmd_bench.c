@@ -1,0 +1,262 @@
+/* cmd_bench: `tierlm bench throughput`, vLLM's benchmark_throughput on random prompts: every
+ * request is submitted at once, each generates exactly --output-len tokens (ignore_eos,
+ * temperature 1, top_p 1), and the wall time from first submit to last token gives requests/s,
+ * total tokens/s and output tokens/s, printed and written as JSON. */
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "engine_args.h"
+
+struct tp_args {
+    struct engine_args ea;
+    int input_len, output_len, num_prompts;
+    unsigned long long seed;
+    const char *output_json;
+    bool warmup;
+};
+
+static void tp_help(FILE *f) {
+    fprintf(f,
+            "usage: tierlm bench throughput --model DIR [--input-len N] [--output-len N]\n"
+            "                               [--num-prompts N] [engine flags]\n"
+            "\n"
+            "vLLM's benchmark_throughput: --num-prompts random prompts of --input-len tokens,\n"
+            "all submitted at once; each generates --output-len tokens (ignore_eos,\n"
+            "temperature 1, top_p 1). Prints requests/s, total tokens/s, output tokens/s.\n"
+            "\n"
+            "benchmark:\n"
+            "  --input-len N            prompt tokens per request   [512]\n"
+            "  --output-len N           generated tokens per request   [128]\n"
+            "  --num-prompts N          requests   [256]\n"
+            "  --seed N                 seed of the random prompts   [0]\n"
+            "  --output-json FILE       also write the results as JSON\n"
+            "  --no-warmup              do not run a few short requests first (they capture the\n"
+            "                           CUDA graphs, as vLLM does while starting)\n");
+    engine_args_help(f);
+}
+
+static int parse_int(const char *flag, const char *v, int lo, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > INT_MAX) {
+        fprintf(stderr, "tierlm bench throughput: %s must be an integer >= %d, got '%s'\n", flag,
+                lo, v);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int tp_parse(int argc, char **argv, struct tp_args *a) {
+    for (int i = 1; i < argc; i++) {
+        struct tl_err err;
+        int r = engine_args_parse(&a->ea, argc, argv, &i, &err);
+        if (r < 0) {
+            fprintf(stderr, "tierlm bench throughput: %s\n", err.msg);
+            return 2;
+        }
+        if (r > 0) continue;
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            tp_help(stdout);
+            return 1;
+        }
+        if (!strcmp(f, "--no-warmup")) {
+            a->warmup = false;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tierlm bench throughput: unknown flag or missing value: %s\n", f);
+            return 2;
+        }
+        const char *v = argv[++i];
+        int bad = 0;
+        if (!strcmp(f, "--input-len"))
+            bad = parse_int(f, v, 1, &a->input_len);
+        else if (!strcmp(f, "--output-len"))
+            bad = parse_int(f, v, 1, &a->output_len);
+        else if (!strcmp(f, "--num-prompts"))
+            bad = parse_int(f, v, 1, &a->num_prompts);
+        else if (!strcmp(f, "--seed"))
+            a->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(f, "--output-json"))
+            a->output_json = v;
+        else {
+            fprintf(stderr, "tierlm bench throughput: unknown flag %s (see --help)\n", f);
+            return 2;
+        }
+        if (bad) return 2;
+    }
+    if (!a->ea.model) {
+        fprintf(stderr, "tierlm bench throughput: --model DIR is required (see --help)\n");
+        return 2;
+    }
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t next_rand(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Submits n requests of random prompts and waits for all; returns generated tokens or -1. */
+static long long run_batch(struct engine *e, int n, int in_len, int out_len, uint64_t seed,
+                           double *elapsed) {
+    int vocab = engine_vocab_size(e);
+    struct engine_request **reqs = calloc((size_t)n, sizeof *reqs);
+    int32_t *prompt = malloc((size_t)in_len * sizeof *prompt);
+    long long out = 0;
+    if (!reqs || !prompt) {
+        fprintf(stderr, "tierlm bench throughput: out of host memory\n");
+        out = -1;
+        goto done;
+    }
+    struct engine_params p;
+    engine_params_default(&p);
+    p.max_tokens = out_len;
+    p.ignore_eos = true;
+    p.sp.temperature = 1.0f;
+    p.sp.top_p = 1.0f;
+    uint64_t s = seed;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < in_len; j++) prompt[j] = (int32_t)(next_rand(&s) % (uint64_t)vocab);
+        p.sp.has_seed = true;
+        p.sp.seed = seed * 1000003ull + (uint64_t)i;
+        struct tl_err err;
+        if (engine_submit(e, prompt, in_len, &p, &reqs[i], &err) != TL_OK) {
+            fprintf(stderr, "tierlm bench throughput: %s\n", err.msg);
+            out = -1;
+            goto done;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        struct engine_output o;
+        do {
+            engine_request_wait(reqs[i], -1, &o);
+            out += o.n_new;
+        } while (o.finish == ENGINE_FINISH_NONE);
+        if (o.finish != ENGINE_FINISH_LENGTH) {
+            fprintf(stderr, "tierlm bench throughput: request %d ended with %s%s%s\n", i,
+                    engine_finish_str(o.finish), o.error ? ": " : "", o.error ? o.error : "");
+            out = -1;
+        }
+    }
+    *elapsed = now_s() - t0;
+done:
+    for (int i = 0; reqs && i < n; i++) engine_request_release(reqs[i]);
+    free(reqs);
+    free(prompt);
+    return out;
+}
+
+static int bench_throughput(int argc, char **argv) {
+    struct tp_args a = {.input_len = 512, .output_len = 128, .num_prompts = 256, .warmup = true};
+    engine_args_default(&a.ea);
+    a.ea.no_tokenizer = true; /* random token ids: no text needed */
+    int rc = tp_parse(argc, argv, &a);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (a.ea.max_model_len == 0) a.ea.max_model_len = a.input_len + a.output_len;
+
+    struct engine_boot b;
+    struct tl_err err;
+    if (engine_boot_open(&a.ea, &b, &err) != TL_OK) {
+        fprintf(stderr, "tierlm bench throughput: %s\n", err.msg);
+        return 1;
+    }
+    rc = 1;
+    if (engine_start(b.engine, &err) != TL_OK) {
+        fprintf(stderr, "tierlm bench throughput: %s\n", err.msg);
+        goto out;
+    }
+    double el = 0;
+    if (a.warmup) {
+        int n = a.ea.max_num_seqs < 16 ? a.ea.max_num_seqs : 16;
+        if (run_batch(b.engine, n, 8, 8, a.seed + 777, &el) < 0) goto out;
+    }
+    struct engine_metrics m0, m1;
+    engine_metrics_get(b.engine, &m0);
+    long long gen = run_batch(b.engine, a.num_prompts, a.input_len, a.output_len, a.seed, &el);
+    if (gen < 0) goto out;
+    engine_metrics_get(b.engine, &m1);
+    long long total = (long long)a.num_prompts * a.input_len + gen;
+    double rps = a.num_prompts / el, tps = total / el, ops = gen / el;
+    printf("Throughput: %.2f requests/s, %.2f total tokens/s, %.2f output tokens/s\n", rps, tps,
+           ops);
+    long long steps = m1.steps_total - m0.steps_total;
+    double busy = m1.busy_s - m0.busy_s;
+    printf("Steps: %lld (%.2f ms each), preemptions: %lld, engine busy %.1f%% of the wall time\n",
+           steps, steps ? 1e3 * busy / steps : 0.0,
+           (long long)(m1.num_preemptions_total - m0.num_preemptions_total), 100.0 * busy / el);
+    long long dsteps = m1.decode_steps - m0.decode_steps;
+    long long dtok = m1.decode_tokens - m0.decode_tokens;
+    double ds = m1.decode_s - m0.decode_s;
+    double dev = m1.device_s - m0.device_s, ddev = m1.decode_device_s - m0.decode_device_s;
+    if (dsteps > 0)
+        printf("Decode-only steps: %lld, %.2f ms each, %.2f tokens/s (%.1f sequences a step)\n",
+               dsteps, 1e3 * ds / dsteps, dtok / ds, (double)dtok / dsteps);
+    if (dev > 0)
+        printf("Device busy: %.1f%% of the steps' wall time (decode-only steps: %.1f%%)\n",
+               100.0 * dev / busy, ds > 0 ? 100.0 * ddev / ds : 0.0);
+    if (a.output_json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "elapsed_time", json_real(el));
+        json_object_set_new(j, "num_requests", json_integer(a.num_prompts));
+        json_object_set_new(j, "total_num_tokens", json_integer(total));
+        json_object_set_new(j, "total_output_tokens", json_integer(gen));
+        json_object_set_new(j, "requests_per_second", json_real(rps));
+        json_object_set_new(j, "tokens_per_second", json_real(tps));
+        json_object_set_new(j, "output_tokens_per_second", json_real(ops));
+        json_object_set_new(j, "input_len", json_integer(a.input_len));
+        json_object_set_new(j, "output_len", json_integer(a.output_len));
+        json_object_set_new(j, "num_preemptions",
+                            json_integer(m1.num_preemptions_total - m0.num_preemptions_total));
+        json_object_set_new(j, "decode_tokens_per_second", json_real(ds > 0 ? dtok / ds : 0.0));
+        json_object_set_new(j, "decode_step_ms", json_real(dsteps > 0 ? 1e3 * ds / dsteps : 0.0));
+        json_object_set_new(j, "device_busy_fraction", json_real(busy > 0 ? dev / busy : 0.0));
+        if (!j || json_dump_file(j, a.output_json, JSON_INDENT(4)) != 0) {
+            fprintf(stderr, "tierlm bench throughput: cannot write %s\n", a.output_json);
+            json_decref(j);
+            goto out;
+        }
+        json_decref(j);
+    }
+    rc = 0;
+out:
+    engine_boot_close(&b);
+    return rc;
+}
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} benches[] = {
+    {"throughput", bench_throughput, "offline throughput, as vLLM's benchmark_throughput"},
+};
+
+int cmd_bench(int argc, char **argv) {
+    size_t n = sizeof benches / sizeof *benches;
+    if (argc >= 2)
+        for (size_t i = 0; i < n; i++)
+            if (!strcmp(argv[1], benches[i].name)) return benches[i].run(argc - 1, argv + 1);
+    FILE *f = argc >= 2 && strcmp(argv[1], "--help") ? stderr : stdout;
+    fprintf(f, "usage: tierlm bench <kind> [flags]   (tierlm bench <kind> --help)\n\nkinds:\n");
+    for (size_t i = 0; i < n; i++) fprintf(f, "  %-12s %s\n", benches[i].name, benches[i].help);
+    return f == stdout ? 0 : 2;
+}

@@ -1,0 +1,288 @@
+/* engine_args: parsing of the shared engine flags and the boot sequence of a long-running
+ * engine. The order of the boot is the order of what can go wrong cheapest first: config and
+ * tokenizer, then the memory plan (inside the backend, before any weight is read), then the
+ * weights, then the engine. */
+#include "engine_args.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+/* KV memory of the CPU engine when nothing says otherwise (vLLM's CPU backend uses 4 GiB). */
+#define CPU_KV_DEFAULT_GIB 4.0
+
+void engine_args_default(struct engine_args *a) {
+    memset(a, 0, sizeof *a);
+    a->device = "auto";
+    a->dtype = TL_DTYPE_COUNT;
+    a->block_size = 16;
+    a->max_num_seqs = 256;
+    a->max_num_batched_tokens = 2048;
+    a->enable_prefix_caching = true;
+    a->gpu_memory_utilization = 0.9;
+}
+
+void engine_args_help(FILE *f) {
+    fprintf(f, "engine (vLLM's flags and meanings):\n"
+               "  --model DIR              HF model directory (config.json + *.safetensors)\n"
+               "  --tokenizer DIR          tokenizer.json / tokenizer_config.json   [--model DIR]\n"
+               "  --skip-tokenizer-init    no tokenizer: token-id prompts only, no text\n"
+               "  --load-format FMT        auto | safetensors | dummy (random weights of the\n"
+               "                           config's shape; needs only config.json)   [auto]\n"
+               "  --dtype T                auto | float16 | bfloat16 | float32   [auto]\n"
+               "  --device D               auto | cpu | cuda   [auto: cuda when a GPU is present]\n"
+               "  --threads N              CPU threads   [physical cores]\n"
+               "  --max-model-len N        prompt + output tokens per sequence   [the model's]\n"
+               "  --max-num-seqs N         sequences running at once   [256]\n"
+               "  --max-num-batched-tokens N  tokens per step (chunked prefill budget)   [2048]\n"
+               "  --block-size N           tokens per KV block   [16]\n"
+               "  --num-gpu-blocks-override N  KV blocks to use instead of all that fit\n"
+               "  --enable-prefix-caching / --no-enable-prefix-caching\n"
+               "                           share the KV of identical prompt prefixes   [on]\n"
+               "  --gpu-memory-utilization F  fraction of the GPU's memory to use   [0.9]\n"
+               "  --gpu-memory-gb G        hard cap in GiB (e.g. 24 to act as a 24 GB card)\n"
+               "  --enforce-eager          no CUDA graphs\n"
+               "  --disable-log-stats      no 5-second throughput line\n"
+               "  --quiet                  no progress or start-up lines\n");
+}
+
+static int int_val(const char *flag, const char *v, int lo, int *out, struct tl_err *err) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > INT_MAX) {
+        tl_fail(err, TL_ERR_INVALID, "%s must be an integer >= %d, got '%s'", flag, lo, v);
+        return -1;
+    }
+    *out = (int)x;
+    return 1;
+}
+
+static int dbl_val(const char *flag, const char *v, double lo, double hi, double *out,
+                   struct tl_err *err) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
+        tl_fail(err, TL_ERR_INVALID, "%s must be a number in [%g, %g], got '%s'", flag, lo, hi, v);
+        return -1;
+    }
+    *out = x;
+    return 1;
+}
+
+int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, struct tl_err *err) {
+    const char *f = argv[*i];
+    /* flags without a value */
+    if (!strcmp(f, "--enable-prefix-caching")) return a->enable_prefix_caching = true, 1;
+    if (!strcmp(f, "--no-enable-prefix-caching")) return a->enable_prefix_caching = false, 1;
+    if (!strcmp(f, "--enforce-eager")) return a->enforce_eager = true, 1;
+    if (!strcmp(f, "--skip-tokenizer-init")) return a->no_tokenizer = true, 1;
+    if (!strcmp(f, "--disable-log-stats")) return a->disable_log_stats = true, 1;
+    if (!strcmp(f, "--quiet")) return a->quiet = true, 1;
+    static const char *const with_value[] = {"--model",
+                                             "--tokenizer",
+                                             "--load-format",
+                                             "--dtype",
+                                             "--device",
+                                             "--threads",
+                                             "--max-model-len",
+                                             "--max-num-seqs",
+                                             "--block-size",
+                                             "--max-num-batched-tokens",
+                                             "--num-gpu-blocks-override",
+                                             "--gpu-memory-utilization",
+                                             "--gpu-memory-gb"};
+    bool known = false;
+    for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
+        known |= !strcmp(f, with_value[k]);
+    if (!known) return 0;
+    if (*i + 1 >= argc) {
+        tl_fail(err, TL_ERR_INVALID, "%s needs a value", f);
+        return -1;
+    }
+    const char *v = argv[++*i];
+    if (!strcmp(f, "--model")) return a->model = v, 1;
+    if (!strcmp(f, "--tokenizer")) return a->tokenizer = v, 1;
+    if (!strcmp(f, "--device")) return a->device = v, 1;
+    if (!strcmp(f, "--load-format")) {
+        if (!strcmp(v, "auto"))
+            a->load_format = MODEL_LOAD_AUTO;
+        else if (!strcmp(v, "safetensors"))
+            a->load_format = MODEL_LOAD_SAFETENSORS;
+        else if (!strcmp(v, "dummy"))
+            a->load_format = MODEL_LOAD_DUMMY;
+        else {
+            tl_fail(err, TL_ERR_INVALID,
+                    "--load-format must be auto, safetensors or dummy, got '%s'", v);
+            return -1;
+        }
+        return 1;
+    }
+    if (!strcmp(f, "--dtype")) {
+        if (!strcmp(v, "auto"))
+            a->dtype = TL_DTYPE_COUNT;
+        else if (!strcmp(v, "float16") || !strcmp(v, "half") || !strcmp(v, "fp16"))
+            a->dtype = TL_DTYPE_F16;
+        else if (!strcmp(v, "bfloat16") || !strcmp(v, "bf16"))
+            a->dtype = TL_DTYPE_BF16;
+        else if (!strcmp(v, "float32") || !strcmp(v, "float"))
+            a->dtype = TL_DTYPE_F32;
+        else {
+            tl_fail(err, TL_ERR_INVALID,
+                    "--dtype must be auto, float16, bfloat16 or float32, got '%s'", v);
+            return -1;
+        }
+        return 1;
+    }
+    if (!strcmp(f, "--threads")) return int_val(f, v, 0, &a->threads, err);
+    if (!strcmp(f, "--max-model-len")) return int_val(f, v, 1, &a->max_model_len, err);
+    if (!strcmp(f, "--max-num-seqs")) return int_val(f, v, 1, &a->max_num_seqs, err);
+    if (!strcmp(f, "--block-size")) return int_val(f, v, 1, &a->block_size, err);
+    if (!strcmp(f, "--max-num-batched-tokens"))
+        return int_val(f, v, 1, &a->max_num_batched_tokens, err);
+    if (!strcmp(f, "--num-gpu-blocks-override"))
+        return int_val(f, v, 1, &a->num_gpu_blocks_override, err);
+    if (!strcmp(f, "--gpu-memory-utilization"))
+        return dbl_val(f, v, 0.01, 1.0, &a->gpu_memory_utilization, err);
+    if (!strcmp(f, "--gpu-memory-gb")) return dbl_val(f, v, 0.0, 1e6, &a->gpu_memory_gb, err);
+    return 0;
+}
+
+static void load_progress(void *user, size_t done, size_t total) {
+    (void)user;
+    if (total > ((size_t)1 << 30))
+        fprintf(stderr, "\rloading weights: %.1f / %.1f GiB", (double)done / GIB,
+                (double)total / GIB);
+    if (done == total && total > ((size_t)1 << 30)) fputc('\n', stderr);
+}
+
+static bool file_exists(const char *dir, const char *name) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static void add_eos(int32_t *eos, int *n, int32_t id) {
+    if (id < 0) return;
+    for (int i = 0; i < *n; i++)
+        if (eos[i] == id) return;
+    eos[(*n)++] = id;
+}
+
+enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot *b,
+                                struct tl_err *err) {
+    memset(b, 0, sizeof *b);
+    if (!a->model) return tl_fail(err, TL_ERR_INVALID, "--model DIR is required");
+    const char *base = strrchr(a->model, '/');
+    base = base && base[1] ? base + 1 : a->model;
+    snprintf(b->model_name, sizeof b->model_name, "%s", base);
+    size_t nl = strlen(b->model_name);
+    while (nl > 1 && b->model_name[nl - 1] == '/') b->model_name[--nl] = 0;
+
+    struct model_load_opts lo = {.format = a->load_format,
+                                 .dtype = a->dtype,
+                                 .seed = 0,
+                                 .n_threads = a->threads,
+                                 .progress = a->quiet ? NULL : load_progress};
+    enum tl_status st = model_load(a->model, &lo, &b->host_model, err);
+    if (st != TL_OK) return st;
+    const struct config *c = &b->host_model->cfg;
+    if ((st = config_load_generation(a->model, &b->gen, err)) != TL_OK) goto fail;
+
+    const char *tdir = a->tokenizer ? a->tokenizer : a->model;
+    if (!a->no_tokenizer && (a->tokenizer || file_exists(tdir, "tokenizer.json"))) {
+        if ((st = tokenizer_load(tdir, &b->tok, err)) != TL_OK) goto fail;
+        if (tokenizer_n_ids(b->tok) > c->vocab_size) {
+            st = tl_fail(err, TL_ERR_INVALID,
+                         "--tokenizer must belong to this model: it has %d ids, the model's "
+                         "vocabulary %d",
+                         tokenizer_n_ids(b->tok), c->vocab_size);
+            goto fail;
+        }
+        struct tl_err cerr;
+        if (chat_template_load(tdir, &b->chat, &cerr) != TL_OK) b->chat = NULL;
+    }
+
+    int max_len = a->max_model_len ? a->max_model_len : c->max_position_embeddings;
+    if (max_len > c->max_position_embeddings) {
+        st = tl_fail(err, TL_ERR_INVALID,
+                     "--max-model-len %d is longer than the model's max_position_embeddings %d",
+                     max_len, c->max_position_embeddings);
+        goto fail;
+    }
+    b->max_model_len = max_len;
+    int step_tokens = a->max_num_batched_tokens;
+    int seqs = a->max_num_seqs;
+
+    /* CPU KV: what max-num-seqs full-length sequences need, capped at a few GiB. */
+    size_t cpu_block_bytes = 2 * (size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)c->head_dim *
+                             (size_t)a->block_size * sizeof(float);
+    int64_t want = (int64_t)seqs * ((max_len + a->block_size - 1) / a->block_size) + 1;
+    int64_t cap = (int64_t)(CPU_KV_DEFAULT_GIB * GIB / (double)cpu_block_bytes);
+    int min_blocks = (max_len + a->block_size - 1) / a->block_size + 1;
+    if (cap < min_blocks) cap = min_blocks;
+    struct backend_args ba = {.device = a->device,
+                              .threads = a->threads,
+                              .block_size = a->block_size,
+                              .num_blocks = a->num_gpu_blocks_override,
+                              .cpu_blocks = (int)(want < cap ? want : cap),
+                              .max_model_len = max_len,
+                              .max_tokens = step_tokens,
+                              .max_seqs = seqs,
+                              .gpu_memory_utilization = a->gpu_memory_utilization,
+                              .gpu_memory_gb = a->gpu_memory_gb,
+                              .dtype = a->dtype,
+                              .enforce_eager = a->enforce_eager,
+                              .quiet = a->quiet};
+    if ((st = backend_open(b->host_model, &ba, &b->be, err)) != TL_OK) goto fail;
+    if ((st = kvcache_create(b->be.num_blocks, a->block_size, &b->kv, err)) != TL_OK) goto fail;
+    if ((st = forward_create(b->be.model, &b->be.ops, step_tokens, seqs, &b->fwd, err)) != TL_OK)
+        goto fail;
+
+    int32_t eos[2 * CONFIG_MAX_EOS + 1];
+    int n_eos = 0;
+    if (b->tok) add_eos(eos, &n_eos, tokenizer_eos_id(b->tok));
+    for (int i = 0; i < b->gen.n_eos; i++) add_eos(eos, &n_eos, b->gen.eos_token_ids[i]);
+    for (int i = 0; i < c->n_eos; i++) add_eos(eos, &n_eos, c->eos_token_ids[i]);
+    struct engine_opts eo = {.max_num_seqs = seqs,
+                             .max_num_batched_tokens = step_tokens,
+                             .max_model_len = max_len,
+                             .enable_prefix_caching = a->enable_prefix_caching,
+                             .eos_ids = eos,
+                             .n_eos = n_eos,
+                             .tok = b->tok,
+                             .log_interval_s = a->disable_log_stats ? 0.0 : 5.0};
+    if ((st = engine_create(b->fwd, b->kv, c->vocab_size, &eo, &b->engine, err)) != TL_OK)
+        goto fail;
+    return TL_OK;
+fail:
+    engine_boot_close(b);
+    return st;
+}
+
+void engine_boot_close(struct engine_boot *b) {
+    engine_destroy(b->engine);
+    forward_destroy(b->fwd);
+    kvcache_destroy(b->kv);
+    if (b->be.ops.ctx) backend_close(&b->be);
+    chat_template_free(b->chat);
+    tokenizer_free(b->tok);
+    model_free(b->host_model);
+    memset(b, 0, sizeof *b);
+}
+
+void engine_boot_default_params(const struct engine_boot *b, struct engine_params *p) {
+    engine_params_default(p);
+    const struct gen_config *g = &b->gen;
+    if (g->has_temperature) p->sp.temperature = g->temperature;
+    if (g->has_top_k) p->sp.top_k = g->top_k;
+    if (g->has_top_p) p->sp.top_p = g->top_p;
+    if (g->has_min_p) p->sp.min_p = g->min_p;
+    if (g->has_repetition_penalty) p->sp.repetition_penalty = g->repetition_penalty;
+}

@@ -1,0 +1,59 @@
+#!/bin/bash
+# One call on the GPU machine for the engine-level work: build (sm_90), the GPU tests, then the
+# 14B-shape benchmarks through the real engine (`tierlm bench throughput`, dummy bf16 weights),
+# and a short table last. Sections can be skipped: SKIP_TESTS=1, SKIP_TP=1 (throughput),
+# SKIP_OFFLOAD=1. Logs go to $OUT.
+#   device run: source .devdeps/bootstrap.sh && scripts/gpu-engine.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+command -v pkg-config >/dev/null || export PATH=$PATH:/opt/devdeps/usr/bin
+out=${OUT:-/tmp/tierlm-out}
+mkdir -p "$out"
+m14=bench/models/DeepSeek-R1-Distill-Qwen-14B
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1
+t0=$(date +%s)
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CUDA_ARCHITECTURES=90 \
+    > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
+cmake --build build-gpu -j16 > "$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -30; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+
+table=()
+row() { table+=("$(printf '%-58s %s' "$1" "$2")"); }
+
+if [ -z "${SKIP_TESTS:-}" ]; then
+    for t in ${GPU_TESTS:-test_gpu_placement test_gpu_parity test_gpu_ops}; do
+        [ -x build-gpu/tests/$t ] || continue
+        timeout 400 build-gpu/tests/$t > "$out/$t.log" 2>&1
+        rc=$?
+        row "$t" "rc=$rc"
+        [ $rc = 0 ] || tail -25 "$out/$t.log"
+    done
+    grep -E "^  " "$out/test_gpu_placement.log" 2>/dev/null | head -40
+fi
+
+tp() { # name, then bench throughput flags
+    local name=$1; shift
+    timeout 500 build-gpu/tierlm bench throughput --model $m14 --load-format dummy --quiet "$@" \
+        --output-json "$out/$name.json" > "$out/$name.log" 2>&1
+    local rc=$?
+    local line
+    line=$(grep -E "^Throughput|^Decode-only" "$out/$name.log" | tr '\n' ' ')
+    [ $rc = 0 ] || { line="rc=$rc $(tail -3 "$out/$name.log" | tr '\n' ' ')"; }
+    row "$name" "$line"
+}
+
+if [ -z "${SKIP_TP:-}" ]; then
+    tp tp_512x128x256 --input-len 512 --output-len 128 --num-prompts 256 ${TP_ARGS:-}
+    [ -n "${TP_LONG:-}" ] && tp tp_1024x1024x128 --input-len 1024 --output-len 1024 --num-prompts 128 ${TP_ARGS:-}
+fi
+
+if [ -z "${SKIP_OFFLOAD:-}" ]; then
+    for b in ${OFFLOAD_BATCHES:-1 16 64}; do
+        tp offload24_b$b --input-len 512 --output-len 64 --num-prompts $b --max-num-seqs $b \
+            --gpu-memory-gb 24 --max-model-len 576 ${OFFLOAD_ARGS:-}
+    done
+fi
+
+echo
+echo "== tierlm engine on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1) =="
+printf '%s\n' "${table[@]}"
