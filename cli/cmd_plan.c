@@ -322,7 +322,6 @@ static void print_json(const struct planner_inputs *in, const struct ceilings *c
     json_object_set_new(o, "gpu_dtype", json_string(dtype_torch_name(pl->gpu_dtype)));
     json_object_set_new(o, "stream_slots", json_integer(pl->stream_slots));
     json_object_set_new(o, "stream_slot_bytes", json_integer((json_int_t)pl->stream_slot_bytes));
-    json_object_set_new(o, "stream_cpu_above_tokens", json_integer(pl->stream_cpu_above_tokens));
     json_object_set_new(o, "num_blocks", json_integer(pl->num_blocks));
     json_object_set_new(o, "block_size", json_integer(pl->block_size));
     json_object_set_new(

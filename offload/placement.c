@@ -27,7 +27,6 @@ void placement_init_resident(struct placement *p, int n_layers, enum tl_dtype gp
     p->lm_head = PLACEMENT_GPU_RESIDENT;
     p->gpu_dtype = gpu_dtype;
     p->block_size = block_size;
-    p->stream_cpu_above_tokens = -1;
 }
 
 int placement_count(const struct placement *p, enum placement_kind k) {
@@ -38,6 +37,10 @@ int placement_count(const struct placement *p, enum placement_kind k) {
 
 int placement_streamed_units(const struct placement *p) {
     return placement_count(p, PLACEMENT_GPU_STREAMED) + (p->lm_head == PLACEMENT_GPU_STREAMED);
+}
+
+void placement_cpu_mask(const struct placement *p, uint8_t *mask) {
+    for (int l = 0; l < p->n_layers; l++) mask[l] = p->layer[l] == PLACEMENT_CPU;
 }
 
 void placement_describe(const struct placement *p, char *buf, size_t n) {
@@ -70,39 +73,27 @@ enum tl_status placement_validate(const struct placement *p, const struct config
                        "resident or both off the GPU");
     if (p->gpu_dtype != TL_DTYPE_BF16 && p->gpu_dtype != TL_DTYPE_F16)
         return tl_fail(err, TL_ERR_INVALID, "placement: GPU dtype must be float16 or bfloat16");
-    int su = placement_streamed_units(p), n_cpu = placement_count(p, PLACEMENT_CPU);
-    if (p->stream_slots < 0 || (su > 0 && p->stream_slots == 0) ||
-        (su == 0 && n_cpu == 0 && p->stream_slots > 0))
-        return tl_fail(err, TL_ERR_INVALID, "placement: %d streamed units but %d staging slots", su,
-                       p->stream_slots);
-    if (p->stream_cpu_above_tokens >= 0 && (n_cpu == 0 || p->stream_slots == 0))
+    int su = placement_streamed_units(p);
+    if (su > 0 && (p->stream_slots < 1 || p->stream_slots >= su || su % p->stream_slots))
         return tl_fail(err, TL_ERR_INVALID,
-                       "placement: CPU layers streamed above %d tokens, but %d CPU layers and %d "
-                       "slots",
-                       p->stream_cpu_above_tokens, n_cpu, p->stream_slots);
-    bool layer_slots =
-        placement_count(p, PLACEMENT_GPU_STREAMED) > 0 || (n_cpu > 0 && p->stream_slots > 0);
-    size_t need = layer_slots ? sizes_layer_bytes(c, p->gpu_dtype) : 0;
-    if (p->lm_head == PLACEMENT_GPU_STREAMED) {
-        size_t lm = sizes_lm_head_bytes(c, p->gpu_dtype) +
-                    (c->tie_word_embeddings ? sizes_embed_bytes(c, p->gpu_dtype) : 0);
-        if (lm > need) need = lm;
-    }
-    if (p->stream_slots > 0 && p->stream_slot_bytes < need)
+                       "placement: %d streamed units need a number of slots that divides them "
+                       "and is smaller, not %d",
+                       su, p->stream_slots);
+    if (su == 0 && p->stream_slots != 0)
+        return tl_fail(err, TL_ERR_INVALID, "placement: %d staging slots but nothing streams",
+                       p->stream_slots);
+    size_t need =
+        placement_count(p, PLACEMENT_GPU_STREAMED) ? sizes_layer_bytes(c, p->gpu_dtype) : 0;
+    if (p->lm_head == PLACEMENT_GPU_STREAMED && sizes_lm_head_bytes(c, p->gpu_dtype) > need)
+        need = sizes_lm_head_bytes(c, p->gpu_dtype);
+    if (su > 0 && p->stream_slot_bytes < need)
         return tl_fail(err, TL_ERR_INVALID,
                        "placement: staging slots of %zu bytes, the largest streamed unit has %zu",
                        p->stream_slot_bytes, need);
-    size_t scratch = n_cpu > 0 && p->stream_slots > 0
-                         ? (size_t)p->num_blocks * (size_t)p->block_size *
-                               sizes_kv_token_layer_bytes(c, p->gpu_dtype)
-                         : 0;
-    if (p->cpu_kv_scratch_bytes != scratch)
-        return tl_fail(err, TL_ERR_INVALID,
-                       "placement: CPU-layer KV scratch of %zu bytes, %d blocks make %zu",
-                       p->cpu_kv_scratch_bytes, p->num_blocks, scratch);
+    /* the GPU keeps one layer's KV even when the CPU runs every layer (gpu_backend.c) */
     int gpu_layers = p->n_layers - placement_count(p, PLACEMENT_CPU);
-    size_t g =
-        (size_t)gpu_layers * (size_t)p->block_size * sizes_kv_token_layer_bytes(c, p->gpu_dtype);
+    size_t g = (size_t)(gpu_layers ? gpu_layers : 1) * (size_t)p->block_size *
+               sizes_kv_token_layer_bytes(c, p->gpu_dtype);
     size_t h = (size_t)placement_count(p, PLACEMENT_CPU) * (size_t)p->block_size *
                sizes_kv_token_layer_bytes(c, TL_DTYPE_F32);
     if (p->block_size < 1 || p->num_blocks < 0 || p->kv_gpu_block_bytes != g ||

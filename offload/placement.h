@@ -1,33 +1,30 @@
 /* placement: where each part of the model lives and runs for one engine run. The planner
- * (planner.h) fills it; the forward driver, the weight streamer and the KV pools execute it. It
- * is the only thing that differs between GPU-only, CPU-only and mixed runs. Plain data with no
- * pointers: copy it freely.
+ * (planner.h) fills it; kernels/gpu_backend.c (per-layer placement, the staging ring) and
+ * engine/forward.c (the CPU lane) execute it. It is the only thing that differs between
+ * GPU-only, CPU-only and mixed runs. Plain data with no pointers: copy it freely.
  *
- * The contract, for whoever executes it:
- *  - GPU_RESIDENT: weights (converted to gpu_dtype, each tensor 256-byte aligned as
- *    kernels/gpu_backend.c lays them out) stay in GPU memory; the GPU computes the unit.
- *  - GPU_STREAMED: weights in pinned host RAM, NUMA-local to the GPU, already in gpu_dtype and
- *    in the same layout, so one cudaMemcpyAsync per unit fills a staging slot. The streamed
- *    units form a ring in execution order (layers ascending, then lm_head), cyclic across steps:
- *    the n-th copy of the run goes to slot n % stream_slots on a copy stream of its own and may
- *    start as soon as the unit that used that slot before has finished computing (an event).
- *    The unit's compute waits for its copy (an event). Nothing pageable, no host sync.
- *  - CPU: weights in host RAM (gpu_dtype, pinned like streamed ones); cpu/ computes the unit
- *    and its KV lives in host RAM. The hidden state crosses PCIe at each GPU<->CPU boundary
- *    (kilobytes): those hops must not queue behind a weight copy (use another stream), or a hop
- *    waits for a whole layer's copy. A step with prefill tokens (not only decodes), more of them
- *    than stream_cpu_above_tokens, runs the CPU layers as streamed ones instead, because there
- *    PCIe beats the CPU by far (a layer's flops grow with the tokens, its copy does not): the
- * layer's weights go through the same staging ring, the KV the step's sequences already have for
- * that layer is uploaded into the GPU scratch (cpu_kv_scratch_bytes) and the step's new K/V go back
- * to the host pool.
- *  - embed: GPU_RESIDENT (gathered on the GPU) or CPU (the table stays in host RAM, the CPU
- *    gathers the step's rows and they cross PCIe with the first hop). Never streamed.
- *  - lm_head (with the final norm): any of the three. With tied embeddings lm_head is the
- *    embedding table: embed is GPU_RESIDENT exactly when lm_head is.
- *  - KV: a block id covers every layer. The GPU pool holds num_blocks * kv_gpu_block_bytes
- *    (the GPU layers, resident and streamed, in gpu_dtype); the host pool holds num_blocks *
- *    kv_host_block_bytes (the CPU layers, fp32 as cpu/ keeps its cache). */
+ * What each kind means, as the executors implement it:
+ *  - GPU_RESIDENT: weights in device memory, converted to gpu_dtype, each tensor 256-byte
+ *    aligned; the GPU computes the unit; its KV is in the GPU pool.
+ *  - GPU_STREAMED: weights in pinned host memory in gpu_dtype, copied into a staging slot on a
+ *    copy stream before the unit runs (events order copy -> compute -> slot reuse); its KV is in
+ *    the GPU pool. Streamed unit u (layers ascending, then lm_head) owns slot u % stream_slots,
+ *    so stream_slots divides the streamed units and is fewer than them (with as many slots as
+ *    units nothing would stream: the weights would stay in their slots).
+ *  - CPU: cpu/ computes the unit from the host model's weights (the checkpoint's dtype); its KV
+ *    lives in host RAM (fp32, as cpu/ keeps it). The residual stream crosses PCIe in fp32 at
+ *    each GPU<->CPU boundary; those copies must not wait behind a weight copy.
+ *  - embed: GPU_RESIDENT, or CPU (the lookup runs on the host, the table stays in host RAM).
+ *  - lm_head (with the final norm, of which the GPU keeps a copy in any case): any of the
+ *    three; streamed, it is the last unit of the ring. With tied embeddings lm_head is the
+ * embedding table, so embed is GPU_RESIDENT exactly when lm_head is.
+ *  - KV: a block id covers every layer: the GPU pool holds num_blocks * kv_gpu_block_bytes for
+ *    the resident and streamed layers, the host pool num_blocks * kv_host_block_bytes for the
+ *    CPU layers.
+ * For the executors: `layer` can be passed as gpu_backend_opts.layer_place as it is (enum
+ * gpu_place has the same values; tests/gpu/test_planner_gpu.c asserts it); embed_on_host is
+ * embed == CPU, head_on_host is lm_head == CPU, head_streamed is lm_head == GPU_STREAMED, and
+ * placement_cpu_mask fills fwd_placement.layer_on_cpu. */
 #ifndef TL_PLACEMENT_H
 #define TL_PLACEMENT_H
 
@@ -52,18 +49,15 @@ struct placement {
     int n_layers;
     uint8_t layer[PLACEMENT_MAX_LAYERS]; /* enum placement_kind of each layer */
     uint8_t embed;                       /* GPU_RESIDENT or CPU */
-    uint8_t lm_head;                     /* final norm + lm_head */
+    uint8_t lm_head;                     /* any kind */
     enum tl_dtype gpu_dtype;             /* F16 / BF16: weights on the GPU and streamed */
     int stream_slots;                    /* GPU staging slots; 0 when nothing streams */
     size_t stream_slot_bytes;            /* one slot: the largest streamed unit */
-    /* Prefill steps of more tokens than this run the CPU layers as streamed ones (see above);
-     * -1: never (no slot, or the CPU always wins). Decode-only steps never do. */
-    int stream_cpu_above_tokens;
-    size_t cpu_kv_scratch_bytes; /* GPU: one layer's KV of num_blocks blocks, for that mode */
-    int block_size;              /* tokens per KV block */
-    int num_blocks;              /* blocks the block manager hands out */
-    size_t kv_gpu_block_bytes;   /* GPU part of one block: GPU layers, K and V */
-    size_t kv_host_block_bytes;  /* host part of one block: CPU layers, K and V (fp32) */
+    int block_size;                      /* tokens per KV block */
+    int num_blocks; /* blocks the block manager hands out; both pools hold this many (with CPU
+                       layers, give it to gpu_backend as num_blocks_override) */
+    size_t kv_gpu_block_bytes;  /* GPU part of one block: GPU layers, K and V */
+    size_t kv_host_block_bytes; /* host part of one block: CPU layers, K and V (fp32) */
 };
 
 /* "resident", "streamed", "cpu". */
@@ -80,13 +74,16 @@ int placement_count(const struct placement *p, enum placement_kind k);
 /* Units (layers, plus lm_head) that are streamed. */
 int placement_streamed_units(const struct placement *p);
 
+/* mask[l] = 1 when the CPU computes layer l, else 0 (n_layers entries). */
+void placement_cpu_mask(const struct placement *p, uint8_t *mask);
+
 /* One letter per layer (R resident, S streamed, C cpu), then " embed=<kind> lm_head=<kind>",
  * into buf (always NUL-terminated). */
 void placement_describe(const struct placement *p, char *buf, size_t n);
 
-/* Checks the table is one the executors can run for config c: kinds in range, slots present
- * when something streams, embed never streamed, the tied-embedding rule, KV block sizes
- * consistent with the kinds. TL_ERR_INVALID with the rule broken. Does not block. */
+/* Checks the table is one the executors run for config c: kinds in range, the slot rule above,
+ * the embedding never streamed, the tied-embedding rule, slot and KV block sizes consistent with
+ * the kinds. TL_ERR_INVALID naming the rule broken. Does not block. */
 enum tl_status placement_validate(const struct placement *p, const struct config *c,
                                   struct tl_err *err);
 

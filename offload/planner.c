@@ -86,14 +86,25 @@ static int physical_cores(void) {
 }
 
 struct unit_bytes {
-    size_t layer, embed, lm, lm_unit; /* lm: norm (+ lm_head when untied); lm_unit: moved */
+    size_t layer, embed, lm, norm; /* in the GPU dtype; lm: the (vocab, hidden) matrix */
+    size_t host_layer, host_embed; /* in the checkpoint's dtype: what the CPU reads */
 };
 
 static struct unit_bytes unit_bytes_of(const struct config *c, enum tl_dtype dt) {
-    struct unit_bytes u = {sizes_layer_bytes(c, dt), sizes_embed_bytes(c, dt),
-                           sizes_lm_head_bytes(c, dt), 0};
-    u.lm_unit = u.lm + (c->tie_word_embeddings ? u.embed : 0);
+    enum tl_dtype file = dtype_is_float_compute(c->dtype) ? c->dtype : dt;
+    struct unit_bytes u = {sizes_layer_bytes(c, dt),   sizes_embed_bytes(c, dt),
+                           sizes_lm_head_bytes(c, dt), sizes_final_norm_bytes(c, dt),
+                           sizes_layer_bytes(c, file), sizes_embed_bytes(c, file)};
     return u;
+}
+
+/* Weights kept off the GPU, in GPU-dtype bytes: what --cpu-offload-gb counts. */
+static size_t offload_bytes_of(const struct config *c, const struct unit_bytes *ub, int S, int C,
+                               uint8_t embed, uint8_t lm) {
+    size_t off = (size_t)(S + C) * ub->layer;
+    if (embed == PLACEMENT_CPU) off += ub->embed;
+    if (lm != PLACEMENT_GPU_RESIDENT && !c->tie_word_embeddings) off += ub->lm;
+    return off;
 }
 
 enum tl_status planner_memory_of(const struct planner_inputs *in, struct placement *pl,
@@ -113,61 +124,65 @@ enum tl_status planner_memory_of(const struct planner_inputs *in, struct placeme
     int R = placement_count(pl, PLACEMENT_GPU_RESIDENT);
     int S = placement_count(pl, PLACEMENT_GPU_STREAMED), C = placement_count(pl, PLACEMENT_CPU);
     int mml = mml_of(in), bs = in->block_size;
-    bool embed_gpu = pl->embed == PLACEMENT_GPU_RESIDENT;
+    bool tied = c->tie_word_embeddings;
     bool lm_gpu = pl->lm_head == PLACEMENT_GPU_RESIDENT;
     bool lm_str = pl->lm_head == PLACEMENT_GPU_STREAMED, lm_cpu = pl->lm_head == PLACEMENT_CPU;
+    /* gpu_backend.c: the table is on the device unless the host does the lookup, or when it is
+     * also the (tied) lm_head the device runs */
+    bool embed_gpu = pl->embed == PLACEMENT_GPU_RESIDENT || (tied && lm_gpu);
+    bool split = S > 0 || C > 0 || lm_str || lm_cpu || pl->embed == PLACEMENT_CPU;
 
-    if (placement_streamed_units(pl) == 0 && C == 0) pl->stream_slots = 0;
-    bool scratch = C > 0 && pl->stream_slots > 0; /* CPU layers may run streamed */
-    size_t slot = S > 0 || scratch ? ub.layer : 0;
-    if (lm_str && ub.lm_unit > slot) slot = ub.lm_unit;
+    size_t slot = S > 0 ? ub.layer : 0;
+    if (lm_str && ub.lm > slot) slot = ub.lm;
+    if (placement_streamed_units(pl) == 0) pl->stream_slots = 0;
     pl->stream_slot_bytes = pl->stream_slots > 0 ? slot : 0;
     out->gpu_budget_bytes = budget;
     out->gpu_weight_bytes =
-        (size_t)R * ub.layer + (embed_gpu ? ub.embed : 0) + (lm_gpu ? ub.lm : 0);
+        ub.norm + (size_t)R * ub.layer + (embed_gpu ? ub.embed : 0) + (!tied && lm_gpu ? ub.lm : 0);
     out->gpu_staging_bytes = (size_t)pl->stream_slots * pl->stream_slot_bytes;
     out->gpu_activation_bytes =
         sizes_gpu_activation_bytes(c, dt, in->max_num_batched_tokens, in->max_num_seqs);
     out->gpu_workspace_bytes =
-        sizes_gpu_workspace_bytes(c, bs, in->max_num_batched_tokens, in->max_num_seqs, mml);
+        sizes_gpu_workspace_bytes(c, bs, in->max_num_batched_tokens, in->max_num_seqs, mml, split);
     out->gpu_fixed_bytes = out->gpu_weight_bytes + out->gpu_staging_bytes +
                            out->gpu_activation_bytes + out->gpu_workspace_bytes;
     out->gpu_fits = out->gpu_fixed_bytes <= budget;
     out->gpu_kv_free_bytes = sat_sub(budget, out->gpu_fixed_bytes);
 
+    /* host: pinned images of the streamed units in the GPU dtype; the CPU's layers, embedding
+     * and lm_head as the checkpoint has them */
     out->host_budget_bytes = in->host_bytes > 0 ? in->host_bytes : SIZE_MAX;
     out->host_weight_bytes =
-        (size_t)(S + C) * ub.layer + (embed_gpu ? 0 : ub.embed) + (lm_gpu ? 0 : ub.lm);
-    out->offload_bytes = out->host_weight_bytes;
-    if (C > 0 || lm_cpu || !embed_gpu) {
+        (size_t)S * ub.layer + (lm_str ? ub.lm : 0) + (size_t)C * ub.host_layer +
+        (pl->embed == PLACEMENT_CPU ? ub.host_embed : 0) + (lm_cpu && !tied ? ub.host_embed : 0);
+    out->offload_bytes = offload_bytes_of(c, &ub, S, C, pl->embed, pl->lm_head);
+    if (C > 0 || lm_cpu || pl->embed == PLACEMENT_CPU) {
         int threads = in->cpu_threads > 0 ? in->cpu_threads : physical_cores();
+        /* the CPU lane's activations and matmul scratch, attention scratch, the crossing */
         out->host_buffer_bytes =
             forward_activation_bytes(c, TL_DTYPE_F32, in->max_num_batched_tokens,
                                      in->max_num_seqs) +
             MATMUL_SCRATCH_FLOATS * sizeof(float) + (size_t)threads * (size_t)mml * 4 +
-            2 * (size_t)in->max_num_batched_tokens * (size_t)c->hidden_size * 4;
+            (size_t)in->max_num_batched_tokens * (size_t)c->hidden_size * 4;
     }
     size_t host_fixed = out->host_weight_bytes + out->host_buffer_bytes;
     out->host_fits = host_fixed <= out->host_budget_bytes;
 
-    size_t kv_layer_block = (size_t)bs * sizes_kv_token_layer_bytes(c, dt);
-    size_t kv_gpu_block = (size_t)(R + S) * kv_layer_block;
-    size_t kv_scratch_block = scratch ? kv_layer_block : 0;
+    /* the GPU keeps one layer's KV even when the CPU runs every layer (gpu_backend.c) */
+    size_t kv_gpu_block =
+        (size_t)(R + S ? R + S : 1) * (size_t)bs * sizes_kv_token_layer_bytes(c, dt);
     size_t kv_host_block = (size_t)C * (size_t)bs * sizes_kv_token_layer_bytes(c, TL_DTYPE_F32);
     int64_t per_seq = (mml + bs - 1) / bs;
-    size_t gpu_per_block = kv_gpu_block + kv_scratch_block;
-    int64_t gpu_lim = !out->gpu_fits  ? 0
-                      : gpu_per_block ? (int64_t)(out->gpu_kv_free_bytes / gpu_per_block)
-                                      : INT64_MAX;
+    int64_t gpu_lim = out->gpu_fits ? (int64_t)(out->gpu_kv_free_bytes / kv_gpu_block) : 0;
     int64_t host_lim = !out->host_fits ? 0
                        : kv_host_block
                            ? (int64_t)(sat_sub(out->host_budget_bytes, host_fixed) / kv_host_block)
                            : INT64_MAX;
-    /* KV only in host RAM: take what max-num-seqs full sequences need, not all the RAM */
-    if (kv_gpu_block == 0 && host_lim > (int64_t)in->max_num_seqs * per_seq)
+    /* host KV: no more than max-num-seqs sequences of max-model-len can use, not all the RAM */
+    if (C > 0 && host_lim > (int64_t)in->max_num_seqs * per_seq)
         host_lim = (int64_t)in->max_num_seqs * per_seq;
     int64_t nb = gpu_lim < host_lim ? gpu_lim : host_lim;
-    if (nb > INT_MAX / (bs > 0 ? bs : 1)) nb = INT_MAX / bs;
+    if (nb > INT_MAX / bs) nb = INT_MAX / bs;
     bool override_ok = true;
     if (in->num_gpu_blocks_override > 0) {
         override_ok = in->num_gpu_blocks_override <= nb;
@@ -177,12 +192,10 @@ enum tl_status planner_memory_of(const struct planner_inputs *in, struct placeme
     pl->num_blocks = (int)nb;
     pl->kv_gpu_block_bytes = kv_gpu_block;
     pl->kv_host_block_bytes = kv_host_block;
-    pl->cpu_kv_scratch_bytes = (size_t)nb * kv_scratch_block;
     out->num_blocks = (int)nb;
     out->gpu_kv_bytes = (size_t)nb * kv_gpu_block;
-    out->gpu_kv_scratch_bytes = pl->cpu_kv_scratch_bytes;
     out->host_kv_bytes = (size_t)nb * kv_host_block;
-    out->kv_seq_gpu_bytes = (size_t)per_seq * gpu_per_block;
+    out->kv_seq_gpu_bytes = (size_t)per_seq * kv_gpu_block;
     out->kv_seq_host_bytes = (size_t)per_seq * kv_host_block;
     out->fit_max_model_len = override_ok ? (int)(nb * bs) : 0;
     out->fits = out->gpu_fits && out->host_fits && override_ok && nb >= per_seq;
@@ -321,12 +334,13 @@ static void run_search(struct search *s) {
                 int s_max = in->policy == PLANNER_POLICY_CPU ? 0 : L - C;
                 for (int S = 0; S <= s_max; S++) {
                     int R = L - C - S;
-                    size_t off = (size_t)(S + C) * ub.layer +
-                                 (embed == PLACEMENT_CPU ? ub.embed : 0) +
-                                 (lm != PLACEMENT_GPU_RESIDENT ? ub.lm : 0);
+                    size_t off = offload_bytes_of(c, &ub, S, C, embed, lm);
                     if (!offload_ok(in, off, S + C, ub.layer)) continue;
                     int su = S + (lm == PLACEMENT_GPU_STREAMED);
-                    int k_max = su < KMAX ? su : KMAX;
+                    /* as many slots as streamed units is the resident placement again (the
+                     * weights stay in their slots), so at most su - 1 */
+                    if (su == 1) continue;
+                    int k_max = su == 0 ? 0 : su - 1 < KMAX ? su - 1 : KMAX;
                     bool full = false;
                     struct placement pl;
                     placement_init_resident(&pl, L, dt, in->block_size);
@@ -334,6 +348,7 @@ static void run_search(struct search *s) {
                     pl.lm_head = lm;
                     for (int k = su > 0 ? 1 : 0; k <= k_max; k++) {
                         bool no_stall = false;
+                        if (k > 0 && su % k) continue; /* unit u owns slot u % k */
                         pl.stream_slots = k;
                         consider(s, &pl, R, S, C, &full, &no_stall);
                         if (s->memory_only && s->found) return;
@@ -460,14 +475,16 @@ enum tl_status planner_check(const struct planner_inputs *in, const struct place
     offload_words(in, off, sizeof off);
     enum tl_dtype dt = planner_gpu_dtype(in);
     double act = (double)(out->gpu_activation_bytes + out->gpu_workspace_bytes) / GIB;
+    /* weights count their staging slots, as gpu_backend.c reports them */
+    double w = (double)(out->gpu_weight_bytes + out->gpu_staging_bytes) / GIB;
     if (!out->gpu_fits)
         return tl_fail(err, TL_ERR_NOMEM,
-                       "the weights on the GPU need %.1f GiB (%s)%s plus %.1f GiB of activations "
+                       "the weights on the GPU need %.1f GiB (%s%s) plus %.1f GiB of activations "
                        "and workspace, but the GPU budget is %.1f GiB (%s): %s, or raise "
                        "--gpu-memory-utilization / --gpu-memory-gb, or lower "
                        "--max-num-batched-tokens",
-                       (double)out->gpu_weight_bytes / GIB, dtype_torch_name(dt),
-                       out->gpu_staging_bytes ? " and streaming slots" : "", act,
+                       w, dtype_torch_name(dt),
+                       out->gpu_staging_bytes ? ", streaming slots included" : "", act,
                        (double)out->gpu_budget_bytes / GIB, budget, off);
     if (!out->host_fits)
         return tl_fail(err, TL_ERR_NOMEM,
@@ -495,8 +512,8 @@ enum tl_status planner_check(const struct planner_inputs *in, const struct place
                        "after weights (%.1f GiB) and activations: %s, or %s, or raise the GPU "
                        "budget by %.2f GiB (%s)",
                        mml_of(in), (double)out->kv_seq_gpu_bytes / GIB,
-                       (double)out->gpu_kv_free_bytes / GIB, (double)out->gpu_weight_bytes / GIB,
-                       lower, off, (double)sat_sub(need, out->gpu_budget_bytes) / GIB, budget);
+                       (double)out->gpu_kv_free_bytes / GIB, w, lower, off,
+                       (double)sat_sub(need, out->gpu_budget_bytes) / GIB, budget);
     return tl_fail(
         err, TL_ERR_NOMEM,
         "max-model-len %d needs %.2f GiB of host KV per sequence for the CPU layers, "
@@ -508,45 +525,6 @@ enum tl_status planner_check(const struct planner_inputs *in, const struct place
 }
 
 /* ---------------- the plan ---------------- */
-
-/* Whether a prefill chunk of m tokens of one sequence runs faster with the CPU layers
- * streamed. */
-static bool stream_wins(const struct planner_inputs *in, const struct ceilings *ce,
-                        const struct placement *pl, int m) {
-    struct placement a = *pl, b = *pl;
-    a.stream_cpu_above_tokens = -1;
-    b.stream_cpu_above_tokens = 0;
-    struct stepmodel_step s = {1, m, m};
-    struct stepmodel_result ra, rb;
-    stepmodel_predict(&in->cfg, &a, ce, &s, &ra);
-    stepmodel_predict(&in->cfg, &b, ce, &s, &rb);
-    return rb.step_s < ra.step_s;
-}
-
-/* The step size above which the CPU layers are better streamed: the CPU's time grows with the
- * tokens, a streamed layer's copy does not, so there is one crossing; -1 when the CPU wins up
- * to max-num-batched-tokens (or the placement cannot stream them). */
-static int stream_cpu_threshold(const struct planner_inputs *in, const struct ceilings *ce,
-                                const struct placement *pl) {
-    if (placement_count(pl, PLACEMENT_CPU) == 0 || pl->stream_slots == 0 ||
-        in->policy == PLANNER_POLICY_CPU)
-        return -1;
-    int hi = 2; /* a prefill step has at least 2 tokens */
-    while (hi <= in->max_num_batched_tokens && !stream_wins(in, ce, pl, hi)) hi *= 2;
-    if (hi > in->max_num_batched_tokens) {
-        hi = in->max_num_batched_tokens;
-        if (!stream_wins(in, ce, pl, hi)) return -1;
-    }
-    int lo = hi / 2; /* the CPU wins at lo (or lo is 0) */
-    while (hi - lo > 1) {
-        int mid = lo + (hi - lo) / 2;
-        if (stream_wins(in, ce, pl, mid))
-            hi = mid;
-        else
-            lo = mid;
-    }
-    return hi - 1; /* more tokens than this: streamed */
-}
 
 static void make_reason(const struct planner_inputs *in, struct planner_result *r) {
     const struct placement *pl = &r->pl;
@@ -652,8 +630,6 @@ enum tl_status planner_plan(const struct planner_inputs *in, const struct ceilin
     out->mem = s.best_mem;
     out->expected = s.best_pred;
     out->candidates = s.candidates;
-    out->pl.stream_cpu_above_tokens = stream_cpu_threshold(in, ce, &out->pl);
-    predict(in, ce, &out->pl, in->expected_batch, &out->expected); /* with the threshold */
     for (int i = 0; i < PLANNER_NBATCH; i++) {
         predict(in, ce, &out->pl, report_batches[i], &out->pred[i]);
         struct search b = {.in = in, .ce = ce, .batch = report_batches[i]};
@@ -662,11 +638,20 @@ enum tl_status planner_plan(const struct planner_inputs *in, const struct ceilin
         out->best[i] = b.best_pred;
         placement_describe(&b.best, out->best_desc[i], sizeof out->best_desc[i]);
     }
-    /* one prefill chunk of one sequence */
+    /* one prefill chunk of one sequence; and, with CPU layers, the same chunk if they streamed
+     * for it (what a prefill mode of the executors would gain) */
     struct stepmodel_step chunk = {1, in->max_num_batched_tokens, in->max_num_batched_tokens};
     struct stepmodel_result pr;
     stepmodel_predict(&in->cfg, &out->pl, ce, &chunk, &pr);
     out->prefill_s = pr.step_s;
+    if (placement_count(&out->pl, PLACEMENT_CPU) > 0) {
+        struct placement alt = out->pl;
+        for (int l = 0; l < alt.n_layers; l++)
+            if (alt.layer[l] == PLACEMENT_CPU) alt.layer[l] = PLACEMENT_GPU_STREAMED;
+        alt.stream_slots = 1;
+        stepmodel_predict(&in->cfg, &alt, ce, &chunk, &pr);
+        out->prefill_cpu_streamed_s = pr.step_s;
+    }
     make_reason(in, out);
     return TL_OK;
 }

@@ -66,7 +66,6 @@ struct planner_memory {
     size_t gpu_activation_bytes; /* forward buffers */
     size_t gpu_workspace_bytes;  /* attention split-K, logits, metadata, cuBLAS reserve */
     size_t gpu_kv_bytes;         /* num_blocks GPU KV blocks */
-    size_t gpu_kv_scratch_bytes; /* one CPU layer's KV, for steps that stream CPU layers */
     size_t gpu_kv_free_bytes;    /* budget left for KV after everything else (0 if negative) */
     size_t gpu_fixed_bytes;      /* weights + staging + activations + workspace */
     size_t host_budget_bytes;
@@ -74,7 +73,7 @@ struct planner_memory {
     size_t host_kv_bytes;     /* num_blocks host KV blocks */
     size_t host_buffer_bytes; /* CPU activations and scratch */
     size_t offload_bytes;     /* weights living in host RAM: what --cpu-offload-gb counts */
-    size_t kv_seq_gpu_bytes;  /* GPU KV (and scratch) of one sequence of max-model-len */
+    size_t kv_seq_gpu_bytes;  /* GPU KV of one sequence of max-model-len */
     size_t kv_seq_host_bytes; /* host KV of one sequence of max-model-len */
     int num_blocks;           /* KV blocks (each covers every layer) */
     int fit_max_model_len;    /* the longest sequence those blocks hold */
@@ -106,9 +105,10 @@ struct planner_result {
     struct planner_prediction pred[PLANNER_NBATCH]; /* the chosen placement */
     struct planner_prediction best[PLANNER_NBATCH]; /* the best placement for that batch */
     char best_desc[PLANNER_NBATCH][PLACEMENT_MAX_LAYERS + 64];
-    double prefill_s; /* one chunk of max_num_batched_tokens tokens of one sequence */
-    int candidates;   /* placements evaluated */
-    char reason[400]; /* one line: why this placement */
+    double prefill_s;              /* one chunk of max_num_batched_tokens tokens of one sequence */
+    double prefill_cpu_streamed_s; /* the same if the CPU layers streamed for it (0: none) */
+    int candidates;                /* placements evaluated */
+    char reason[400];              /* one line: why this placement */
 };
 
 /* Chooses the placement that maximises predicted decode tok/s at the expected batch among all

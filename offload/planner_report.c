@@ -69,11 +69,8 @@ void planner_print(FILE *f, const struct planner_inputs *in, const struct ceilin
             R, S, C);
     fprintf(f, "  %s\n", desc);
     if (pl->stream_slots)
-        fprintf(f, "  %d staging slots of %.0f MiB", pl->stream_slots,
-                (double)pl->stream_slot_bytes / (1 << 20));
-    if (pl->stream_cpu_above_tokens >= 0)
-        fprintf(f, "; the CPU layers run streamed in prefill steps of more than %d tokens",
-                pl->stream_cpu_above_tokens);
+        fprintf(f, "  %d staging slot%s of %.0f MiB", pl->stream_slots,
+                pl->stream_slots > 1 ? "s" : "", (double)pl->stream_slot_bytes / (1 << 20));
     if (pl->stream_slots) fprintf(f, "\n");
 
     fprintf(f, "\nmemory                       GPU           host\n");
@@ -82,8 +79,7 @@ void planner_print(FILE *f, const struct planner_inputs *in, const struct ceilin
     row(f, "activations, buffers", m->gpu_activation_bytes, m->host_buffer_bytes);
     row(f, "workspace + cuBLAS", m->gpu_workspace_bytes, 0);
     row(f, "KV cache", m->gpu_kv_bytes, m->host_kv_bytes);
-    if (m->gpu_kv_scratch_bytes) row(f, "CPU-layer KV scratch", m->gpu_kv_scratch_bytes, 0);
-    size_t gt = m->gpu_fixed_bytes + m->gpu_kv_bytes + m->gpu_kv_scratch_bytes;
+    size_t gt = m->gpu_fixed_bytes + m->gpu_kv_bytes;
     size_t ht = m->host_weight_bytes + m->host_buffer_bytes + m->host_kv_bytes;
     row(f, "total", gt, ht);
     fprintf(f, "  %-22s%9.2f GiB", "budget", (double)m->gpu_budget_bytes / GIB);
@@ -126,8 +122,12 @@ void planner_print(FILE *f, const struct planner_inputs *in, const struct ceilin
     }
     if (capped) fprintf(f, "  * the KV holds only this many sequences of %d tokens at once\n", len);
     if (r->prefill_s > 0)
-        fprintf(f, "  prefill: one %d-token chunk in %.0f ms (%.0f tok/s)\n",
+        fprintf(f, "  prefill: one %d-token chunk in %.0f ms (%.0f tok/s)",
                 in->max_num_batched_tokens, r->prefill_s * 1e3,
                 in->max_num_batched_tokens / r->prefill_s);
+    if (r->prefill_cpu_streamed_s > 0)
+        fprintf(f, "; %.0f ms if the CPU layers streamed for prefill (the executors do not yet)",
+                r->prefill_cpu_streamed_s * 1e3);
+    fprintf(f, "\n");
     fprintf(f, "\nreason: %s\n", r->reason);
 }

@@ -40,12 +40,16 @@ size_t sizes_embed_bytes(const struct config *c, enum tl_dtype dtype) {
 }
 
 size_t sizes_lm_head_bytes(const struct config *c, enum tl_dtype dtype) {
-    size_t norm = up256((size_t)c->hidden_size * dtype_size(dtype));
-    return norm + (c->tie_word_embeddings ? 0 : sizes_embed_bytes(c, dtype));
+    return sizes_embed_bytes(c, dtype); /* (vocab, hidden) as well */
+}
+
+size_t sizes_final_norm_bytes(const struct config *c, enum tl_dtype dtype) {
+    return up256((size_t)c->hidden_size * dtype_size(dtype));
 }
 
 size_t sizes_model_bytes(const struct config *c, enum tl_dtype dtype) {
-    return sizes_embed_bytes(c, dtype) + sizes_lm_head_bytes(c, dtype) +
+    return sizes_embed_bytes(c, dtype) + sizes_final_norm_bytes(c, dtype) +
+           (c->tie_word_embeddings ? 0 : sizes_lm_head_bytes(c, dtype)) +
            (size_t)c->n_layers * sizes_layer_bytes(c, dtype);
 }
 
@@ -96,10 +100,12 @@ size_t sizes_attention_workspace_bytes(const struct config *c, int block_size, i
 }
 
 size_t sizes_gpu_workspace_bytes(const struct config *c, int block_size, int max_tokens,
-                                 int max_seqs, int max_model_len) {
+                                 int max_seqs, int max_model_len, bool split) {
     size_t max_blocks = (size_t)ceil_div(max_model_len, block_size);
     size_t attn = sizes_attention_workspace_bytes(c, block_size, max_tokens, max_model_len);
     size_t f32_elems = (size_t)max_seqs * (size_t)c->vocab_size;
+    size_t crossing = (size_t)max_tokens * (size_t)c->hidden_size;
+    if (split && f32_elems < crossing) f32_elems = crossing;
     size_t meta_elems =
         3 * (size_t)max_tokens + 2 * (size_t)max_seqs + 1 + (size_t)max_seqs * max_blocks;
     return up256(attn) + up256(f32_elems * 4) + up256(meta_elems * 4) +

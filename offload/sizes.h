@@ -5,6 +5,7 @@
 #ifndef TL_SIZES_H
 #define TL_SIZES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -23,9 +24,12 @@ double sizes_layer_matmul_params(const struct config *c);
 /* The embedding table (vocab, hidden) in dtype, rounded up to 256. */
 size_t sizes_embed_bytes(const struct config *c, enum tl_dtype dtype);
 
-/* The final norm plus lm_head in dtype; with tied embeddings only the norm (lm_head is the
- * embedding table, counted once by the caller). */
+/* The lm_head matrix (vocab, hidden) in dtype, rounded up to 256: with tied embeddings it is
+ * the embedding table itself (the caller counts it once). */
 size_t sizes_lm_head_bytes(const struct config *c, enum tl_dtype dtype);
+
+/* The final norm (hidden) in dtype, rounded up to 256. */
+size_t sizes_final_norm_bytes(const struct config *c, enum tl_dtype dtype);
 
 /* All weights in dtype as gpu_backend.c allocates them: embed, final norm, lm_head when untied,
  * every layer. */
@@ -44,9 +48,10 @@ size_t sizes_gpu_activation_bytes(const struct config *c, enum tl_dtype dtype, i
 size_t sizes_attention_workspace_bytes(const struct config *c, int block_size, int max_tokens,
                                        int max_seq_len);
 
-/* gpu_backend.c's workspaces (attention, fp32 logits scratch, batch metadata, gather rows,
- * RoPE frequencies) plus SIZES_CUBLAS_RESERVE. */
+/* gpu_backend.c's workspaces (attention, fp32 scratch for logits and, in a split placement,
+ * the residual stream crossing to the CPU, batch metadata, gather rows, RoPE frequencies) plus
+ * SIZES_CUBLAS_RESERVE. split: anything streams or runs on the CPU. */
 size_t sizes_gpu_workspace_bytes(const struct config *c, int block_size, int max_tokens,
-                                 int max_seqs, int max_model_len);
+                                 int max_seqs, int max_model_len, bool split);
 
 #endif

@@ -28,6 +28,7 @@
 #define GPU_ATTN_MIN_S     6e-6
 #define GPU_PREFILL_ATTN   0.16
 #define GPU_LAYER_FIXED_S  22e-6
+#define GPU_EAGER_EXTRA_S  2.5e-6 /* split runs replay no graphs: 11.01 vs 10.89 ms / 48 */
 #define STEP_FIXED_S       50e-6
 #define CPU_LAYER_DISPATCH 12
 #define HOP_LATENCY_S      20e-6
@@ -82,6 +83,11 @@ static double attn_flops(const struct config *c, const struct stepmodel_step *s)
     return 4.0 * c->n_heads * c->head_dim * s->n_tokens * avg_ctx;
 }
 
+/* Bytes per weight the CPU reads: the checkpoint's dtype (the host model). */
+static double host_es(const struct config *c) {
+    return dtype_is_float_compute(c->dtype) ? (double)dtype_size(c->dtype) : 2.0;
+}
+
 static double gpu_layer_s(const struct config *c, const struct placement *p, const struct rates *r,
                           const struct stepmodel_step *s) {
     double es = (double)dtype_size(p->gpu_dtype);
@@ -92,13 +98,15 @@ static double gpu_layer_s(const struct config *c, const struct placement *p, con
     if (s->n_tokens > s->n_seqs)
         attn = max2(attn, attn_flops(c, s) / (r->gpu_flops * GPU_PREFILL_ATTN));
     double elementwise = T * (8.0 * c->hidden_size + 3.0 * c->intermediate_size) * es / r->hbm;
-    return t + attn + elementwise + GPU_LAYER_FIXED_S;
+    bool split = placement_count(p, PLACEMENT_GPU_RESIDENT) < p->n_layers ||
+                 p->embed != PLACEMENT_GPU_RESIDENT || p->lm_head != PLACEMENT_GPU_RESIDENT;
+    return t + attn + elementwise + GPU_LAYER_FIXED_S + (split ? GPU_EAGER_EXTRA_S : 0);
 }
 
-static double cpu_layer_s(const struct config *c, const struct placement *p, const struct rates *r,
+static double cpu_layer_s(const struct config *c, const struct rates *r,
                           const struct stepmodel_step *s) {
-    double es = (double)dtype_size(p->gpu_dtype), T = s->n_tokens;
-    double t = sizes_layer_matmul_params(c) * cpu_matmul_s_per_param(r, s->n_tokens, es);
+    double T = s->n_tokens;
+    double t = sizes_layer_matmul_params(c) * cpu_matmul_s_per_param(r, s->n_tokens, host_es(c));
     double kv = (double)s->n_seqs * s->ctx * (double)sizes_kv_token_layer_bytes(c, TL_DTYPE_F32);
     double attn = max2(kv / r->cpu_read * r->cpu_slow, attn_flops(c, s) / r->cpu_attn);
     double elementwise =
@@ -108,11 +116,6 @@ static double cpu_layer_s(const struct config *c, const struct placement *p, con
 
 static double hop_s(const struct config *c, const struct rates *r, const struct stepmodel_step *s) {
     return HOP_LATENCY_S + (double)s->n_tokens * c->hidden_size * 4.0 / r->pcie;
-}
-
-bool stepmodel_cpu_streams(const struct placement *p, const struct stepmodel_step *s) {
-    return p->stream_cpu_above_tokens >= 0 && p->stream_slots > 0 && s->n_tokens > s->n_seqs &&
-           s->n_tokens > p->stream_cpu_above_tokens;
 }
 
 static int build_units(const struct config *c, const struct placement *p, const struct rates *r,
@@ -126,32 +129,27 @@ static int build_units(const struct config *c, const struct placement *p, const 
         u[n++] = (struct unit){LOC_CPU, 0, gather / r->cpu_read + r->ce->cpu_dispatch_us * 1e-6, 0};
     else
         u[n++] = (struct unit){LOC_GPU, 0, gather / r->hbm + 3e-6, 0};
-    double t_gpu = gpu_layer_s(c, p, r, s), t_cpu = cpu_layer_s(c, p, r, s);
+    double t_gpu = gpu_layer_s(c, p, r, s), t_cpu = cpu_layer_s(c, r, s);
     double copy = (double)sizes_layer_bytes(c, p->gpu_dtype) / r->pcie;
-    /* a CPU layer run streamed also uploads the KV its sequences had before this step */
-    double past = (double)s->n_seqs * s->ctx - s->n_tokens;
-    double kv_up =
-        (past > 0 ? past : 0) * (double)sizes_kv_token_layer_bytes(c, p->gpu_dtype) / r->pcie;
-    bool cpu_streams = stepmodel_cpu_streams(p, s);
+    /* with a slot per streamed unit the weights stay in their slots (gpu_backend.c) */
+    bool moves = placement_streamed_units(p) > p->stream_slots;
     for (int l = 0; l < p->n_layers; l++) {
-        if (p->layer[l] == PLACEMENT_CPU && cpu_streams)
-            u[n++] = (struct unit){LOC_GPU, 1, t_gpu, copy + kv_up};
-        else if (p->layer[l] == PLACEMENT_CPU)
+        if (p->layer[l] == PLACEMENT_CPU)
             u[n++] = (struct unit){LOC_CPU, 0, t_cpu, 0};
         else
-            u[n++] = (struct unit){LOC_GPU, p->layer[l] == PLACEMENT_GPU_STREAMED, t_gpu, copy};
+            u[n++] =
+                (struct unit){LOC_GPU, moves && p->layer[l] == PLACEMENT_GPU_STREAMED, t_gpu, copy};
     }
     /* final norm + lm_head over the rows that want logits; tied, lm_head is the embedding */
-    double lm_copy = (double)sizes_lm_head_bytes(c, p->gpu_dtype) +
-                     (c->tie_word_embeddings ? (double)sizes_embed_bytes(c, p->gpu_dtype) : 0);
+    double lm_copy = (double)sizes_lm_head_bytes(c, p->gpu_dtype);
     double lm_bytes = lm_params * es;
     if (p->lm_head == PLACEMENT_CPU)
         u[n++] = (struct unit){LOC_CPU, 0,
-                               lm_params * cpu_matmul_s_per_param(r, s->n_seqs, es) +
+                               lm_params * cpu_matmul_s_per_param(r, s->n_seqs, host_es(c)) +
                                    2 * r->ce->cpu_dispatch_us * 1e-6,
                                0};
     else
-        u[n++] = (struct unit){LOC_GPU, p->lm_head == PLACEMENT_GPU_STREAMED,
+        u[n++] = (struct unit){LOC_GPU, moves && p->lm_head == PLACEMENT_GPU_STREAMED,
                                gpu_matmul_s(r, lm_params, lm_bytes, s->n_seqs) + 10e-6,
                                lm_copy / r->pcie};
     return n;
@@ -169,11 +167,7 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
                       1.0,
                       ce};
     int n_cpu = placement_count(p, PLACEMENT_CPU) + (p->lm_head == PLACEMENT_CPU);
-    int n_str = placement_streamed_units(p);
-    if (stepmodel_cpu_streams(p, s)) {
-        n_str += placement_count(p, PLACEMENT_CPU);
-        n_cpu = p->lm_head == PLACEMENT_CPU;
-    }
+    int n_str = placement_streamed_units(p) > p->stream_slots ? placement_streamed_units(p) : 0;
     /* PCIe DMA and CPU reads share the host's memory: when both run, both use the rates
      * measured while the other one ran. */
     if (n_cpu > 0 && n_str > 0) {

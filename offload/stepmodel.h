@@ -10,8 +10,6 @@
 #ifndef TL_STEPMODEL_H
 #define TL_STEPMODEL_H
 
-#include <stdbool.h>
-
 #include "calibrate.h"
 #include "config.h"
 #include "placement.h"
@@ -32,14 +30,11 @@ struct stepmodel_result {
     int hops;
 };
 
-/* Predicts one step of s under placement p (its layer kinds, embed, lm_head, stream_slots,
- * stream_cpu_above_tokens and gpu_dtype are used; KV sizes are not). The CPU computes from
- * weights in p->gpu_dtype. */
+/* Predicts one step of s under placement p (its layer kinds, embed, lm_head, stream_slots and
+ * gpu_dtype are used; KV sizes are not). The CPU reads its weights in the checkpoint's dtype
+ * (c->dtype). With as many slots as streamed units nothing streams: the weights stay put, as
+ * gpu_backend.c keeps them. */
 void stepmodel_predict(const struct config *c, const struct placement *p, const struct ceilings *ce,
                        const struct stepmodel_step *s, struct stepmodel_result *out);
-
-/* Whether step s runs p's CPU layers as streamed ones: a step with prefill tokens, more of them
- * than placement.h's stream_cpu_above_tokens. */
-bool stepmodel_cpu_streams(const struct placement *p, const struct stepmodel_step *s);
 
 #endif

@@ -79,7 +79,8 @@ static void test_bytes_14b(void **state) {
     assert_int_equal(sizes_layer_bytes(&c, TL_DTYPE_F32), 2 * layer);
     size_t embed = (size_t)152064 * 5120 * 2;
     assert_int_equal(sizes_embed_bytes(&c, TL_DTYPE_BF16), embed);
-    assert_int_equal(sizes_lm_head_bytes(&c, TL_DTYPE_BF16), embed + 5120 * 2); /* untied */
+    assert_int_equal(sizes_lm_head_bytes(&c, TL_DTYPE_BF16), embed); /* untied: its own */
+    assert_int_equal(sizes_final_norm_bytes(&c, TL_DTYPE_BF16), 5120 * 2);
     /* 14,770,033,664 parameters (test_config) x 2 bytes */
     assert_int_equal(sizes_model_bytes(&c, TL_DTYPE_BF16), (size_t)14770033664ull * 2);
     assert_int_equal(sizes_model_bytes(&c, TL_DTYPE_BF16), 48 * layer + 2 * embed + 10240);
@@ -101,7 +102,6 @@ static void test_bytes_70b_and_tied(void **state) {
                      80 * layer + 2 * (size_t)128256 * 8192 * 2 + 8192 * 2);
     /* tied: lm_head is the embedding table, counted once */
     c.tie_word_embeddings = true;
-    assert_int_equal(sizes_lm_head_bytes(&c, TL_DTYPE_BF16), 8192 * 2);
     assert_int_equal(sizes_model_bytes(&c, TL_DTYPE_BF16),
                      80 * layer + (size_t)128256 * 8192 * 2 + 8192 * 2);
     /* a bias of 1-D odd length still takes a whole 256-byte unit, as gpu_backend lays it out */
@@ -139,7 +139,7 @@ static void test_budget_and_resident(void **state) {
     size_t budget = (size_t)(0.9 * 80 * GIB) - (size_t)(0.5 * GIB);
     assert_int_equal(m.gpu_budget_bytes, budget);
     size_t act = forward_activation_bytes(&in.cfg, TL_DTYPE_BF16, 2048, 256);
-    size_t ws = sizes_gpu_workspace_bytes(&in.cfg, 16, 2048, 256, 4096);
+    size_t ws = sizes_gpu_workspace_bytes(&in.cfg, 16, 2048, 256, 4096, false);
     size_t fixed = sizes_model_bytes(&in.cfg, TL_DTYPE_BF16) + act + ws;
     assert_int_equal(m.gpu_fixed_bytes, fixed);
     size_t block = 48 * 16 * 4096;
@@ -191,7 +191,7 @@ static void test_check_refuses_kv(void **state) {
     size_t budget = (size_t)(40 * GIB) - (size_t)(0.5 * GIB);
     size_t fixed = sizes_model_bytes(&in.cfg, TL_DTYPE_BF16) +
                    forward_activation_bytes(&in.cfg, TL_DTYPE_BF16, 2048, 256) +
-                   sizes_gpu_workspace_bytes(&in.cfg, 16, 2048, 256, 131072);
+                   sizes_gpu_workspace_bytes(&in.cfg, 16, 2048, 256, 131072, false);
     size_t free_kv = budget - fixed, block = 48 * 16 * 4096;
     char want[200];
     snprintf(want, sizeof want,
@@ -335,8 +335,7 @@ static void check_plan(const struct planner_inputs *in, const struct planner_res
     if (placement_validate(&r->pl, &in->cfg, &err) != TL_OK) fail_msg("%s", err.msg);
     const struct planner_memory *m = &r->mem;
     assert_true(m->fits);
-    assert_true(m->gpu_fixed_bytes + m->gpu_kv_bytes + m->gpu_kv_scratch_bytes <=
-                m->gpu_budget_bytes);
+    assert_true(m->gpu_fixed_bytes + m->gpu_kv_bytes <= m->gpu_budget_bytes);
     assert_true(m->host_weight_bytes + m->host_buffer_bytes + m->host_kv_bytes <=
                 m->host_budget_bytes);
     assert_true(m->num_blocks * r->pl.block_size >= in->max_model_len);
@@ -519,10 +518,20 @@ static void test_validate(void **state) {
     assert_int_equal(placement_validate(&p, &c, &err), TL_OK);
     p.layer[3] = PLACEMENT_GPU_STREAMED; /* no slots */
     assert_int_equal(placement_validate(&p, &c, &err), TL_ERR_INVALID);
-    p.stream_slots = 1;
-    p.stream_slot_bytes = 1000; /* too small */
-    assert_int_equal(placement_validate(&p, &c, &err), TL_ERR_INVALID);
+    p.stream_slots = 1; /* a slot per streamed unit: nothing would stream */
     p.stream_slot_bytes = sizes_layer_bytes(&c, TL_DTYPE_BF16);
+    assert_int_equal(placement_validate(&p, &c, &err), TL_ERR_INVALID);
+    p.layer[7] = PLACEMENT_GPU_STREAMED;
+    p.lm_head = PLACEMENT_GPU_STREAMED; /* 3 units: slots must divide them */
+    p.stream_slots = 2;
+    p.stream_slot_bytes = sizes_lm_head_bytes(&c, TL_DTYPE_BF16);
+    assert_int_equal(placement_validate(&p, &c, &err), TL_ERR_INVALID);
+    p.stream_slots = 1;
+    p.stream_slot_bytes = sizes_layer_bytes(&c, TL_DTYPE_BF16); /* too small for lm_head */
+    assert_int_equal(placement_validate(&p, &c, &err), TL_ERR_INVALID);
+    p.stream_slot_bytes = sizes_lm_head_bytes(&c, TL_DTYPE_BF16);
+    assert_int_equal(placement_validate(&p, &c, &err), TL_OK);
+    p.lm_head = PLACEMENT_GPU_RESIDENT;
     assert_int_equal(placement_validate(&p, &c, &err), TL_OK);
     p.embed = PLACEMENT_GPU_STREAMED;
     assert_int_equal(placement_validate(&p, &c, &err), TL_ERR_INVALID);
@@ -535,7 +544,10 @@ static void test_validate(void **state) {
     char d[PLACEMENT_MAX_LAYERS + 64];
     placement_describe(&p, d, sizeof d);
     assert_string_equal(
-        d, "RRRSRCRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRR embed=cpu lm_head=resident");
+        d, "RRRSRCRSRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRR embed=cpu lm_head=resident");
+    uint8_t mask[48];
+    placement_cpu_mask(&p, mask);
+    for (int l = 0; l < 48; l++) assert_int_equal(mask[l], l == 5);
 }
 
 static void test_ceilings_file(void **state) {

@@ -1,9 +1,11 @@
 /* test_planner_gpu: the planner counts GPU memory exactly as the CUDA backend allocates it.
  *   (no argument) the attention workspace of sizes.c equals kern_attention_workspace_bytes over
  *       a sweep of shapes — pure arithmetic, runs wherever CUDA is built (CI too);
- *   --gpu  gpu_backend_create on a dummy model and planner_check on the same budget agree on
- *       weights, activations, workspace and KV blocks, and on the numbers of the max-model-len
- *       refusal. Exit 77 without a GPU. */
+ *   --gpu  gpu_backend_create on a dummy model and the planner on the same budget agree on
+ *       weights, staging slots, pinned host images, activations, workspace and KV blocks, for
+ *       everything resident and for two mixed placements (streamed layers and lm_head, CPU
+ *       layers, host embedding), and on the numbers of the max-model-len refusal. Exit 77
+ *       without a GPU. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +14,15 @@
 #include "kern.h"
 #include "kern_attention.h"
 #include "model.h"
+#include "placement.h"
 #include "planner.h"
 #include "sizes.h"
+
+/* placement.h's layer array is passed to gpu_backend as it is */
+_Static_assert((int)PLACEMENT_GPU_RESIDENT == (int)GPU_PLACE_RESIDENT &&
+                   (int)PLACEMENT_GPU_STREAMED == (int)GPU_PLACE_STREAM &&
+                   (int)PLACEMENT_CPU == (int)GPU_PLACE_CPU,
+               "enum placement_kind and enum gpu_place must agree");
 
 static int failures;
 
@@ -101,8 +110,8 @@ static void backend_agrees(void) {
         enum tl_status pst = planner_check(&in, NULL, &pm, &perr);
         CHECK(pst == bst, "len %d: planner says %s, backend %s (%s)", lens[i], tl_status_str(pst),
               tl_status_str(bst), bst ? berr.msg : perr.msg);
-        CHECK(pm.gpu_weight_bytes == plan.weight_bytes, "weights: planner %zu, backend %zu",
-              pm.gpu_weight_bytes, plan.weight_bytes);
+        CHECK(pm.gpu_weight_bytes + pm.gpu_staging_bytes == plan.weight_bytes,
+              "weights: planner %zu, backend %zu", pm.gpu_weight_bytes, plan.weight_bytes);
         CHECK(pm.gpu_activation_bytes == plan.activation_bytes,
               "activations: planner %zu, backend %zu", pm.gpu_activation_bytes,
               plan.activation_bytes);
@@ -132,6 +141,103 @@ static void backend_agrees(void) {
     model_free(m);
 }
 
+/* The planner's bytes for placement pl against gpu_backend_create with the same placement. */
+static void placement_agrees(const struct model *m, struct placement pl, const char *what) {
+    struct tl_err err = {{0}};
+    struct gpu_backend_opts go = {.device = 0,
+                                  .gpu_memory_utilization = 0.9,
+                                  .gpu_memory_gb = 2,
+                                  .dtype = TL_DTYPE_BF16,
+                                  .block_size = 16,
+                                  .max_model_len = 4096,
+                                  .max_tokens = 512,
+                                  .max_seqs = 32,
+                                  .enforce_eager = true,
+                                  .layer_place = pl.layer,
+                                  .stream_slots = pl.stream_slots,
+                                  .embed_on_host = pl.embed == PLACEMENT_CPU,
+                                  .head_on_host = pl.lm_head == PLACEMENT_CPU,
+                                  .head_streamed = pl.lm_head == PLACEMENT_GPU_STREAMED};
+    struct ops ops;
+    const struct model *dm;
+    struct gpu_plan plan;
+    if (gpu_backend_create(m, &go, &ops, &dm, &plan, &err) != TL_OK) {
+        CHECK(0, "%s: %s", what, err.msg);
+        return;
+    }
+    struct planner_inputs in;
+    planner_inputs_default(&in);
+    in.cfg = m->cfg;
+    in.dtype = TL_DTYPE_BF16;
+    in.gpu_total_bytes = plan.budget_bytes;
+    in.gpu_memory_utilization = 1.0;
+    in.max_model_len = 4096;
+    in.max_num_batched_tokens = 512;
+    in.max_num_seqs = 32;
+    in.host_bytes = (size_t)64 << 30;
+    struct planner_memory pm;
+    CHECK(planner_memory_of(&in, &pl, &pm, &err) == TL_OK, "%s: %s", what, err.msg);
+    CHECK(placement_validate(&pl, &m->cfg, &err) == TL_OK, "%s: %s", what, err.msg);
+    size_t pinned =
+        (size_t)placement_count(&pl, PLACEMENT_GPU_STREAMED) *
+            sizes_layer_bytes(&m->cfg, TL_DTYPE_BF16) +
+        (pl.lm_head == PLACEMENT_GPU_STREAMED ? sizes_lm_head_bytes(&m->cfg, TL_DTYPE_BF16) : 0);
+    CHECK(pm.gpu_weight_bytes + pm.gpu_staging_bytes == plan.weight_bytes,
+          "%s: weights + slots: planner %zu + %zu, backend %zu", what, pm.gpu_weight_bytes,
+          pm.gpu_staging_bytes, plan.weight_bytes);
+    CHECK(pm.gpu_staging_bytes == plan.stream_slot_bytes, "%s: slots: planner %zu, backend %zu",
+          what, pm.gpu_staging_bytes, plan.stream_slot_bytes);
+    CHECK(pinned == plan.stream_host_bytes, "%s: pinned images: planner %zu, backend %zu", what,
+          pinned, plan.stream_host_bytes);
+    CHECK(pm.gpu_activation_bytes == plan.activation_bytes, "%s: activations %zu vs %zu", what,
+          pm.gpu_activation_bytes, plan.activation_bytes);
+    CHECK(pm.gpu_workspace_bytes == plan.workspace_bytes, "%s: workspace %zu vs %zu", what,
+          pm.gpu_workspace_bytes, plan.workspace_bytes);
+    CHECK(pl.kv_gpu_block_bytes == plan.kv_block_bytes, "%s: KV block %zu vs %zu", what,
+          pl.kv_gpu_block_bytes, plan.kv_block_bytes);
+    /* the backend takes every block the GPU holds; the planner may give fewer to match the host */
+    int gpu_blocks = (int)(pm.gpu_kv_free_bytes / pl.kv_gpu_block_bytes);
+    CHECK(gpu_blocks == plan.num_blocks && pm.num_blocks <= gpu_blocks,
+          "%s: KV blocks: planner %d (GPU %d), backend %d", what, pm.num_blocks, gpu_blocks,
+          plan.num_blocks);
+    printf("%s: weights %zu, slots %zu, pinned %zu, %d KV blocks: agree\n", what, plan.weight_bytes,
+           plan.stream_slot_bytes, plan.stream_host_bytes, plan.num_blocks);
+    gpu_backend_destroy(&ops);
+}
+
+static void placements_agree(void) {
+    struct tl_err err = {{0}};
+    struct config cfg;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/../../bench/models/qwen2.5-0.5b", TL_FIXTURES);
+    if (config_load(dir, &cfg, &err) != TL_OK) {
+        CHECK(0, "%s", err.msg);
+        return;
+    }
+    struct model_load_opts lo = {.format = MODEL_LOAD_DUMMY, .dtype = TL_DTYPE_BF16, .seed = 1};
+    struct model *m;
+    if (model_create_dummy(&cfg, &lo, &m, &err) != TL_OK) {
+        CHECK(0, "%s", err.msg);
+        return;
+    }
+    struct placement a;
+    placement_init_resident(&a, cfg.n_layers, TL_DTYPE_BF16, 16);
+    for (int l = 0; l < cfg.n_layers; l++)
+        a.layer[l] = l % 4 == 1   ? PLACEMENT_GPU_STREAMED
+                     : l % 4 == 3 ? PLACEMENT_CPU
+                                  : PLACEMENT_GPU_RESIDENT;
+    a.stream_slots = 2;
+    a.embed = PLACEMENT_CPU, a.lm_head = PLACEMENT_CPU; /* tied: the table stays on the host */
+    placement_agrees(m, a, "R/S/C mix, embedding and lm_head on the CPU");
+    struct placement b;
+    placement_init_resident(&b, cfg.n_layers, TL_DTYPE_BF16, 16);
+    for (int l = 0; l < cfg.n_layers; l += 3) b.layer[l] = PLACEMENT_GPU_STREAMED;
+    b.stream_slots = 3; /* 8 layers + lm_head */
+    b.embed = PLACEMENT_CPU, b.lm_head = PLACEMENT_GPU_STREAMED;
+    placement_agrees(m, b, "streamed layers and lm_head (the tied table)");
+    model_free(m);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--gpu")) {
         struct tl_err why;
@@ -140,6 +246,7 @@ int main(int argc, char **argv) {
             return 77;
         }
         backend_agrees();
+        placements_agree();
     } else {
         workspace_sweep();
     }
