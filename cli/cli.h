@@ -8,5 +8,10 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+/* `tierlm bench serve` (cmd_bench_serve.c), dispatched by cmd_bench. */
+int cmd_bench_serve(int argc, char **argv);
+/* cmd_bench_kv.c: `tierlm bench kv-tiers` */
+int bench_kv_tiers(int argc, char **argv);
 
 #endif

@@ -213,6 +213,19 @@ static int bench_throughput(int argc, char **argv) {
     if (dev > 0)
         printf("Device busy: %.1f%% of the steps' wall time (decode-only steps: %.1f%%)\n",
                100.0 * dev / busy, ds > 0 ? 100.0 * ddev / ds : 0.0);
+    bool tiers = m1.cpu_blocks_total > 0;
+    long long p_swap = m1.num_preemptions_swap_total - m0.num_preemptions_swap_total;
+    long long p_rec = m1.num_preemptions_recompute_total - m0.num_preemptions_recompute_total;
+    long long recov = m1.num_swap_recoveries_total - m0.num_swap_recoveries_total;
+    int64_t b_out = m1.swap_out_bytes_total - m0.swap_out_bytes_total;
+    int64_t b_in = m1.swap_in_bytes_total - m0.swap_in_bytes_total;
+    int64_t b_nw = m1.nvme_write_bytes_total - m0.nvme_write_bytes_total;
+    int64_t b_nr = m1.nvme_read_bytes_total - m0.nvme_read_bytes_total;
+    if (tiers)
+        printf("KV tiers: preemptions %lld by swap, %lld by recompute, %lld recovered after a "
+               "tier failure; swap out %.0f MiB, in %.0f MiB, NVMe write %.0f MiB, read %.0f MiB\n",
+               p_swap, p_rec, recov, b_out / 1048576.0, b_in / 1048576.0, b_nw / 1048576.0,
+               b_nr / 1048576.0);
     if (a.output_json) {
         json_t *j = json_object();
         json_object_set_new(j, "elapsed_time", json_real(el));
@@ -229,6 +242,15 @@ static int bench_throughput(int argc, char **argv) {
         json_object_set_new(j, "decode_tokens_per_second", json_real(ds > 0 ? dtok / ds : 0.0));
         json_object_set_new(j, "decode_step_ms", json_real(dsteps > 0 ? 1e3 * ds / dsteps : 0.0));
         json_object_set_new(j, "device_busy_fraction", json_real(busy > 0 ? dev / busy : 0.0));
+        if (tiers) {
+            json_object_set_new(j, "num_preemptions_swap", json_integer(p_swap));
+            json_object_set_new(j, "num_preemptions_recompute", json_integer(p_rec));
+            json_object_set_new(j, "num_swap_recoveries", json_integer(recov));
+            json_object_set_new(j, "swap_out_bytes", json_integer(b_out));
+            json_object_set_new(j, "swap_in_bytes", json_integer(b_in));
+            json_object_set_new(j, "nvme_write_bytes", json_integer(b_nw));
+            json_object_set_new(j, "nvme_read_bytes", json_integer(b_nr));
+        }
         if (!j || json_dump_file(j, a.output_json, JSON_INDENT(4)) != 0) {
             fprintf(stderr, "tierlm bench throughput: cannot write %s\n", a.output_json);
             json_decref(j);
@@ -248,6 +270,8 @@ static const struct {
     const char *help;
 } benches[] = {
     {"throughput", bench_throughput, "offline throughput, as vLLM's benchmark_throughput"},
+    {"serve", cmd_bench_serve, "an OpenAI endpoint under load, as vLLM's benchmark_serving"},
+    {"kv-tiers", bench_kv_tiers, "KV swap rates against pinned copies and raw io_uring"},
 };
 
 int cmd_bench(int argc, char **argv) {

@@ -23,7 +23,7 @@
 struct plan_args {
     const char *model, *device, *gpu_name, *ceilings;
     struct planner_inputs in;
-    double gpu_total_gb, gpu_reserved_gb, host_gb;
+    double gpu_total_gb, gpu_reserved_gb, host_gb, swap_gb;
     struct calibrate_assume assume;
     int threads;
     bool recalibrate, json, check;
@@ -75,6 +75,7 @@ static void help(FILE *f) {
         "                              measured)\n"
         "CPU and host:\n"
         "  --host-memory-gb H          host RAM the run may use   [MemAvailable]\n"
+        "  --swap-space G              GiB of host RAM the KV swap tier pins, as vLLM   [0]\n"
         "  --threads N                 CPU threads, one per physical core   [physical cores]\n"
         "  --recalibrate               measure the ceilings again instead of using the cache\n"
         "  --ceilings FILE             use ceilings measured elsewhere (a file from the cache\n"
@@ -148,6 +149,7 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
         O_CHECK,
         O_JSON,
         O_CEIL,
+        O_SWAP,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
@@ -176,6 +178,7 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
         {"check", no_argument, 0, O_CHECK},
         {"json", no_argument, 0, O_JSON},
         {"ceilings", required_argument, 0, O_CEIL},
+        {"swap-space", required_argument, 0, O_SWAP},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -281,6 +284,9 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
         case O_CEIL:
             a->ceilings = optarg;
             break;
+        case O_SWAP:
+            bad = num("--swap-space", optarg, 0, 1 << 20, &a->swap_gb);
+            break;
         case 'h':
             help(stdout);
             return 1;
@@ -381,6 +387,7 @@ int cmd_plan(int argc, char **argv) {
         return 1;
     }
     a.in.host_bytes = a.host_gb > 0 ? (size_t)(a.host_gb * GIB) : mem_available();
+    a.in.host_swap_bytes = (size_t)(a.swap_gb * GIB);
     a.in.cpu_threads = a.threads;
     struct calibrate_opts co = {
         .threads = a.threads, .recalibrate = a.recalibrate, .assume = a.assume, .quiet = a.json};

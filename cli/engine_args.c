@@ -5,11 +5,14 @@
 #include "engine_args.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "kvswap.h"
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
 /* KV memory of the CPU engine when nothing says otherwise (vLLM's CPU backend uses 4 GiB). */
@@ -24,30 +27,42 @@ void engine_args_default(struct engine_args *a) {
     a->max_num_batched_tokens = 2048;
     a->enable_prefix_caching = true;
     a->gpu_memory_utilization = 0.9;
+    a->kv_crc_threads = -1;
 }
 
 void engine_args_help(FILE *f) {
-    fprintf(f, "engine (vLLM's flags and meanings):\n"
-               "  --model DIR              HF model directory (config.json + *.safetensors)\n"
-               "  --tokenizer DIR          tokenizer.json / tokenizer_config.json   [--model DIR]\n"
-               "  --skip-tokenizer-init    no tokenizer: token-id prompts only, no text\n"
-               "  --load-format FMT        auto | safetensors | dummy (random weights of the\n"
-               "                           config's shape; needs only config.json)   [auto]\n"
-               "  --dtype T                auto | float16 | bfloat16 | float32   [auto]\n"
-               "  --device D               auto | cpu | cuda   [auto: cuda when a GPU is present]\n"
-               "  --threads N              CPU threads   [physical cores]\n"
-               "  --max-model-len N        prompt + output tokens per sequence   [the model's]\n"
-               "  --max-num-seqs N         sequences running at once   [256]\n"
-               "  --max-num-batched-tokens N  tokens per step (chunked prefill budget)   [2048]\n"
-               "  --block-size N           tokens per KV block   [16]\n"
-               "  --num-gpu-blocks-override N  KV blocks to use instead of all that fit\n"
-               "  --enable-prefix-caching / --no-enable-prefix-caching\n"
-               "                           share the KV of identical prompt prefixes   [on]\n"
-               "  --gpu-memory-utilization F  fraction of the GPU's memory to use   [0.9]\n"
-               "  --gpu-memory-gb G        hard cap in GiB (e.g. 24 to act as a 24 GB card)\n"
-               "  --enforce-eager          no CUDA graphs\n"
-               "  --disable-log-stats      no 5-second throughput line\n"
-               "  --quiet                  no progress or start-up lines\n");
+    fprintf(f,
+            "engine (vLLM's flags and meanings):\n"
+            "  --model DIR              HF model directory (config.json + *.safetensors)\n"
+            "  --tokenizer DIR          tokenizer.json / tokenizer_config.json   [--model DIR]\n"
+            "  --skip-tokenizer-init    no tokenizer: token-id prompts only, no text\n"
+            "  --load-format FMT        auto | safetensors | dummy (random weights of the\n"
+            "                           config's shape; needs only config.json)   [auto]\n"
+            "  --dtype T                auto | float16 | bfloat16 | float32   [auto]\n"
+            "  --device D               auto | cpu | cuda   [auto: cuda when a GPU is present]\n"
+            "  --threads N              CPU threads   [physical cores]\n"
+            "  --max-model-len N        prompt + output tokens per sequence   [the model's]\n"
+            "  --max-num-seqs N         sequences running at once   [256]\n"
+            "  --max-num-batched-tokens N  tokens per step (chunked prefill budget)   [2048]\n"
+            "  --block-size N           tokens per KV block   [16]\n"
+            "  --num-gpu-blocks-override N  KV blocks to use instead of all that fit\n"
+            "  --enable-prefix-caching / --no-enable-prefix-caching\n"
+            "                           share the KV of identical prompt prefixes   [on]\n"
+            "  --gpu-memory-utilization F  fraction of the GPU's memory to use   [0.9]\n"
+            "  --gpu-memory-gb G        hard cap in GiB (e.g. 24 to act as a 24 GB card)\n"
+            "  --enforce-eager          no CUDA graphs\n"
+            "  --swap-space GB          pinned host RAM for the KV of preempted sequences\n"
+            "                           (swapped out, checksummed, swapped back in)   [0: off]\n"
+            "  --nvme-swap-dir DIR      also a swap file there (io_uring, O_DIRECT, unnamed);\n"
+            "                           host RAM spills to it when full\n"
+            "  --nvme-swap-gb GB        size of that swap file (needed with --nvme-swap-dir)\n"
+            "  --preemption-mode M      auto | swap | recompute: when KV runs out, swap a\n"
+            "                           sequence out or recompute it later (auto: the cheaper,\n"
+            "                           per sequence; swap needs the flags above)   [auto]\n"
+            "  --kv-crc-threads N       threads checksumming swapped KV blocks (0: the engine's\n"
+            "                           own thread)   [cores/4, 1..4]\n"
+            "  --disable-log-stats      no 5-second throughput line\n"
+            "  --quiet                  no progress or start-up lines\n");
 }
 
 static int int_val(const char *flag, const char *v, int lo, int *out, struct tl_err *err) {
@@ -96,7 +111,12 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
                                              "--max-num-batched-tokens",
                                              "--num-gpu-blocks-override",
                                              "--gpu-memory-utilization",
-                                             "--gpu-memory-gb"};
+                                             "--gpu-memory-gb",
+                                             "--swap-space",
+                                             "--nvme-swap-dir",
+                                             "--nvme-swap-gb",
+                                             "--preemption-mode",
+                                             "--kv-crc-threads"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
         known |= !strcmp(f, with_value[k]);
@@ -150,6 +170,24 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
     if (!strcmp(f, "--gpu-memory-utilization"))
         return dbl_val(f, v, 0.01, 1.0, &a->gpu_memory_utilization, err);
     if (!strcmp(f, "--gpu-memory-gb")) return dbl_val(f, v, 0.0, 1e6, &a->gpu_memory_gb, err);
+    if (!strcmp(f, "--swap-space")) return dbl_val(f, v, 0.0, 1e6, &a->swap_space_gb, err);
+    if (!strcmp(f, "--nvme-swap-dir")) return a->nvme_swap_dir = v, 1;
+    if (!strcmp(f, "--nvme-swap-gb")) return dbl_val(f, v, 0.0, 1e9, &a->nvme_swap_gb, err);
+    if (!strcmp(f, "--kv-crc-threads")) return int_val(f, v, 0, &a->kv_crc_threads, err);
+    if (!strcmp(f, "--preemption-mode")) {
+        if (!strcmp(v, "auto"))
+            a->preemption_mode = ENGINE_PREEMPT_AUTO;
+        else if (!strcmp(v, "swap"))
+            a->preemption_mode = ENGINE_PREEMPT_SWAP;
+        else if (!strcmp(v, "recompute"))
+            a->preemption_mode = ENGINE_PREEMPT_RECOMPUTE;
+        else {
+            tl_fail(err, TL_ERR_INVALID,
+                    "--preemption-mode must be auto, swap or recompute, got '%s'", v);
+            return -1;
+        }
+        return 1;
+    }
     return 0;
 }
 
@@ -159,6 +197,40 @@ static void load_progress(void *user, size_t done, size_t total) {
         fprintf(stderr, "\rloading weights: %.1f / %.1f GiB", (double)done / GIB,
                 (double)total / GIB);
     if (done == total && total > ((size_t)1 << 30)) fputc('\n', stderr);
+}
+
+/* The KV tiers of --swap-space / --nvme-swap-dir, checked against the host's RAM as vLLM
+ * checks --swap-space (more than 70% of it is refused). */
+static enum tl_status open_tiers(const struct engine_args *a, struct engine_boot *b, int max_len,
+                                 struct tl_err *err) {
+    if (a->swap_space_gb <= 0 && !a->nvme_swap_dir) {
+        if (a->preemption_mode == ENGINE_PREEMPT_SWAP)
+            return tl_fail(err, TL_ERR_INVALID,
+                           "--preemption-mode swap needs somewhere to swap to: give "
+                           "--swap-space GB and/or --nvme-swap-dir DIR --nvme-swap-gb GB");
+        return TL_OK;
+    }
+    if (a->nvme_swap_dir && a->nvme_swap_gb <= 0)
+        return tl_fail(err, TL_ERR_INVALID,
+                       "--nvme-swap-dir %s needs --nvme-swap-gb GB: the swap file's size",
+                       a->nvme_swap_dir);
+    double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE) / GIB;
+    if (ram > 0 && a->swap_space_gb > 0.7 * ram)
+        return tl_fail(err, TL_ERR_INVALID,
+                       "--swap-space %.1f GiB is more than 70%% of this host's %.1f GiB of RAM: "
+                       "lower it to %.1f or less (or use --nvme-swap-dir for more room)",
+                       a->swap_space_gb, ram, 0.7 * ram);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int crc = a->kv_crc_threads >= 0 ? a->kv_crc_threads : (int)(cores / 4 < 4 ? cores / 4 : 4);
+    if (a->kv_crc_threads < 0 && crc < 1) crc = 1; /* 0 only when asked: on the engine thread */
+    struct kvswap_opts ko = {.ops = &b->be.ops,
+                             .host_bytes = (size_t)(a->swap_space_gb * GIB),
+                             .nvme_dir = a->nvme_swap_dir,
+                             .nvme_bytes = (size_t)(a->nvme_swap_gb * GIB),
+                             .max_blocks_per_seq = (max_len + a->block_size - 1) / a->block_size,
+                             .crc_threads = crc,
+                             .quiet = a->quiet};
+    return kvswap_create(&ko, &b->kvswap, err);
 }
 
 static bool file_exists(const char *dir, const char *name) {
@@ -244,6 +316,7 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
     if ((st = kvcache_create(b->be.num_blocks, a->block_size, &b->kv, err)) != TL_OK) goto fail;
     if ((st = forward_create(b->be.model, &b->be.ops, step_tokens, seqs, &b->fwd, err)) != TL_OK)
         goto fail;
+    if ((st = open_tiers(a, b, max_len, err)) != TL_OK) goto fail;
 
     int32_t eos[2 * CONFIG_MAX_EOS + 1];
     int n_eos = 0;
@@ -257,7 +330,9 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
                              .eos_ids = eos,
                              .n_eos = n_eos,
                              .tok = b->tok,
-                             .log_interval_s = a->disable_log_stats ? 0.0 : 5.0};
+                             .log_interval_s = a->disable_log_stats ? 0.0 : 5.0,
+                             .kvswap = b->kvswap,
+                             .preemption_mode = a->preemption_mode};
     if ((st = engine_create(b->fwd, b->kv, c->vocab_size, &eo, &b->engine, err)) != TL_OK)
         goto fail;
     return TL_OK;
@@ -268,6 +343,7 @@ fail:
 
 void engine_boot_close(struct engine_boot *b) {
     engine_destroy(b->engine);
+    kvswap_destroy(b->kvswap); /* before the backend whose memory it pinned */
     forward_destroy(b->fwd);
     kvcache_destroy(b->kv);
     if (b->be.ops.ctx) backend_close(&b->be);

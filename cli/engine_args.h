@@ -31,11 +31,15 @@ struct engine_args {
     bool enable_prefix_caching;
     double gpu_memory_utilization, gpu_memory_gb;
     bool enforce_eager;
-    double swap_space_gb;  /* host KV tier (arrives with the KV-tier issue) */
+    double swap_space_gb;  /* host KV tier: pinned RAM for preempted sequences' KV */
     double cpu_offload_gb; /* weights in host RAM (arrives with the offload issue) */
     bool no_tokenizer;     /* token ids only (bench with dummy weights and no tokenizer) */
     bool disable_log_stats;
     bool quiet;
+    const char *nvme_swap_dir; /* NVMe KV tier: a swap file there (NULL: none) */
+    double nvme_swap_gb;       /* its size */
+    enum engine_preemption preemption_mode;
+    int kv_crc_threads; /* -1: default */
 };
 
 void engine_args_default(struct engine_args *a);
@@ -59,7 +63,8 @@ struct engine_boot {
     struct gen_config gen;      /* generation_config.json: sampling defaults */
     struct engine *engine;      /* owned, thread not started */
     int max_model_len;
-    char model_name[256]; /* the model directory's base name */
+    char model_name[256];  /* the model directory's base name */
+    struct kvswap *kvswap; /* owned, NULL without --swap-space / --nvme-swap-dir */
 };
 
 /* Loads and creates everything (progress on stderr unless quiet). On failure nothing is left

@@ -14,7 +14,8 @@ static const struct {
     {"generate", cmd_generate, "generate text (or token ids) for prompts, chats or token ids"},
     {"tokenize", cmd_tokenize, "print the token ids of texts"},
     {"detokenize", cmd_detokenize, "print the text of token id lists"},
-    {"bench", cmd_bench, "benchmarks: throughput (vLLM's benchmark_throughput)"},
+    {"serve", cmd_serve, "serve the model over vLLM's OpenAI-compatible REST API"},
+    {"bench", cmd_bench, "benchmarks: throughput, serve (vLLM's benchmark_throughput / _serving)"},
     {"plan", cmd_plan, "plan a model's placement on this machine (or a named GPU) before loading"},
 };
 

@@ -28,6 +28,8 @@ struct cpu_backend {
     const struct fwd_batch *batch; /* the current step (borrowed from the caller) */
     int32_t *tok_seq;
     int tok_seq_cap;
+    uint64_t kv_ticket; /* kv_copy batches so far */
+    int kv_layers_held; /* layers whose KV is in kv */
     char err[256];
 };
 
@@ -236,6 +238,39 @@ static enum tl_status op_write_f32(void *ctx, const float *src, size_t n, void *
     return TL_OK;
 }
 
+/* ---------------- KV blocks to and from host memory ---------------- */
+
+/* A block's image is its 2 * n_kv_layers pieces (the layers this backend keeps KV for, K then
+ * V) of block_size * n_kv * hd floats, each at the same offset of its pool, laid end to end.
+ * The copy is done when it returns. */
+static enum tl_status op_kv_copy(void *ctx, int dir, const int32_t *blocks, void *const *host,
+                                 int n, uint64_t *ticket) {
+    struct cpu_backend *be = ctx;
+    size_t piece = (size_t)be->block_size * be->cfg.n_kv_heads * be->cfg.head_dim;
+    int n_pieces = 2 * be->kv_layers_held;
+    for (int i = 0; i < n; i++)
+        if (blocks[i] < 0 || blocks[i] >= be->num_blocks || !host[i])
+            return be_fail(be, TL_ERR_INTERNAL, "kv_copy: block id %d out of range", blocks[i]);
+    for (int i = 0; i < n; i++) {
+        float *img = host[i];
+        for (int p = 0; p < n_pieces; p++) {
+            float *kv = be->kv + (size_t)p * be->layer_elems + (size_t)blocks[i] * piece;
+            if (dir == 0)
+                memcpy(img + (size_t)p * piece, kv, piece * sizeof(float));
+            else
+                memcpy(kv, img + (size_t)p * piece, piece * sizeof(float));
+        }
+    }
+    *ticket = ++be->kv_ticket;
+    return TL_OK;
+}
+
+static enum tl_status op_kv_copy_done(void *ctx, uint64_t wait, uint64_t *done) {
+    (void)wait;
+    *done = ((struct cpu_backend *)ctx)->kv_ticket;
+    return TL_OK;
+}
+
 enum tl_status cpu_backend_create(const struct config *c, const struct cpu_backend_opts *o,
                                   struct ops *out, struct tl_err *err) {
     memset(out, 0, sizeof *out);
@@ -292,6 +327,13 @@ enum tl_status cpu_backend_create(const struct config *c, const struct cpu_backe
     out->silu_mul = op_silu_mul;
     out->gather_rows = op_gather_rows;
     out->write_f32 = op_write_f32;
+    be->kv_layers_held = n_kv;
+    if (n_kv > 0) {
+        out->kv_block_bytes =
+            cpu_kv_block_bytes(c, o->block_size) / (size_t)c->n_layers * (size_t)n_kv;
+        out->kv_copy = op_kv_copy;
+        out->kv_copy_done = op_kv_copy_done;
+    }
     return TL_OK;
 }
 

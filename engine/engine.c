@@ -339,6 +339,7 @@ enum tl_status engine_submit(struct engine *e, const int32_t *prompt, int n_prom
     r->p = *p;
     r->p.stop = (const char *const *)r->stop;
     r->stop_token = -1;
+    r->swap_h = -1;
     r->n_prompt = n_prompt;
     size_t len = (size_t)n_prompt + (size_t)p->max_tokens;
     int bs = kvcache_block_size(e->kv);
@@ -473,7 +474,7 @@ static void *engine_main(void *arg) {
     for (;;) {
         pthread_mutex_lock(&e->mu);
         while (!e->stopping && e->inbox.n == 0 && e->running.n == 0 && e->waiting.n == 0 &&
-               !e->abort_pending)
+               e->swapped.n == 0 && !e->abort_pending)
             pthread_cond_wait(&e->cv, &e->mu);
         bool stop = e->stopping;
         pthread_mutex_unlock(&e->mu);
@@ -521,6 +522,11 @@ void engine_destroy(struct engine *e) {
         req_queue_remove_at(&e->running, 0);
         engine_finish_request(e, r, ENGINE_FINISH_ABORT);
     }
+    while (e->swapped.n > 0) {
+        struct engine_request *r = e->swapped.v[0];
+        req_queue_remove_at(&e->swapped, 0);
+        engine_finish_request(e, r, ENGINE_FINISH_ABORT);
+    }
     if (e->pad_block >= 0) {
         forward_set_pad_block(e->fwd, -1);
         kvcache_unref(e->kv, e->pad_block);
@@ -528,6 +534,8 @@ void engine_destroy(struct engine *e) {
     free(e->inbox.v);
     free(e->waiting.v);
     free(e->running.v);
+    free(e->swapped.v);
+    free(e->swap_dev);
     sampler_destroy(e->sampler);
     free(e->logits);
     free(e->raw);

@@ -2,9 +2,9 @@
  * has its own stream of outputs (token ids, text, logprobs) that its submitter reads with
  * engine_request_wait. One loop (engine_start's thread, or the caller through engine_step)
  * schedules as vLLM does: waiting / running / swapped queues, decodes first, chunked prefill
- * under max_num_batched_tokens, admission by free KV blocks, preemption by recomputation,
- * FCFS. The engine borrows the forward, the KV block manager and the tokenizer; it owns the
- * requests' state until both it and the submitter have released them. */
+ * under max_num_batched_tokens, admission by free KV blocks, preemption by swapping to the
+ * KV tiers or by recomputation, FCFS. The engine borrows the forward, the KV block manager and the
+ * tokenizer; it owns the requests' state until both it and the submitter have released them. */
 #ifndef TL_ENGINE_H
 #define TL_ENGINE_H
 
@@ -20,12 +20,20 @@
 
 struct engine;
 struct engine_request;
+struct kvswap; /* offload/kvswap.h: the KV tiers */
 
 /* Most top logprobs a request may ask for (OpenAI's top_logprobs allows 20). */
 #define ENGINE_MAX_LOGPROBS 20
 /* Most stop strings per request, and the longest one in bytes. */
 #define ENGINE_MAX_STOP     16
 #define ENGINE_MAX_STOP_LEN 256
+
+/* How a sequence is preempted when KV blocks run out (vLLM's --preemption-mode, plus auto). */
+enum engine_preemption {
+    ENGINE_PREEMPT_AUTO = 0,  /* per sequence, the cheaper: bytes to move or tokens to recompute */
+    ENGINE_PREEMPT_SWAP,      /* swap out whenever the tiers have room */
+    ENGINE_PREEMPT_RECOMPUTE, /* drop the KV, recompute it later */
+};
 
 struct engine_opts {
     int max_num_seqs;           /* most running sequences (vLLM's --max-num-seqs) */
@@ -40,6 +48,10 @@ struct engine_opts {
     /* Where log lines go; NULL = stderr. Called from the engine thread. */
     void (*log)(void *user, const char *line);
     void *log_user;
+    /* The KV tiers (borrowed, used by the engine loop only); NULL: preemption by recomputation
+     * only, as without --swap-space / --nvme-swap-dir. */
+    struct kvswap *kvswap;
+    enum engine_preemption preemption_mode; /* with kvswap */
 };
 
 /* What a request asks for; copied at submit. */
@@ -120,6 +132,23 @@ struct engine_metrics {
     double decode_s;        /* their wall time */
     double device_s;        /* device (GPU) time of all steps, first op to last */
     double decode_device_s; /* of the decode-only steps */
+    /* ---- KV tiers (zero without --swap-space / --nvme-swap-dir) ---- */
+    /* num_swapped above is vLLM's num_requests_swapped: sequences whose KV is in the tiers */
+    int64_t num_preemptions_swap_total;      /* preemptions that swapped the KV out */
+    int64_t num_preemptions_recompute_total; /* preemptions that dropped it (recomputed later) */
+    int64_t num_swap_recoveries_total;       /* swapped sequences recomputed after a tier failure */
+    int cpu_blocks_total, cpu_blocks_used;   /* host tier (pinned RAM), blocks */
+    int nvme_blocks_total, nvme_blocks_used; /* NVMe tier, blocks */
+    double nvme_cache_usage;                 /* 0..1 */
+    int64_t swap_out_bytes_total, swap_in_bytes_total;     /* device -> host, host -> device */
+    int64_t nvme_write_bytes_total, nvme_read_bytes_total; /* host -> NVMe, NVMe -> host */
+    /* bytes/s of the four over the last ~5 s */
+    double swap_out_bytes_per_s, swap_in_bytes_per_s;
+    double nvme_write_bytes_per_s, nvme_read_bytes_per_s;
+    /* tier failures by cause (each fails one sequence, recomputed) */
+    int64_t kv_fail_crc_total, kv_fail_read_total, kv_fail_short_read_total;
+    int64_t kv_fail_write_total, kv_fail_nospace_total, kv_fail_copy_total;
+    int64_t kv_dropped_capacity_total; /* swapped sequences dropped to make room */
 };
 
 /* Creates an engine over a forward and a KV block manager (both borrowed, used only by the

@@ -11,7 +11,7 @@
 
 #include "engine.h"
 
-enum req_state { REQ_INBOX = 0, REQ_WAITING, REQ_RUNNING, REQ_DONE };
+enum req_state { REQ_INBOX = 0, REQ_WAITING, REQ_RUNNING, REQ_DONE, REQ_SWAPPED };
 
 struct engine_request {
     struct engine *e;
@@ -44,6 +44,9 @@ struct engine_request {
     double t_first, t_last;
     int step_take;              /* tokens this step feeds */
     enum engine_finish pending; /* set during a step's post-processing, applied after */
+    bool has_swap;              /* swap_h is a kvswap handle holding its KV (REQ_SWAPPED) */
+    bool swap_loading;          /* ... being copied into the device blocks of kv */
+    int32_t swap_h;
 
     /* published to the reader (r->mu) */
     pthread_mutex_t mu;
@@ -92,6 +95,15 @@ struct engine {
     double last_log;
     int64_t log_prompt, log_gen; /* tokens since the last log line */
 
+    /* KV tiers (engine thread only; engine_swap.c) */
+    struct req_queue swapped; /* arrival order; the loading ones hold device blocks */
+    int n_loading;
+    int32_t *swap_dev; /* (blocks of max_model_len) scratch */
+    double t_tok;      /* seconds per token of recent prefill steps: the recompute cost */
+    int64_t n_swap_out, n_recompute, n_recovered;
+    double rate_t;         /* when the byte rates were last taken */
+    int64_t rate_bytes[4]; /* the byte counters then */
+
     /* inbox and thread (mu) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -122,5 +134,26 @@ void engine_hist_observe(struct engine_hist *h, double v);
 
 /* engine_step.c: finishes r (releases its KV, publishes, drops the engine's reference). */
 void engine_finish_request(struct engine *e, struct engine_request *r, enum engine_finish f);
+/* Returns r's KV blocks and swap slots; r will recompute from token 0. */
+void engine_kv_drop(struct engine *e, struct engine_request *r);
+
+/* engine_swap.c: preemption by swapping (all no-ops without kvswap). */
+/* Swaps preempted r (out of running, KV still held) out if the tiers have room and it is the
+ * cheaper way (preemption_mode); true when done (r is in swapped), false: recompute it. */
+bool engine_swap_out(struct engine *e, struct engine_request *r);
+/* The earliest swapped sequence not loading yet, or NULL. */
+struct engine_request *engine_swap_head(struct engine *e);
+/* Starts copying head r back into fresh device blocks when its KV is in host memory and the
+ * blocks are there; it joins running when the copy is done (engine_swap_poll). */
+bool engine_swap_in(struct engine *e, struct engine_request *r);
+/* Advances the transfers; loaded sequences join running, failed ones go back to waiting to be
+ * recomputed. wait: block for a transfer when nothing else can happen. */
+void engine_swap_poll(struct engine *e, bool wait);
+/* Gives up r's swap handle (finish, abort, recompute). */
+void engine_swap_forget(struct engine *e, struct engine_request *r);
+/* Accounts a step of prefill tokens (the recompute cost) and the tiers' gauges (metrics_mu
+ * held for the latter). */
+void engine_swap_observe_step(struct engine *e, double dt, int n_tokens, int64_t prompt_tokens);
+void engine_swap_gauges(struct engine *e, struct engine_metrics *m, double now);
 
 #endif

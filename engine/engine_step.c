@@ -53,9 +53,14 @@ static void prefix_publish(struct engine *e, struct engine_request *r) {
 }
 
 static void kv_drop(struct engine *e, struct engine_request *r) {
+    if (r->has_swap) engine_swap_forget(e, r);
     kvcache_seq_release(e->kv, &r->kv);
     r->n_computed = 0;
     r->n_hashed = 0;
+}
+
+void engine_kv_drop(struct engine *e, struct engine_request *r) {
+    kv_drop(e, r);
 }
 
 /* ---- finishing ---- */
@@ -75,12 +80,15 @@ void engine_finish_request(struct engine *e, struct engine_request *r, enum engi
 static void preempt_at(struct engine *e, int i) {
     struct engine_request *r = e->running.v[i];
     req_queue_remove_at(&e->running, i);
-    kv_drop(e, r);
-    r->state = REQ_WAITING;
     r->step_take = 0;
-    if (req_queue_insert_ordered(&e->waiting, r) != TL_OK) {
-        snprintf(r->error, sizeof r->error, "out of host memory while preempting");
-        engine_finish_request(e, r, ENGINE_FINISH_ERROR);
+    if (!engine_swap_out(e, r)) {
+        kv_drop(e, r);
+        r->state = REQ_WAITING;
+        e->n_recompute++;
+        if (req_queue_insert_ordered(&e->waiting, r) != TL_OK) {
+            snprintf(r->error, sizeof r->error, "out of host memory while preempting");
+            engine_finish_request(e, r, ENGINE_FINISH_ERROR);
+        }
     }
     pthread_mutex_lock(&e->metrics_mu);
     e->m.num_preemptions_total++;
@@ -128,8 +136,15 @@ static int schedule(struct engine *e) {
             budget -= take;
         }
     }
-    /* admissions, in arrival order; none while this step had to preempt */
-    while (!preempted && budget > 0 && e->waiting.n > 0 && e->running.n < e->o.max_num_seqs) {
+    /* admissions, in arrival order over the waiting and the swapped (a swapped one starts
+     * loading and joins a later step); none while this step had to preempt */
+    while (!preempted && budget > 0 && e->running.n + e->n_loading < e->o.max_num_seqs) {
+        struct engine_request *s = engine_swap_head(e);
+        if (s && (e->waiting.n == 0 || s->seq_no < e->waiting.v[0]->seq_no)) {
+            if (!engine_swap_in(e, s)) break;
+            continue;
+        }
+        if (e->waiting.n == 0) break;
         struct engine_request *r = e->waiting.v[0];
         if (r->kv.n_blocks == 0 && e->o.enable_prefix_caching) prefix_match(e, r);
         int need = n_tokens(r) - r->n_computed;
@@ -299,11 +314,15 @@ static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, double 
     e->m.generation_tokens_total += gen;
     e->m.num_running = e->running.n;
     e->m.num_waiting = e->waiting.n;
-    e->m.num_swapped = 0;
+    e->m.num_swapped = e->swapped.n;
     e->m.kv_blocks_total = total - (e->pad_block >= 0);
     e->m.kv_blocks_used = used;
     e->m.gpu_cache_usage = e->m.kv_blocks_total > 0 ? (double)used / e->m.kv_blocks_total : 0.0;
     e->m.cpu_cache_usage = 0.0;
+    e->m.num_preemptions_swap_total = e->n_swap_out;
+    e->m.num_preemptions_recompute_total = e->n_recompute;
+    e->m.num_swap_recoveries_total = e->n_recovered;
+    if (e->o.kvswap) engine_swap_gauges(e, &e->m, engine_now());
     if (dt > 0) {
         e->m.steps_total++;
         e->m.busy_s += dt;
@@ -323,13 +342,24 @@ static void log_line(struct engine *e, double now) {
     if (e->o.log_interval_s <= 0 || dt < e->o.log_interval_s) return;
     struct engine_metrics m;
     engine_metrics_get(e, &m);
-    char line[512];
-    snprintf(line, sizeof line,
-             "Avg prompt throughput: %.1f tokens/s, Avg generation throughput: %.1f tokens/s, "
-             "Running: %d reqs, Swapped: %d reqs, Pending: %d reqs, GPU KV cache usage: %.1f%%, "
-             "CPU KV cache usage: %.1f%%.",
-             e->log_prompt / dt, e->log_gen / dt, m.num_running, m.num_swapped, m.num_waiting,
-             100.0 * m.gpu_cache_usage, 100.0 * m.cpu_cache_usage);
+    char line[1024];
+    int n = snprintf(line, sizeof line,
+                     "Avg prompt throughput: %.1f tokens/s, Avg generation throughput: %.1f "
+                     "tokens/s, Running: %d reqs, Swapped: %d reqs, Pending: %d reqs, GPU KV "
+                     "cache usage: %.1f%%, CPU KV cache usage: %.1f%%",
+                     e->log_prompt / dt, e->log_gen / dt, m.num_running, m.num_swapped,
+                     m.num_waiting, 100.0 * m.gpu_cache_usage, 100.0 * m.cpu_cache_usage);
+    if (e->o.kvswap) /* the KV tiers' own figures after vLLM's */
+        n += snprintf(line + n, sizeof line - (size_t)n,
+                      ", NVMe KV cache usage: %.1f%%, Swap out/in: %.1f/%.1f MB/s, NVMe "
+                      "write/read: %.1f/%.1f MB/s, Preemptions swap/recompute: %lld/%lld, "
+                      "Recovered: %lld",
+                      100.0 * m.nvme_cache_usage, m.swap_out_bytes_per_s / 1e6,
+                      m.swap_in_bytes_per_s / 1e6, m.nvme_write_bytes_per_s / 1e6,
+                      m.nvme_read_bytes_per_s / 1e6, (long long)m.num_preemptions_swap_total,
+                      (long long)m.num_preemptions_recompute_total,
+                      (long long)m.num_swap_recoveries_total);
+    snprintf(line + n, sizeof line - (size_t)n, ".");
     if (e->o.log)
         e->o.log(e->o.log_user, line);
     else
@@ -370,12 +400,15 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
     take_inbox(e);
     reap_aborts(e, &e->waiting);
     reap_aborts(e, &e->running);
-    if (e->running.n == 0 && e->waiting.n == 0) {
+    reap_aborts(e, &e->swapped);
+    engine_swap_poll(e, false);
+    if (e->running.n == 0 && e->waiting.n == 0 && e->swapped.n == 0) {
         update_gauges(e, 0, 0, 0, 0);
         return TL_OK;
     }
     int ns = schedule(e);
     if (ns == 0) {
+        engine_swap_poll(e, true); /* only a transfer can move things on: wait for one */
         update_gauges(e, 0, 0, 0, 0);
         return TL_OK;
     }
@@ -465,6 +498,7 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
         if (r->pending != ENGINE_FINISH_NONE) engine_finish_request(e, r, r->pending);
     }
     double dt = engine_now() - t0;
+    if (st == TL_OK) engine_swap_observe_step(e, dt, nt, prompt_tok);
     e->log_prompt += prompt_tok;
     e->log_gen += gen;
     update_gauges(e, prompt_tok, gen, dt, st == TL_OK ? forward_device_seconds(e->fwd) : 0.0);

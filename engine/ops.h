@@ -85,6 +85,33 @@ struct ops {
     /* Optional: seconds the device worked on the last step, from its first op to its last (for
      * the "GPU busy" share of a step's wall time). 0 when unknown. */
     double (*step_device_seconds)(void *ctx);
+
+    /* ---- whole KV blocks to and from host memory (the KV tiers of offload/) ---- */
+    /* Bytes of one block's host image: K and V of every layer whose KV this backend keeps, in
+     * its own layout (opaque to everyone else). 0 when the backend cannot copy blocks (the ops
+     * below are NULL then). */
+    size_t kv_block_bytes;
+    /* Queues copies of n blocks: dir 0 copies KV block blocks[i] out to host[i], dir 1 copies
+     * host[i] into block blocks[i]. A copy out sees the KV as the forward work queued before the
+     * call leaves it, and forward work queued after the call waits for it, so the blocks may be
+     * given to other sequences at once. A copy in waits for forward work queued before the call
+     * (which may still read the blocks' old contents) but is not ordered before later forward
+     * work: use the blocks once kv_copy_done reports the ticket. *ticket numbers the batch
+     * (increasing from 1). Host buffers stay untouched (in) / unread (out) until then. Does not
+     * wait for the copies (CUDA: a stream of their own); the CPU backend copies before
+     * returning. */
+    enum tl_status (*kv_copy)(void *ctx, int dir, const int32_t *blocks, void *const *host, int n,
+                              uint64_t *ticket);
+    /* *done = the highest ticket whose copies, and all earlier ones, have finished. wait > 0:
+     * blocks until ticket `wait` has. A failed copy is reported here (or by kv_copy). */
+    enum tl_status (*kv_copy_done)(void *ctx, uint64_t wait, uint64_t *done);
+    /* Makes host memory [p, p + bytes) fast for kv_copy (CUDA: page-locks it). NULL when any
+     * memory will do. */
+    enum tl_status (*host_register)(void *ctx, void *p, size_t bytes);
+    void (*host_unregister)(void *ctx, void *p);
+    /* The device's PCI bus id ("0000:3b:00.0") to place host memory on its NUMA node; NULL
+     * (op or result) when there is no device. */
+    const char *(*pci_bus_id)(void *ctx);
 };
 
 #endif

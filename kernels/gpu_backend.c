@@ -13,6 +13,7 @@
 #include "kern.h"
 #include "kern_attention.h"
 #include "kern_copy.h"
+#include "kern_kvcopy.h"
 #include "kern_matmul.h"
 #include "rope.h"
 
@@ -58,8 +59,10 @@ struct gpu_backend {
     size_t *stream_off;  /* (n_stream + 1) offsets of the images in stream_pinned */
     char *slots;         /* device: n_slots * slot_bytes (inside the arena) */
     size_t slot_bytes;
-    bool no_graphs;         /* streaming: every step runs op by op */
-    struct kern_span *span; /* the device time of each step: begin_step .. the final read */
+    bool no_graphs;               /* streaming: every step runs op by op */
+    struct kern_span *span;       /* the device time of each step: begin_step .. the final read */
+    struct kern_kvcopier *kvcopy; /* KV blocks to and from host memory (the KV tiers) */
+    char pci[32];
     char err[512];
 };
 
@@ -316,6 +319,60 @@ static enum tl_status op_graph_capture_end(void *ctx) {
     enum tl_status st = kern_capture_end(be->kc, &be->graphs[be->graph_key]);
     if (st == TL_OK) st = kern_graph_launch(be->kc, be->graphs[be->graph_key]);
     return kfail(be, st);
+}
+
+/* ---------------- KV blocks to and from host memory (the KV tiers) ---------------- */
+
+static int kv_layers_held(const struct gpu_backend *be) {
+    int n = 0;
+    for (int l = 0; l < be->cfg.n_layers; l++) n += be->kv_index[l] >= 0;
+    return n;
+}
+
+/* A block's image: its piece of the K pool, then the V pool, of each layer whose KV is here
+ * (n_kv, block_size, hd each, in the activation dtype), in layer order; one 2D copy per block
+ * on the copy stream. */
+static enum tl_status op_kv_copy(void *ctx, int dir, const int32_t *blocks, void *const *host,
+                                 int n, uint64_t *ticket) {
+    struct gpu_backend *be = ctx;
+    for (int i = 0; i < n; i++)
+        if (blocks[i] < 0 || blocks[i] >= be->num_blocks)
+            return be_fail(be, TL_ERR_INTERNAL, "kv_copy: block id %d out of range", blocks[i]);
+    size_t piece = be->kv_layer_bytes / (size_t)be->num_blocks;
+    return kfail(be, kern_kvcopy_blocks(be->kvcopy, dir, be->kv, piece, be->kv_layer_bytes,
+                                        2 * kv_layers_held(be), blocks, host, n, ticket));
+}
+
+static enum tl_status op_kv_copy_done(void *ctx, uint64_t wait, uint64_t *done) {
+    struct gpu_backend *be = ctx;
+    return kfail(be, kern_kvcopy_done(be->kvcopy, wait, done));
+}
+
+static enum tl_status op_host_register(void *ctx, void *p, size_t bytes) {
+    struct gpu_backend *be = ctx;
+    return kfail(be, kern_host_register(be->kc, p, bytes));
+}
+
+static void op_host_unregister(void *ctx, void *p) {
+    kern_host_unregister(((struct gpu_backend *)ctx)->kc, p);
+}
+
+static const char *op_pci_bus_id(void *ctx) {
+    struct gpu_backend *be = ctx;
+    return be->pci[0] ? be->pci : NULL;
+}
+
+/* Fills the KV-block ops; the tiers are optional, so a failure only leaves them off. */
+static void kv_copy_ops(struct gpu_backend *be, struct ops *out, size_t block_bytes) {
+    struct tl_err err;
+    if (kv_layers_held(be) == 0 || kern_kvcopy_create(be->kc, &be->kvcopy, &err) != TL_OK) return;
+    if (kern_pci_bus_id(be->kc, be->pci, (int)sizeof be->pci) != TL_OK) be->pci[0] = 0;
+    out->kv_block_bytes = block_bytes;
+    out->kv_copy = op_kv_copy;
+    out->kv_copy_done = op_kv_copy_done;
+    out->host_register = op_host_register;
+    out->host_unregister = op_host_unregister;
+    out->pci_bus_id = op_pci_bus_id;
 }
 
 /* ---------------- weights ---------------- */
@@ -713,6 +770,7 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
         out->layer_begin = op_layer_begin;
         out->layer_end = op_layer_end;
     }
+    kv_copy_ops(be, out, block_bytes);
     *dev_model = be->dm;
     return TL_OK;
 fail:
@@ -726,6 +784,7 @@ void gpu_backend_destroy(struct ops *ops) {
     for (int i = 0; i <= GRAPH_MAX_SEQS; i++) kern_graph_free(be->graphs[i]);
     kern_copier_destroy(be->cp);
     kern_span_destroy(be->span);
+    kern_kvcopy_destroy(be->kvcopy);
     if (be->kc) {
         kern_free(be->kc, be->arena);
         kern_host_free(be->kc, be->meta_host);

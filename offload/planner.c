@@ -165,6 +165,7 @@ enum tl_status planner_memory_of(const struct planner_inputs *in, struct placeme
             MATMUL_SCRATCH_FLOATS * sizeof(float) + (size_t)threads * (size_t)mml * 4 +
             (size_t)in->max_num_batched_tokens * (size_t)c->hidden_size * 4;
     }
+    out->host_buffer_bytes += in->host_swap_bytes;
     size_t host_fixed = out->host_weight_bytes + out->host_buffer_bytes;
     out->host_fits = host_fixed <= out->host_budget_bytes;
 

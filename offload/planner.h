@@ -37,9 +37,10 @@ struct planner_inputs {
     size_t gpu_total_bytes;
     size_t gpu_used_bytes; /* in use before the engine allocates: CUDA context, others */
     double gpu_memory_utilization;
-    double gpu_memory_gb; /* 0 = no cap */
-    size_t host_bytes;    /* host RAM the run may fill with weights, KV and buffers */
-    int cpu_threads;      /* threads of the CPU backend (attention scratch); 0 = cores */
+    double gpu_memory_gb;   /* 0 = no cap */
+    size_t host_bytes;      /* host RAM the run may fill with weights, KV and buffers */
+    size_t host_swap_bytes; /* of which the KV swap tier pins (--swap-space) */
+    int cpu_threads;        /* threads of the CPU backend (attention scratch); 0 = cores */
     int block_size;
     int max_model_len;
     int max_num_seqs;
@@ -71,7 +72,7 @@ struct planner_memory {
     size_t host_budget_bytes;
     size_t host_weight_bytes; /* streamed and CPU weights, host embedding */
     size_t host_kv_bytes;     /* num_blocks host KV blocks */
-    size_t host_buffer_bytes; /* CPU activations and scratch */
+    size_t host_buffer_bytes; /* CPU activations and scratch, the KV swap tier */
     size_t offload_bytes;     /* weights living in host RAM: what --cpu-offload-gb counts */
     size_t kv_seq_gpu_bytes;  /* GPU KV of one sequence of max-model-len */
     size_t kv_seq_host_bytes; /* host KV of one sequence of max-model-len */

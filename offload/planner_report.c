@@ -76,9 +76,11 @@ void planner_print(FILE *f, const struct planner_inputs *in, const struct ceilin
     fprintf(f, "\nmemory                       GPU           host\n");
     row(f, "weights", m->gpu_weight_bytes, m->host_weight_bytes);
     row(f, "staging slots", m->gpu_staging_bytes, 0);
-    row(f, "activations, buffers", m->gpu_activation_bytes, m->host_buffer_bytes);
+    row(f, "activations, buffers", m->gpu_activation_bytes,
+        m->host_buffer_bytes - in->host_swap_bytes);
     row(f, "workspace + cuBLAS", m->gpu_workspace_bytes, 0);
     row(f, "KV cache", m->gpu_kv_bytes, m->host_kv_bytes);
+    if (in->host_swap_bytes) row(f, "KV swap tier", 0, in->host_swap_bytes);
     size_t gt = m->gpu_fixed_bytes + m->gpu_kv_bytes;
     size_t ht = m->host_weight_bytes + m->host_buffer_bytes + m->host_kv_bytes;
     row(f, "total", gt, ht);

@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git
       libopenblas-dev libhwloc-dev liburing-dev libcivetweb-dev libjansson-dev
-      libpcre2-dev libutf8proc-dev libcmocka-dev
+      libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libcmocka-dev
       clang-format)
 # node/npm (tokenizer reference in tests) may come from elsewhere: install Debian's only if absent
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

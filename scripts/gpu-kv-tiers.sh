@@ -1,0 +1,73 @@
+#!/bin/bash
+# The KV tiers on the GPU machine (issue 7 §4-5), in one call per stage:
+#   scripts/gpu-kv-tiers.sh test        build, then test_gpu_kv_tiers + test_kv_tiers
+#   scripts/gpu-kv-tiers.sh bench       tierlm bench kv-tiers, 14B shape bf16: swap rates vs pinned
+#                                       copies, NVMe tier vs raw io_uring O_DIRECT (same run)
+#   scripts/gpu-kv-tiers.sh throughput  bench throughput with KV demand 3x the GPU KV: unpressured,
+#                                       recompute only, swap (host), swap (auto), swap (host+NVMe)
+#   scripts/gpu-kv-tiers.sh all         the three (about 10 minutes)
+# NVME_DIR (default /tmp) is where swap files go; NP (128) prompts; BLOCKS (2048) the pressured
+# GPU KV blocks (64 sequences x 1536 tokens need 6144). Logs go to $OUT (or /tmp/tierlm-out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+command -v pkg-config >/dev/null || export PATH=$PATH:/opt/devdeps/usr/bin
+stage=${1:-all}
+out=${OUT:-/tmp/tierlm-out}
+nvme=${NVME_DIR:-/tmp}
+np=${NP:-128}
+blocks=${BLOCKS:-2048}
+mkdir -p "$out"
+model=bench/models/DeepSeek-R1-Distill-Qwen-14B
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1
+df -hT "$nvme" | tail -1
+
+if [ ! -x build-gpu/tierlm ] || [ "$stage" = test ] || [ "$stage" = all ]; then
+    cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CUDA_ARCHITECTURES=90 \
+        > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
+    cmake --build build-gpu -j16 > "$out/build.log" 2>&1 ||
+        { grep -E "error" "$out/build.log" | head -30; exit 1; }
+fi
+
+if [ "$stage" = test ] || [ "$stage" = all ]; then
+    for t in test_gpu_kv_tiers test_kv_tiers; do
+        TMPDIR=$nvme build-gpu/tests/$t > "$out/$t.log" 2>&1
+        echo "$t: rc=$? ($(grep -c '\[       OK \]' "$out/$t.log") ok)"
+        grep -E "FAILED|ERROR|skip" "$out/$t.log" | head -5
+        grep -E "NVMe tier in|preemptions" "$out/$t.log" | head -4
+    done
+fi
+
+if [ "$stage" = bench ] || [ "$stage" = all ]; then
+    build-gpu/tierlm bench kv-tiers --model $model --load-format dummy --dtype bfloat16 \
+        --swap-space 16 --nvme-swap-dir "$nvme" --nvme-swap-gb 12 --gib 8 --repeats 3 \
+        > "$out/bench_kv_tiers.log" 2>&1
+    echo "bench kv-tiers: rc=$?"
+    cat "$out/bench_kv_tiers.log"
+fi
+
+if [ "$stage" = throughput ] || [ "$stage" = all ]; then
+    common=(--model $model --load-format dummy --dtype bfloat16 --input-len 512 --output-len 1024
+            --num-prompts "$np" --max-num-seqs 64)
+    declare -A runs=(
+        [1-unpressured]=""
+        [2-recompute]="--num-gpu-blocks-override $blocks --preemption-mode recompute"
+        [3-swap-host]="--num-gpu-blocks-override $blocks --swap-space 24 --preemption-mode swap"
+        [4-auto-host]="--num-gpu-blocks-override $blocks --swap-space 24"
+        [5-swap-nvme]="--num-gpu-blocks-override $blocks --swap-space 2 --nvme-swap-dir $nvme --nvme-swap-gb 24 --preemption-mode swap"
+    )
+    for k in $(printf '%s\n' "${!runs[@]}" | sort); do
+        # shellcheck disable=SC2086
+        build-gpu/tierlm bench throughput "${common[@]}" ${runs[$k]} \
+            --output-json "$out/tp_$k.json" > "$out/tp_$k.log" 2>&1
+        echo "$k (rc=$?): $(grep -E '^Throughput' "$out/tp_$k.log")"
+        grep -E "^Steps|^KV tiers" "$out/tp_$k.log"
+    done
+    base=$(grep -oE '[0-9.]+ total tokens/s' "$out/tp_1-unpressured.log" | cut -d' ' -f1)
+    echo
+    echo "== bench throughput, KV demand 3x the GPU KV ($blocks blocks), $np prompts 512 -> 1024 =="
+    for k in $(printf '%s\n' "${!runs[@]}" | sort); do
+        v=$(grep -oE '[0-9.]+ total tokens/s' "$out/tp_$k.log" | cut -d' ' -f1)
+        [ -n "$v" ] && [ -n "$base" ] &&
+            echo "$k: $v total tokens/s = $(echo "scale=3; $v / $base" | bc) of unpressured"
+    done
+fi
