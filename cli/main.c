@@ -16,6 +16,7 @@ static const struct {
     {"detokenize", cmd_detokenize, "print the text of token id lists"},
     {"serve", cmd_serve, "serve the model over vLLM's OpenAI-compatible REST API"},
     {"bench", cmd_bench, "benchmarks: throughput, serve (vLLM's benchmark_throughput / _serving)"},
+    {"plan", cmd_plan, "plan a model's placement on this machine (or a named GPU) before loading"},
 };
 
 static void usage(FILE *f) {
