@@ -2,6 +2,7 @@
  * CUDA backend and a device answers. */
 #include "backend.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -30,6 +31,40 @@ static void upload_progress(void *user, size_t done, size_t total) {
 }
 #endif
 
+#ifdef TL_HAVE_CUDA
+/* The CPU lane of a split placement: the layers the placement gives the CPU (and the embedding
+ * or lm_head), their KV under the GPU's block ids. */
+static enum tl_status open_cpu_lane(const struct model *m, const struct backend_args *a,
+                                    struct backend *b, struct tl_err *err) {
+    int nl = m->cfg.n_layers, n_cpu = 0;
+    if (!a->layer_place && !a->embed_on_host && !a->head_on_host) return TL_OK;
+    b->cpu_layers = calloc((size_t)nl, 1);
+    if (!b->cpu_layers) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+    for (int l = 0; a->layer_place && l < nl; l++) {
+        b->cpu_layers[l] = a->layer_place[l] == GPU_PLACE_CPU;
+        n_cpu += b->cpu_layers[l];
+    }
+    if (n_cpu == 0 && !a->embed_on_host && !a->head_on_host) return TL_OK;
+    struct cpu_backend_opts co = {.n_threads = a->threads,
+                                  .pin = true,
+                                  .num_blocks = b->num_blocks,
+                                  .block_size = a->block_size,
+                                  .max_ctx = a->max_model_len,
+                                  .kv_layers = b->cpu_layers};
+    enum tl_status st = cpu_backend_create(&m->cfg, &co, &b->cpu_ops, err);
+    if (st != TL_OK) return st;
+    b->split = (struct fwd_placement){.layer_on_cpu = b->cpu_layers,
+                                      .embed_on_cpu = a->embed_on_host,
+                                      .head_on_cpu = a->head_on_host};
+    if (!a->quiet)
+        fprintf(stderr, "tierlm: the CPU computes %d layer(s)%s%s with %d threads (%s GEMV)\n",
+                n_cpu, a->embed_on_host ? ", the embedding" : "",
+                a->head_on_host ? ", the lm_head" : "", pool_size(cpu_backend_pool(&b->cpu_ops)),
+                cpu_matmul_kernel_name());
+    return TL_OK;
+}
+#endif
+
 enum tl_status backend_open(const struct model *m, const struct backend_args *a, struct backend *b,
                             struct tl_err *err) {
     memset(b, 0, sizeof *b);
@@ -50,12 +85,26 @@ enum tl_status backend_open(const struct model *m, const struct backend_args *a,
                                       .max_seqs = a->max_seqs,
                                       .num_blocks_override = a->num_blocks,
                                       .enforce_eager = a->enforce_eager,
+                                      .layer_place = a->layer_place,
+                                      .stream_slots = a->stream_slots,
+                                      .embed_on_host = a->embed_on_host,
+                                      .head_on_host = a->head_on_host,
+                                      .head_streamed = a->head_streamed,
                                       .progress = a->quiet ? NULL : upload_progress};
         struct gpu_plan plan;
         enum tl_status st = gpu_backend_create(m, &go, &b->ops, &b->model, &plan, err);
         if (st != TL_OK) return st;
         b->num_blocks = plan.num_blocks;
         b->cuda = true;
+        if ((st = open_cpu_lane(m, a, b, err)) != TL_OK) {
+            backend_close(b);
+            return st;
+        }
+        if (!a->quiet && plan.stream_host_bytes)
+            fprintf(stderr,
+                    "tierlm: streaming %.2f GiB of weights from pinned host RAM through %.2f GiB "
+                    "of GPU staging slots\n",
+                    plan.stream_host_bytes / 1073741824.0, plan.stream_slot_bytes / 1073741824.0);
         if (!a->quiet)
             fprintf(stderr,
                     "tierlm: cuda on %s: %s weights %.2f GiB, activations %.2f GiB, KV %.2f GiB "
@@ -96,6 +145,9 @@ enum tl_status backend_open(const struct model *m, const struct backend_args *a,
 }
 
 void backend_close(struct backend *b) {
+    if (b->cpu_ops.ctx) cpu_backend_destroy(&b->cpu_ops);
+    free(b->cpu_layers);
+    b->cpu_layers = NULL;
 #ifdef TL_HAVE_CUDA
     if (b->cuda) {
         gpu_backend_destroy(&b->ops);

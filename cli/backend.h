@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "forward.h"
 #include "model.h"
 #include "ops.h"
 #include "status.h"
@@ -22,6 +23,12 @@ struct backend_args {
     enum tl_dtype dtype; /* TL_DTYPE_COUNT = auto */
     bool enforce_eager;  /* no CUDA graphs */
     bool quiet;
+    /* A placement (cuda only; NULL = everything resident): per layer enum gpu_place values
+     * (resident / streamed / CPU), streaming slots, and where embedding and lm_head run. Layers
+     * on the CPU get a second backend, the CPU lane, keeping only their KV. */
+    const uint8_t *layer_place;
+    int stream_slots;
+    bool embed_on_host, head_on_host, head_streamed;
 };
 
 struct backend {
@@ -29,6 +36,10 @@ struct backend {
     const struct model *model; /* what the forward runs: host model or its device copy */
     int num_blocks;
     bool cuda;
+    /* the CPU lane of a split placement (cpu_ops.ctx NULL when there is none) */
+    struct ops cpu_ops;
+    uint8_t *cpu_layers;        /* owned (n_layers): 1 where the CPU lane computes the layer */
+    struct fwd_placement split; /* what forward_create_split needs (points into cpu_layers) */
 };
 
 /* Opens the backend for host model m. Blocks while weights upload. */

@@ -213,6 +213,11 @@ static int bench_throughput(int argc, char **argv) {
     if (dev > 0)
         printf("Device busy: %.1f%% of the steps' wall time (decode-only steps: %.1f%%)\n",
                100.0 * dev / busy, ds > 0 ? 100.0 * ddev / ds : 0.0);
+    if (b.offloaded && dsteps > 0)
+        printf("Placement %s: planner predicted %.2f ms a decode step (%.1f tok/s); measured "
+               "%.2f ms (%.2f of the prediction)\n",
+               b.placement, 1e3 * b.predicted_step_s, b.predicted_tok_s, 1e3 * ds / dsteps,
+               (ds / dsteps) / b.predicted_step_s);
     bool tiers = m1.cpu_blocks_total > 0;
     long long p_swap = m1.num_preemptions_swap_total - m0.num_preemptions_swap_total;
     long long p_rec = m1.num_preemptions_recompute_total - m0.num_preemptions_recompute_total;
@@ -242,6 +247,11 @@ static int bench_throughput(int argc, char **argv) {
         json_object_set_new(j, "decode_tokens_per_second", json_real(ds > 0 ? dtok / ds : 0.0));
         json_object_set_new(j, "decode_step_ms", json_real(dsteps > 0 ? 1e3 * ds / dsteps : 0.0));
         json_object_set_new(j, "device_busy_fraction", json_real(busy > 0 ? dev / busy : 0.0));
+        if (b.offloaded) {
+            json_object_set_new(j, "placement", json_string(b.placement));
+            json_object_set_new(j, "predicted_step_ms", json_real(1e3 * b.predicted_step_s));
+            json_object_set_new(j, "predicted_tok_s", json_real(b.predicted_tok_s));
+        }
         if (tiers) {
             json_object_set_new(j, "num_preemptions_swap", json_integer(p_swap));
             json_object_set_new(j, "num_preemptions_recompute", json_integer(p_rec));

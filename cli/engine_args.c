@@ -4,6 +4,12 @@
  * weights, then the engine. */
 #include "engine_args.h"
 
+#include "calibrate.h"
+#include "planner.h"
+#ifdef TL_HAVE_CUDA
+#include "calibrate_gpu.h"
+#endif
+
 #include <errno.h>
 #include <stdio.h>
 #include <limits.h>
@@ -28,6 +34,7 @@ void engine_args_default(struct engine_args *a) {
     a->enable_prefix_caching = true;
     a->gpu_memory_utilization = 0.9;
     a->kv_crc_threads = -1;
+    a->expected_batch = 0; /* 0: min(max-num-seqs, 16) */
 }
 
 void engine_args_help(FILE *f) {
@@ -51,6 +58,13 @@ void engine_args_help(FILE *f) {
             "  --gpu-memory-utilization F  fraction of the GPU's memory to use   [0.9]\n"
             "  --gpu-memory-gb G        hard cap in GiB (e.g. 24 to act as a 24 GB card)\n"
             "  --enforce-eager          no CUDA graphs\n"
+            "  --cpu-offload-gb N       N GiB of the weights live in host RAM (vLLM's meaning);\n"
+            "                           the planner streams them over PCIe or has the CPU compute\n"
+            "                           them, whichever is faster; auto: as much as needed   [0]\n"
+            "  --offload-policy P       auto | stream | cpu: how offloaded layers run   [auto]\n"
+            "  --expected-batch N       the batch the placement is chosen for\n"
+            "                           [min(max-num-seqs, 16)]\n"
+            "  --recalibrate            measure this machine's ceilings again (else cached)\n"
             "  --swap-space GB          pinned host RAM for the KV of preempted sequences\n"
             "                           (swapped out, checksummed, swapped back in)   [0: off]\n"
             "  --nvme-swap-dir DIR      also a swap file there (io_uring, O_DIRECT, unnamed);\n"
@@ -99,6 +113,7 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
     if (!strcmp(f, "--skip-tokenizer-init")) return a->no_tokenizer = true, 1;
     if (!strcmp(f, "--disable-log-stats")) return a->disable_log_stats = true, 1;
     if (!strcmp(f, "--quiet")) return a->quiet = true, 1;
+    if (!strcmp(f, "--recalibrate")) return a->recalibrate = true, 1;
     static const char *const with_value[] = {"--model",
                                              "--tokenizer",
                                              "--load-format",
@@ -116,7 +131,10 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
                                              "--nvme-swap-dir",
                                              "--nvme-swap-gb",
                                              "--preemption-mode",
-                                             "--kv-crc-threads"};
+                                             "--kv-crc-threads",
+                                             "--cpu-offload-gb",
+                                             "--offload-policy",
+                                             "--expected-batch"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
         known |= !strcmp(f, with_value[k]);
@@ -174,6 +192,25 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
     if (!strcmp(f, "--nvme-swap-dir")) return a->nvme_swap_dir = v, 1;
     if (!strcmp(f, "--nvme-swap-gb")) return dbl_val(f, v, 0.0, 1e9, &a->nvme_swap_gb, err);
     if (!strcmp(f, "--kv-crc-threads")) return int_val(f, v, 0, &a->kv_crc_threads, err);
+    if (!strcmp(f, "--cpu-offload-gb")) {
+        if (!strcmp(v, "auto")) return a->cpu_offload_gb = PLANNER_OFFLOAD_AUTO, 1;
+        return dbl_val(f, v, 0.0, 1e6, &a->cpu_offload_gb, err);
+    }
+    if (!strcmp(f, "--expected-batch")) return int_val(f, v, 1, &a->expected_batch, err);
+    if (!strcmp(f, "--offload-policy")) {
+        if (!strcmp(v, "auto"))
+            a->offload_policy = PLANNER_POLICY_AUTO;
+        else if (!strcmp(v, "stream"))
+            a->offload_policy = PLANNER_POLICY_STREAM;
+        else if (!strcmp(v, "cpu"))
+            a->offload_policy = PLANNER_POLICY_CPU;
+        else {
+            tl_fail(err, TL_ERR_INVALID, "--offload-policy must be auto, stream or cpu, got '%s'",
+                    v);
+            return -1;
+        }
+        return 1;
+    }
     if (!strcmp(f, "--preemption-mode")) {
         if (!strcmp(v, "auto"))
             a->preemption_mode = ENGINE_PREEMPT_AUTO;
@@ -224,6 +261,7 @@ static enum tl_status open_tiers(const struct engine_args *a, struct engine_boot
     int crc = a->kv_crc_threads >= 0 ? a->kv_crc_threads : (int)(cores / 4 < 4 ? cores / 4 : 4);
     if (a->kv_crc_threads < 0 && crc < 1) crc = 1; /* 0 only when asked: on the engine thread */
     struct kvswap_opts ko = {.ops = &b->be.ops,
+                             .ops2 = b->be.cpu_ops.ctx ? &b->be.cpu_ops : NULL,
                              .host_bytes = (size_t)(a->swap_space_gb * GIB),
                              .nvme_dir = a->nvme_swap_dir,
                              .nvme_bytes = (size_t)(a->nvme_swap_gb * GIB),
@@ -231,6 +269,92 @@ static enum tl_status open_tiers(const struct engine_args *a, struct engine_boot
                              .crc_threads = crc,
                              .quiet = a->quiet};
     return kvswap_create(&ko, &b->kvswap, err);
+}
+
+#ifdef TL_HAVE_CUDA
+static size_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return (size_t)kb * 1024;
+}
+#endif
+
+/* Before any weight is read: on the GPU, the start-up check (one max-model-len sequence must
+ * fit; the refusal says what would) and, with --cpu-offload-gb, the placement. */
+static enum tl_status plan_memory(const struct engine_args *a, const struct config *c, int max_len,
+                                  struct engine_boot *b, struct placement *pl, bool *have_pl,
+                                  struct tl_err *err) {
+    *have_pl = false;
+    bool cuda = strcmp(a->device, "cpu") && backend_cuda_available();
+    if (!cuda) {
+        if (a->cpu_offload_gb != 0 && !a->quiet)
+            fprintf(stderr, "tierlm: --cpu-offload-gb has no effect on the CPU engine (all weights "
+                            "are in host RAM already)\n");
+        return TL_OK;
+    }
+#ifdef TL_HAVE_CUDA
+    struct planner_inputs in;
+    planner_inputs_default(&in);
+    in.cfg = *c;
+    in.dtype = a->dtype;
+    in.gpu_memory_utilization = a->gpu_memory_utilization;
+    in.gpu_memory_gb = a->gpu_memory_gb;
+    in.host_bytes = mem_available();
+    in.host_swap_bytes = (size_t)(a->swap_space_gb * GIB);
+    in.cpu_threads = a->threads;
+    in.block_size = a->block_size;
+    in.max_model_len = max_len;
+    in.max_num_seqs = a->max_num_seqs;
+    in.max_num_batched_tokens = a->max_num_batched_tokens;
+    in.num_gpu_blocks_override = a->num_gpu_blocks_override;
+    in.expected_batch =
+        a->expected_batch ? a->expected_batch : (a->max_num_seqs < 16 ? a->max_num_seqs : 16);
+    in.cpu_offload_gb = a->cpu_offload_gb;
+    in.policy = (enum planner_policy)a->offload_policy;
+    struct calibrate_gpu gpu = {0};
+    enum tl_status st = calibrate_gpu_open(0, &gpu, err);
+    if (st == TL_OK) st = calibrate_gpu_memory(&gpu, &in.gpu_total_bytes, &in.gpu_used_bytes, err);
+    if (st != TL_OK) {
+        calibrate_gpu_close(&gpu);
+        return st;
+    }
+    struct planner_memory m;
+    if (a->cpu_offload_gb == 0) {
+        st = planner_check(&in, NULL, &m, err);
+    } else {
+        struct calibrate_opts co = {
+            .threads = a->threads, .recalibrate = a->recalibrate, .gpu = &gpu, .quiet = a->quiet};
+        struct ceilings ce;
+        bool cached = false;
+        static struct planner_result r; /* large; one boot at a time */
+        st = calibrate_get(&co, &ce, &cached, err);
+        if (st == TL_OK) st = planner_plan(&in, &ce, &r, err);
+        if (st == TL_OK) st = planner_check(&in, &r.pl, &m, err);
+        if (st == TL_OK) {
+            *pl = r.pl;
+            *have_pl = true;
+            b->offloaded = true;
+            b->predicted_tok_s = r.expected.tok_s;
+            b->predicted_step_s = r.expected.step_s;
+            placement_describe(&r.pl, b->placement, sizeof b->placement);
+            if (!a->quiet) {
+                fprintf(stderr, "tierlm: ceilings %s\n",
+                        cached ? "from this machine's cache (--recalibrate measures again)"
+                               : "measured now");
+                planner_print(stderr, &in, &ce, &r);
+            }
+        }
+    }
+    calibrate_gpu_close(&gpu);
+    return st;
+#else
+    (void)c, (void)max_len, (void)b, (void)pl, (void)err;
+    return TL_OK;
+#endif
 }
 
 static bool file_exists(const char *dir, const char *name) {
@@ -257,12 +381,26 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
     size_t nl = strlen(b->model_name);
     while (nl > 1 && b->model_name[nl - 1] == '/') b->model_name[--nl] = 0;
 
+    /* config and the memory plan first: a configuration that cannot work is refused before
+     * minutes of loading */
+    struct config cfg;
+    enum tl_status st = config_load(a->model, &cfg, err);
+    if (st != TL_OK) return st;
+    int max_len = a->max_model_len ? a->max_model_len : cfg.max_position_embeddings;
+    if (max_len > cfg.max_position_embeddings)
+        return tl_fail(err, TL_ERR_INVALID,
+                       "--max-model-len %d is longer than the model's max_position_embeddings %d",
+                       max_len, cfg.max_position_embeddings);
+    struct placement pl;
+    bool have_pl = false;
+    if ((st = plan_memory(a, &cfg, max_len, b, &pl, &have_pl, err)) != TL_OK) return st;
+
     struct model_load_opts lo = {.format = a->load_format,
                                  .dtype = a->dtype,
                                  .seed = 0,
                                  .n_threads = a->threads,
                                  .progress = a->quiet ? NULL : load_progress};
-    enum tl_status st = model_load(a->model, &lo, &b->host_model, err);
+    st = model_load(a->model, &lo, &b->host_model, err);
     if (st != TL_OK) return st;
     const struct config *c = &b->host_model->cfg;
     if ((st = config_load_generation(a->model, &b->gen, err)) != TL_OK) goto fail;
@@ -281,13 +419,6 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
         if (chat_template_load(tdir, &b->chat, &cerr) != TL_OK) b->chat = NULL;
     }
 
-    int max_len = a->max_model_len ? a->max_model_len : c->max_position_embeddings;
-    if (max_len > c->max_position_embeddings) {
-        st = tl_fail(err, TL_ERR_INVALID,
-                     "--max-model-len %d is longer than the model's max_position_embeddings %d",
-                     max_len, c->max_position_embeddings);
-        goto fail;
-    }
     b->max_model_len = max_len;
     int step_tokens = a->max_num_batched_tokens;
     int seqs = a->max_num_seqs;
@@ -312,10 +443,22 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
                               .dtype = a->dtype,
                               .enforce_eager = a->enforce_eager,
                               .quiet = a->quiet};
+    if (have_pl) {
+        ba.layer_place = pl.layer;
+        ba.stream_slots = pl.stream_slots;
+        ba.embed_on_host = pl.embed == PLACEMENT_CPU;
+        ba.head_on_host = pl.lm_head == PLACEMENT_CPU;
+        ba.head_streamed = pl.lm_head == PLACEMENT_GPU_STREAMED;
+        ba.num_blocks = pl.num_blocks; /* the planner sized the KV of both tiers */
+    }
     if ((st = backend_open(b->host_model, &ba, &b->be, err)) != TL_OK) goto fail;
     if ((st = kvcache_create(b->be.num_blocks, a->block_size, &b->kv, err)) != TL_OK) goto fail;
-    if ((st = forward_create(b->be.model, &b->be.ops, step_tokens, seqs, &b->fwd, err)) != TL_OK)
-        goto fail;
+    if (b->be.cpu_ops.ctx)
+        st = forward_create_split(b->be.model, &b->be.ops, b->host_model, &b->be.cpu_ops,
+                                  &b->be.split, step_tokens, seqs, &b->fwd, err);
+    else
+        st = forward_create(b->be.model, &b->be.ops, step_tokens, seqs, &b->fwd, err);
+    if (st != TL_OK) goto fail;
     if ((st = open_tiers(a, b, max_len, err)) != TL_OK) goto fail;
 
     int32_t eos[2 * CONFIG_MAX_EOS + 1];

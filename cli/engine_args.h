@@ -32,7 +32,10 @@ struct engine_args {
     double gpu_memory_utilization, gpu_memory_gb;
     bool enforce_eager;
     double swap_space_gb;  /* host KV tier: pinned RAM for preempted sequences' KV */
-    double cpu_offload_gb; /* weights in host RAM (arrives with the offload issue) */
+    double cpu_offload_gb; /* vLLM's: GiB of weights in host RAM; -1 = the planner decides */
+    int offload_policy;    /* enum planner_policy: auto | stream | cpu */
+    int expected_batch;    /* sequences the placement should be fastest for */
+    bool recalibrate;      /* measure the ceilings again instead of the cached ones */
     bool no_tokenizer;     /* token ids only (bench with dummy weights and no tokenizer) */
     bool disable_log_stats;
     bool quiet;
@@ -63,7 +66,11 @@ struct engine_boot {
     struct gen_config gen;      /* generation_config.json: sampling defaults */
     struct engine *engine;      /* owned, thread not started */
     int max_model_len;
-    char model_name[256];  /* the model directory's base name */
+    char model_name[256];   /* the model directory's base name */
+    bool offloaded;         /* a placement other than all-resident runs */
+    char placement[400];    /* its one-line description, for logs */
+    double predicted_tok_s; /* the planner's prediction at the expected batch (0: none) */
+    double predicted_step_s;
     struct kvswap *kvswap; /* owned, NULL without --swap-space / --nvme-swap-dir */
 };
 

@@ -637,6 +637,9 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     if (be->n_stream > 0) {
         be->n_slots = o->stream_slots < 1 ? 1 : o->stream_slots;
         if (be->n_slots > be->n_stream) be->n_slots = be->n_stream;
+        /* unit k always runs from slot k % n_slots, in every step: the ring must close on the
+         * same slot, so the slots divide the streamed units */
+        while (be->n_stream % be->n_slots) be->n_slots--;
         be->no_graphs = true;
     }
     bool split =

@@ -187,6 +187,7 @@ static void check(const char *fixture, enum tl_dtype dt) {
         {"CPU middle, head on the CPU", "RCCS", 2, false, true, false},
         {"streamed lm_head, embedding on the CPU", "RS", 2, true, false, true},
         {"only lm_head streamed", "R", 1, false, false, true},
+        {"3 units streamed, 2 slots asked", "SR", 2, false, false, true},
     };
     struct fixture fx;
     if (fixture_open(fixture, &fx) != 0) {
