@@ -16,6 +16,8 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CUDA_ARCHITECT
     > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
 cmake --build build-gpu -j16 > "$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -30; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
+missing=$(ldd build-gpu/tierlm | grep "not found")
+[ -n "$missing" ] && echo "tierlm is missing libraries: $missing"
 
 table=()
 row() { table+=("$(printf '%-58s %s' "$1" "$2")"); }
