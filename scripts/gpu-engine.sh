@@ -25,7 +25,8 @@ row() { table+=("$(printf '%-58s %s' "$1" "$2")"); }
 if [ -z "${SKIP_TESTS:-}" ]; then
     for t in ${GPU_TESTS:-test_gpu_sample test_gpu_placement test_gpu_kv_tiers test_gpu_parity test_gpu_ops}; do
         [ -x build-gpu/tests/$t ] || continue
-        timeout 400 build-gpu/tests/$t > "$out/$t.log" 2>&1
+        args=""; [ $t = test_planner_kernels ] && args=--gpu
+        TMPDIR=${NVME_DIR:-/tmp} timeout 400 build-gpu/tests/$t $args > "$out/$t.log" 2>&1
         rc=$?
         row "$t" "rc=$rc"
         [ $rc = 0 ] || tail -25 "$out/$t.log"
@@ -51,10 +52,30 @@ if [ -z "${SKIP_TP:-}" ]; then
 fi
 
 if [ -z "${SKIP_OFFLOAD:-}" ]; then
+    # the seed's case: a 24 GB card; the planner chooses the placement for each batch
     for b in ${OFFLOAD_BATCHES:-1 16 64}; do
         tp offload24_b$b --input-len 512 --output-len 64 --num-prompts $b --max-num-seqs $b \
-            --gpu-memory-gb 24 --max-model-len 576 ${OFFLOAD_ARGS:-}
+            --gpu-memory-gb 24 --max-model-len 576 --cpu-offload-gb auto --expected-batch $b \
+            ${OFFLOAD_ARGS:-}
+        grep -E "^Placement|^Device busy" "$out/offload24_b$b.log"
     done
+fi
+
+if [ -n "${SERVE:-}" ]; then
+    build-gpu/tierlm serve --model $m14 --load-format dummy --max-model-len 4096 --port 8000 \
+        --quiet > "$out/serve.log" 2>&1 &
+    spid=$!
+    for i in $(seq 1 120); do curl -sf localhost:8000/health >/dev/null 2>&1 && break; sleep 1; done
+    build-gpu/tierlm bench serve --port 8000 --num-prompts ${SERVE_PROMPTS:-100} \
+        --random-input-len 512 --random-output-len 128 --ignore-eos --request-rate 4 \
+        --output-json "$out/serve_rate4.json" > "$out/serve_rate4.log" 2>&1
+    row "serve rate 4, 512 in / 128 out" "$(grep -iE "Median TTFT|Median TPOT" "$out/serve_rate4.log" | tr -s ' ' | tr '\n' ' ')"
+    build-gpu/tierlm bench serve --port 8000 --num-prompts 8 --random-input-len 512 \
+        --random-output-len 128 --ignore-eos --max-concurrency 1 \
+        --output-json "$out/serve_bs1.json" > "$out/serve_bs1.log" 2>&1
+    row "serve batch 1 (max-concurrency 1)" "$(grep -iE "Output token throughput|Median TPOT" "$out/serve_bs1.log" | tr -s ' ' | tr '\n' ' ')"
+    kill $spid; wait $spid 2>/dev/null
+    tp tp_bs1 --input-len 512 --output-len 128 --num-prompts 8 --max-num-seqs 1
 fi
 
 echo
