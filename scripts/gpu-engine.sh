@@ -37,7 +37,7 @@ fi
 
 tp() { # name, then bench throughput flags
     local name=$1; shift
-    timeout 500 build-gpu/tierlm bench throughput --model $m14 --load-format dummy --quiet "$@" \
+    timeout 500 build-gpu/tierlm bench throughput --model $m14 --load-format dummy "$@" \
         --output-json "$out/$name.json" > "$out/$name.log" 2>&1
     local rc=$?
     local line
