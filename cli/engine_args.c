@@ -470,6 +470,7 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
                              .max_num_batched_tokens = step_tokens,
                              .max_model_len = max_len,
                              .enable_prefix_caching = a->enable_prefix_caching,
+                             .graph_pad_block = !b->offloaded,
                              .eos_ids = eos,
                              .n_eos = n_eos,
                              .tok = b->tok,

@@ -455,8 +455,12 @@ enum tl_status engine_create(struct forward *f, struct kvcache *kv, int vocab_si
     if (o->n_eos > 0) memcpy(e->eos, o->eos_ids, (size_t)o->n_eos * sizeof *e->eos);
     e->o.eos_ids = e->eos;
     if ((st = sampler_create(vocab_size, &e->sampler, err)) != TL_OK) goto fail;
-    /* A block of the engine's own lets the forward pad decode steps to graph sizes. */
-    if (kvcache_num_blocks(kv) > 1 && kvcache_alloc(kv, &e->pad_block) == TL_OK)
+    /* A block of the engine's own lets the forward pad decode steps to graph sizes, when the
+     * cache has one to spare beyond a full-length sequence; an offloaded plan sizes the cache to
+     * exactly what it needs and runs without graphs, so it asks for none). */
+    int seq_blocks = (o->max_model_len + kvcache_block_size(kv) - 1) / kvcache_block_size(kv);
+    if (o->graph_pad_block && kvcache_num_blocks(kv) > seq_blocks &&
+        kvcache_alloc(kv, &e->pad_block) == TL_OK)
         forward_set_pad_block(f, e->pad_block);
     hist_init(&e->m.ttft, TTFT_LE, (int)(sizeof TTFT_LE / sizeof *TTFT_LE));
     hist_init(&e->m.tpot, TPOT_LE, (int)(sizeof TPOT_LE / sizeof *TPOT_LE));

@@ -40,7 +40,10 @@ struct engine_opts {
     int max_num_batched_tokens; /* most tokens in one step (chunked prefill budget) */
     int max_model_len;          /* prompt + generated tokens of one sequence */
     bool enable_prefix_caching; /* reuse the KV of full blocks with the same token prefix */
-    const int32_t *eos_ids;     /* copied: generation_config's and the tokenizer's EOS */
+    /* Keep one KV block of the engine's own for padding decode steps to the sizes the backend
+     * replays as CUDA graphs (when the cache has one to spare beyond a full sequence). */
+    bool graph_pad_block;
+    const int32_t *eos_ids; /* copied: generation_config's and the tokenizer's EOS */
     int n_eos;
     const struct tokenizer *tok; /* borrowed, may be NULL: no text, no stop strings */
     /* The 5-second "Avg prompt throughput: ..." line while busy; 0 = never. */
@@ -126,12 +129,14 @@ struct engine_metrics {
     int kv_blocks_total, kv_blocks_used;
     struct engine_hist ttft, tpot, e2e; /* seconds */
     int64_t steps_total;
-    double busy_s;          /* wall time spent in steps */
-    int64_t decode_steps;   /* steps that carried no prompt token */
-    int64_t decode_tokens;  /* tokens those steps generated */
-    double decode_s;        /* their wall time */
-    double device_s;        /* device (GPU) time of all steps, first op to last */
-    double decode_device_s; /* of the decode-only steps */
+    double busy_s;             /* wall time spent in steps */
+    int64_t decode_steps;      /* steps that carried no prompt token */
+    int64_t decode_tokens;     /* tokens those steps generated */
+    double decode_s;           /* their wall time */
+    int64_t full_decode_steps; /* decode-only steps running max-num-seqs sequences */
+    double full_decode_s;      /* their wall time */
+    double device_s;           /* device (GPU) time of all steps, first op to last */
+    double decode_device_s;    /* of the decode-only steps */
     /* ---- KV tiers (zero without --swap-space / --nvme-swap-dir) ---- */
     /* num_swapped above is vLLM's num_requests_swapped: sequences whose KV is in the tiers */
     int64_t num_preemptions_swap_total;      /* preemptions that swapped the KV out */

@@ -332,6 +332,10 @@ static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, double 
             e->m.decode_tokens += gen;
             e->m.decode_s += dt;
             e->m.decode_device_s += dev;
+            if (gen == e->o.max_num_seqs) {
+                e->m.full_decode_steps++;
+                e->m.full_decode_s += dt;
+            }
         }
     }
     pthread_mutex_unlock(&e->metrics_mu);

@@ -99,6 +99,17 @@ size_t sizes_attention_workspace_bytes(const struct config *c, int block_size, i
     return most;
 }
 
+/* gpu_sample.c's layout: rows | penalty entries | ids, each 256-byte aligned; a row's
+ * parameters (struct kern_sample_row) take 56 bytes, a penalty entry 8, and one launch holds at
+ * least 65,536 entries (test_planner_kernels holds this equal to gpu_sample_workspace_bytes). */
+size_t sizes_sample_workspace_bytes(int max_rows, int vocab, int max_model_len) {
+    if (max_rows < 1 || vocab < 1 || max_model_len < 1) return 0;
+    int per_row = vocab < max_model_len ? vocab : max_model_len;
+    int pen_cap = per_row > 65536 ? per_row : 65536;
+    return up256((size_t)max_rows * 56) + up256((size_t)pen_cap * 8) +
+           up256((size_t)max_rows * sizeof(int32_t));
+}
+
 size_t sizes_gpu_workspace_bytes(const struct config *c, int block_size, int max_tokens,
                                  int max_seqs, int max_model_len, bool split) {
     size_t max_blocks = (size_t)ceil_div(max_model_len, block_size);
@@ -109,6 +120,7 @@ size_t sizes_gpu_workspace_bytes(const struct config *c, int block_size, int max
     size_t meta_elems =
         3 * (size_t)max_tokens + 2 * (size_t)max_seqs + 1 + (size_t)max_seqs * max_blocks;
     return up256(attn) + up256(f32_elems * 4) + up256(meta_elems * 4) +
-           2 * up256((size_t)max_seqs * 4) + up256((size_t)c->head_dim / 2 * 4) +
-           SIZES_CUBLAS_RESERVE;
+           2 * up256((size_t)max_seqs * 4) +
+           sizes_sample_workspace_bytes(max_seqs, c->vocab_size, max_model_len) +
+           up256((size_t)c->head_dim / 2 * 4) + SIZES_CUBLAS_RESERVE;
 }

@@ -48,6 +48,9 @@ size_t sizes_gpu_activation_bytes(const struct config *c, enum tl_dtype dtype, i
 size_t sizes_attention_workspace_bytes(const struct config *c, int block_size, int max_tokens,
                                        int max_seq_len);
 
+/* The GPU sampler's workspace (kernels/gpu_sample.c), for max_rows rows of vocab logits. */
+size_t sizes_sample_workspace_bytes(int max_rows, int vocab, int max_model_len);
+
 /* gpu_backend.c's workspaces (attention, fp32 scratch for logits and, in a split placement,
  * the residual stream crossing to the CPU, batch metadata, gather rows, RoPE frequencies) plus
  * SIZES_CUBLAS_RESERVE. split: anything streams or runs on the CPU. */

@@ -414,8 +414,9 @@ static void test_validation(void **state) {
     assert_non_null(strstr(err.msg, "maximum context length is 256 tokens"));
     assert_non_null(strstr(err.msg, "260"));
     gp.max_tokens = 8;
-    /* 8 blocks (one is the engine's padding block) hold 112 tokens at most */
-    assert_int_equal(engine_submit(g.e, p, 120, &gp, &r, &err), TL_ERR_INVALID);
+    /* 8 blocks hold 128 tokens at most (no block to spare for graph padding: a 256-token
+     * sequence would need 16) */
+    assert_int_equal(engine_submit(g.e, p, 121, &gp, &r, &err), TL_ERR_INVALID);
     assert_non_null(strstr(err.msg, "KV blocks"));
     gp.sp.top_p = 0.0f;
     assert_int_equal(engine_submit(g.e, p, 5, &gp, &r, &err), TL_ERR_INVALID);

