@@ -78,6 +78,8 @@ if [ -n "${SERVE:-}" ]; then
     tp tp_bs1 --input-len 512 --output-len 128 --num-prompts 8 --max-num-seqs 1
 fi
 
+# everything in one file: the device hands back at most 8
+tar czf "$out/logs.tgz" -C "$out" $(cd "$out" && ls *.log *.json 2>/dev/null | grep -v -e build.log -e cmake.log) 2>/dev/null
 echo
 echo "== tierlm engine on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1) =="
 printf '%s\n' "${table[@]}"
