@@ -63,7 +63,7 @@ fi
 
 if [ -n "${SERVE:-}" ]; then
     build-gpu/tierlm serve --model $m14 --load-format dummy --max-model-len 4096 --port 8000 \
-        --quiet > "$out/serve.log" 2>&1 &
+        ${SERVE_ARGS:-} --quiet > "$out/serve.log" 2>&1 &
     spid=$!
     for i in $(seq 1 120); do curl -sf localhost:8000/health >/dev/null 2>&1 && break; sleep 1; done
     build-gpu/tierlm bench serve --port 8000 --num-prompts ${SERVE_PROMPTS:-100} \
