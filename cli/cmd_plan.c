@@ -112,16 +112,6 @@ static int inum(const char *flag, const char *s, int lo, int hi, int *out) {
     return 0;
 }
 
-static size_t mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    unsigned long long kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-    if (f) fclose(f);
-    return (size_t)kb * 1024;
-}
-
 static int parse_args(int argc, char **argv, struct plan_args *a) {
     enum {
         O_DTYPE = 256,
@@ -386,7 +376,7 @@ int cmd_plan(int argc, char **argv) {
         fprintf(stderr, "tierlm plan: %s\n", err.msg);
         return 1;
     }
-    a.in.host_bytes = a.host_gb > 0 ? (size_t)(a.host_gb * GIB) : mem_available();
+    a.in.host_bytes = a.host_gb > 0 ? (size_t)(a.host_gb * GIB) : calibrate_host_available_bytes();
     a.in.host_swap_bytes = (size_t)(a.swap_gb * GIB);
     a.in.cpu_threads = a.threads;
     struct calibrate_opts co = {

@@ -271,18 +271,6 @@ static enum tl_status open_tiers(const struct engine_args *a, struct engine_boot
     return kvswap_create(&ko, &b->kvswap, err);
 }
 
-#ifdef TL_HAVE_CUDA
-static size_t mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    unsigned long long kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-    if (f) fclose(f);
-    return (size_t)kb * 1024;
-}
-#endif
-
 /* Before any weight is read: on the GPU, the start-up check (one max-model-len sequence must
  * fit; the refusal says what would) and, with --cpu-offload-gb, the placement. */
 static enum tl_status plan_memory(const struct engine_args *a, const struct config *c, int max_len,
@@ -303,7 +291,7 @@ static enum tl_status plan_memory(const struct engine_args *a, const struct conf
     in.dtype = a->dtype;
     in.gpu_memory_utilization = a->gpu_memory_utilization;
     in.gpu_memory_gb = a->gpu_memory_gb;
-    in.host_bytes = mem_available();
+    in.host_bytes = calibrate_host_available_bytes();
     in.host_swap_bytes = (size_t)(a->swap_space_gb * GIB);
     in.cpu_threads = a->threads;
     in.block_size = a->block_size;

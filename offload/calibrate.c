@@ -496,3 +496,13 @@ enum tl_status calibrate_get(const struct calibrate_opts *o, struct ceilings *ou
         calibrate_assume_gpu(&o->assume, out);
     return TL_OK;
 }
+
+size_t calibrate_host_available_bytes(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return (size_t)kb * 1024;
+}

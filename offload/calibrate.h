@@ -19,6 +19,9 @@
 
 #define CALIBRATE_VERSION 1
 
+/* Host RAM available to a new allocation now (/proc/meminfo's MemAvailable), 0 if unknown. */
+size_t calibrate_host_available_bytes(void);
+
 struct ceilings {
     char key[160];           /* machine key: host, CPU model, threads, GPU */
     char cpu_model[96];      /* /proc/cpuinfo "model name" */
