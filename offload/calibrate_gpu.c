@@ -12,9 +12,7 @@
 #include "kern.h"
 #include "kern_ceiling.h"
 
-/* Larger than the host's last-level cache, so the DMA reads come from DRAM as the weight
- * streamer's do (its pinned images are gigabytes) */
-#define PIN_BYTES ((size_t)1024 << 20)
+#define PIN_BYTES ((size_t)256 << 20)
 
 struct gpu_state {
     struct kern_ctx *kc;
