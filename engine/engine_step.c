@@ -230,8 +230,7 @@ static double logprobs_top(const float *lg, int vocab, int k, struct engine_logp
 
 /* ---- after sampling ---- */
 
-static void text_push(struct engine *e, struct engine_request *r, int32_t t) {
-    (void)e;
+static void text_push(struct engine_request *r, int32_t t) {
     const char *piece;
     size_t len;
     struct tl_err err;
@@ -291,7 +290,7 @@ static void accept_token(struct engine *e, struct engine_request *r, int32_t t, 
     }
     size_t old_len = r->text_len;
     /* As vLLM: the token that stops a request is not part of its text unless asked. */
-    if (r->dt && (!stop_tok || r->p.include_stop_str_in_output)) text_push(e, r, t);
+    if (r->dt && (!stop_tok || r->p.include_stop_str_in_output)) text_push(r, t);
     if (stop_tok) {
         r->pending = ENGINE_FINISH_STOP;
         return;

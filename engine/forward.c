@@ -27,8 +27,7 @@ struct forward {
     bool split;
     uint8_t *layer_lane; /* (n_layers) 0 or 1 */
     int embed_lane, head_lane;
-    float *xfer; /* host (max_tokens * hidden): the residual stream crossing lanes */
-    void *res, *xn, *q, *k, *v, *attn, *proj, *gate, *up, *last, *logits;
+    float *xfer;         /* host (max_tokens * hidden): the residual stream crossing lanes */
     int32_t *logit_rows; /* host (max_seqs) */
     float *hook_buf;     /* host (hidden) */
     forward_hidden_hook hook;
@@ -146,12 +145,6 @@ enum tl_status forward_create_split(const struct model *m, const struct ops *ops
     if (st != TL_OK) {
         forward_destroy(f);
         return st;
-    }
-    {
-        struct fwd_lane *l0 = &f->lane[0];
-        f->res = l0->res, f->xn = l0->xn, f->q = l0->q, f->k = l0->k, f->v = l0->v;
-        f->attn = l0->attn, f->proj = l0->proj, f->gate = l0->gate, f->up = l0->up;
-        f->last = l0->last, f->logits = l0->logits;
     }
     f->logit_rows = malloc((size_t)max_seqs * sizeof *f->logit_rows);
     f->hook_buf = malloc((size_t)m->cfg.hidden_size * sizeof *f->hook_buf);
@@ -363,8 +356,8 @@ static int decode_bucket(const struct forward *f, const struct fwd_batch *b) {
     return b->n_seqs == f->max_seqs ? b->n_seqs : 0;
 }
 
-/* One step up to the logits of its *n_logits wanting rows, left in f->logits (backend memory,
- * rows in batch order; a padded decode step's pad rows follow the real ones). */
+/* One step up to the logits of its *n_logits wanting rows, left in the head lane's logits (backend
+ * memory, rows in batch order; a padded decode step's pad rows follow the real ones). */
 static enum tl_status step_logits(struct forward *f, const struct fwd_batch *b, int *n_logits,
                                   struct tl_err *err) {
     const struct ops *o = f->ops;
