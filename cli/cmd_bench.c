@@ -12,6 +12,9 @@
 
 #include "cli.h"
 #include "engine_args.h"
+#ifdef TL_HAVE_CUDA
+#include "gpu_backend.h"
+#endif
 
 struct tp_args {
     struct engine_args ea;
@@ -165,6 +168,18 @@ done:
     return out;
 }
 
+/* Bytes the weight streamer copied and the time its copy stream was busy since the last call
+ * (0 without streaming); blocks until the queued copies are done. */
+static void stream_stats(const struct engine_boot *b, size_t *bytes, double *busy_s) {
+    *bytes = 0;
+    *busy_s = 0.0;
+#ifdef TL_HAVE_CUDA
+    if (b->be.cuda) gpu_backend_stream_stats(&b->be.ops, bytes, busy_s);
+#else
+    (void)b;
+#endif
+}
+
 static int bench_throughput(int argc, char **argv) {
     struct tp_args a = {.input_len = 512, .output_len = 128, .num_prompts = 256, .warmup = true};
     engine_args_default(&a.ea);
@@ -191,7 +206,11 @@ static int bench_throughput(int argc, char **argv) {
     }
     struct engine_metrics m0, m1;
     engine_metrics_get(b.engine, &m0);
+    size_t sbytes;
+    double sbusy;
+    stream_stats(&b, &sbytes, &sbusy); /* from here on */
     long long gen = run_batch(b.engine, a.num_prompts, a.input_len, a.output_len, a.seed, &el);
+    stream_stats(&b, &sbytes, &sbusy);
     if (gen < 0) goto out;
     engine_metrics_get(b.engine, &m1);
     long long total = (long long)a.num_prompts * a.input_len + gen;
@@ -219,6 +238,13 @@ static int bench_throughput(int argc, char **argv) {
         printf("GPU span: %.1f%% of the steps' wall time (decode-only steps: %.1f%%); the rest is "
                "host-only work (scheduling, sampling bookkeeping, text)\n",
                100.0 * dev / busy, ds > 0 ? 100.0 * ddev / ds : 0.0);
+    if (sbytes > 0 && sbusy > 0)
+        printf("Weight streaming: %.1f GB over PCIe, %.1f GB/s while copying (%.2f of the %.1f "
+               "GB/s pinned H2D ceiling calibrated on this machine), copy engine busy %.1f%% of "
+               "the wall time\n",
+               sbytes / 1e9, sbytes / 1e9 / sbusy,
+               b.pcie_h2d_gbps > 0 ? sbytes / 1e9 / sbusy / b.pcie_h2d_gbps : 0.0, b.pcie_h2d_gbps,
+               100.0 * sbusy / el);
     if (b.offloaded && dsteps > 0)
         printf("Placement %s: planner predicted %.2f ms a decode step (%.1f tok/s); measured "
                "%.2f ms at full batch (%.2f of the prediction)\n",
@@ -260,6 +286,8 @@ static int bench_throughput(int argc, char **argv) {
             json_object_set_new(j, "placement", json_string(b.placement));
             json_object_set_new(j, "predicted_step_ms", json_real(1e3 * b.predicted_step_s));
             json_object_set_new(j, "predicted_tok_s", json_real(b.predicted_tok_s));
+            json_object_set_new(j, "streamed_bytes", json_integer((json_int_t)sbytes));
+            json_object_set_new(j, "stream_gbps", json_real(sbusy > 0 ? sbytes / 1e9 / sbusy : 0));
         }
         if (tiers) {
             json_object_set_new(j, "num_preemptions_swap", json_integer(p_swap));

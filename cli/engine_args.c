@@ -310,24 +310,25 @@ static enum tl_status plan_memory(const struct engine_args *a, const struct conf
         calibrate_gpu_close(&gpu);
         return st;
     }
-    struct planner_memory m;
     if (a->cpu_offload_gb == 0) {
+        struct planner_memory m;
         st = planner_check(&in, NULL, &m, err);
     } else {
         struct calibrate_opts co = {
             .threads = a->threads, .recalibrate = a->recalibrate, .gpu = &gpu, .quiet = a->quiet};
         struct ceilings ce;
         bool cached = false;
-        static struct planner_result r; /* large; one boot at a time */
+        struct planner_result r;
         st = calibrate_get(&co, &ce, &cached, err);
+        /* the plan is chosen among the placements that fit: no second check */
         if (st == TL_OK) st = planner_plan(&in, &ce, &r, err);
-        if (st == TL_OK) st = planner_check(&in, &r.pl, &m, err);
         if (st == TL_OK) {
             *pl = r.pl;
             *have_pl = true;
             b->offloaded = true;
             b->predicted_tok_s = r.expected.tok_s;
             b->predicted_step_s = r.expected.step_s;
+            b->pcie_h2d_gbps = ce.pcie_h2d_gbps;
             placement_describe(&r.pl, b->placement, sizeof b->placement);
             if (!a->quiet) {
                 fprintf(stderr, "tierlm: ceilings %s\n",

@@ -71,6 +71,7 @@ struct engine_boot {
     char placement[400];    /* its one-line description, for logs */
     double predicted_tok_s; /* the planner's prediction at the expected batch (0: none) */
     double predicted_step_s;
+    double pcie_h2d_gbps;  /* the calibrated pinned H2D ceiling the plan used */
     struct kvswap *kvswap; /* owned, NULL without --swap-space / --nvme-swap-dir */
 };
 
