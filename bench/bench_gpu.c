@@ -8,8 +8,9 @@
  * ids come back), as the engine runs them.
  * Usage: bench_gpu --model DIR [--dtype bfloat16|float16] [--prefill 1024] [--ctx 640]
  *                  [--batches 1,64,256] [--steps 16] [--gpu-memory-gb G] [--enforce-eager]
- *                  [--sample]
- * Decode steps of up to 16 sequences replay CUDA graphs unless --enforce-eager. */
+ *                  [--sample] [--no-fuse]
+ * Decode steps of up to 16 sequences replay CUDA graphs unless --enforce-eager; they run the
+ * fused linear layers (rmsnorm / silu / residual add inside the GEMVs) unless --no-fuse. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,7 +114,7 @@ int main(int argc, char **argv) {
     enum tl_dtype dt = TL_DTYPE_BF16;
     int prefill = 1024, ctx = 640, steps = 16, batches[8] = {1, 64, 256}, nb = 3;
     double gpu_gb = 0;
-    bool eager = false, sample = false;
+    bool eager = false, sample = false, no_fuse = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             dir = argv[++i];
@@ -129,6 +130,8 @@ int main(int argc, char **argv) {
             gpu_gb = atof(argv[++i]);
         else if (!strcmp(argv[i], "--sample"))
             sample = true;
+        else if (!strcmp(argv[i], "--no-fuse"))
+            no_fuse = true;
         else if (!strcmp(argv[i], "--enforce-eager"))
             eager = true;
         else if (!strcmp(argv[i], "--batches") && i + 1 < argc) {
@@ -138,7 +141,7 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr, "usage: bench_gpu --model DIR [--dtype bfloat16|float16] [--prefill N] "
                             "[--ctx N] [--batches 1,64,256] [--steps N] [--gpu-memory-gb G] "
-                            "[--enforce-eager] [--sample]\n");
+                            "[--enforce-eager] [--sample] [--no-fuse]\n");
             return 2;
         }
     }
@@ -183,6 +186,7 @@ int main(int argc, char **argv) {
     if (kvcache_create(plan.num_blocks, 16, &b.kv, &err) != TL_OK ||
         forward_create(b.m, &b.ops, b.max_tokens, max_b, &b.fw, &err) != TL_OK)
         die("engine", &err);
+    forward_set_fusion(b.fw, !no_fuse);
     int32_t pad_block;
     if (kvcache_alloc(b.kv, &pad_block) == TL_OK) forward_set_pad_block(b.fw, pad_block);
     b.logits = malloc((size_t)max_b * (size_t)host->cfg.vocab_size * sizeof(float));

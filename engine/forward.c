@@ -1,7 +1,9 @@
 /* forward: embedding -> n_layers x (rmsnorm, q/k/v, rope + KV write, attention, o, rmsnorm,
  * gate/up, silu*mul, down) -> final norm -> lm_head on the rows that want logits -> logits to
  * the host, or sampled where they are (the backend's sample op, else the host sampler). The
- * residual add is fused into the next rmsnorm, so the stream is written once per sub-block. */
+ * residual add is fused into the next rmsnorm, so the stream is written once per sub-block; on a
+ * backend with fused linear layers, small steps fold the norms, silu * up and the residual adds
+ * into the GEMVs instead (fused_layer). */
 #include "forward.h"
 
 #include <stdbool.h>
@@ -39,6 +41,7 @@ struct forward {
     int32_t *pad_tokens, *pad_positions; /* (max_seqs) */
     struct op_sample_seq *sample_seqs;   /* (max_seqs) for the sample op */
     float *row_buf;                      /* host (vocab): one row of logits, no sample op */
+    bool no_fusion;                      /* forward_set_fusion(false): the plain ops only */
 };
 
 static enum tl_status ops_err(const struct forward *f, const struct ops *o, enum tl_status st,
@@ -250,6 +253,79 @@ static enum tl_status mm(const struct ops *o, const void *x, int m, const struct
         if (st_ != TL_OK) return ops_err(f, o, st_, err, what);                                    \
     } while (0)
 
+/* Whether a step of T rows runs a lane's layers fused (fused_layer): a backend that has the
+ * fused linear layers, and a step small enough. */
+static bool use_fused(const struct forward *f, const struct fwd_lane *ln, int T) {
+    return !f->no_fusion && ln->o->matmul_fused && T <= ln->o->fused_max_m;
+}
+
+static enum tl_status fused_mm(const struct ops *o, const void *in, int T,
+                               const struct tl_tensor *norm_w, float eps, int n_w,
+                               const struct tl_tensor *const *w, const struct tl_tensor *const *b,
+                               void *const *y, enum op_epi epi) {
+    const struct op_fused_mm fm = {.x = in,
+                                   .m = T,
+                                   .norm_w = norm_w,
+                                   .eps = eps,
+                                   .n_w = n_w,
+                                   .w = w,
+                                   .bias = b,
+                                   .y = y,
+                                   .epi = epi};
+    return o->matmul_fused(o->ctx, &fm);
+}
+
+/* run_layer with three kernels fewer: the rmsnorms ride in the GEMVs that read their output
+ * (when T <= fused_norm_max_m), silu * up in the gate/up GEMV, and each residual add in the o /
+ * down GEMV that produces it, so nothing is pending after the layer. A layer after one that
+ * left its MLP output pending (the CPU lane's) starts with a plain rmsnorm that adds it. */
+static enum tl_status fused_layer(struct forward *f, const struct fwd_lane *ln, int l, int T,
+                                  bool pending, struct tl_err *err) {
+    const struct config *c = &f->m->cfg;
+    const struct model_layer *L = &ln->m->layers[l];
+    const struct ops *o = ln->o;
+    void *x = o->ctx;
+    const float eps = c->rms_norm_eps;
+    bool norm_in = T <= o->fused_norm_max_m && !pending;
+    if (o->layer_begin) OP(o->layer_begin(x, l), "layer begin");
+    if (!norm_in)
+        OP(o->rmsnorm(x, ln->res, pending ? ln->proj : NULL, &L->attn_norm, eps, T, ln->xn),
+           "rmsnorm");
+    OP(hook_call(f, o, ln->res, l), "read hidden state");
+    {
+        const struct tl_tensor *w[3] = {&L->wq, &L->wk, &L->wv};
+        const struct tl_tensor *b[3] = {opt(&L->bq), opt(&L->bk), opt(&L->bv)};
+        void *y[3] = {ln->q, ln->k, ln->v};
+        OP(fused_mm(o, norm_in ? ln->res : ln->xn, T, norm_in ? &L->attn_norm : NULL, eps, 3, w, b,
+                    y, OP_EPI_STORE),
+           "rmsnorm + q/k/v_proj");
+    }
+    OP(o->rope_kv_write(x, l, ln->q, ln->k, ln->v), "rope/kv write");
+    OP(o->attention(x, l, ln->q, ln->attn), "attention");
+    {
+        const struct tl_tensor *w[1] = {&L->wo}, *b[1] = {opt(&L->bo)};
+        void *y[1] = {ln->res};
+        OP(fused_mm(o, ln->attn, T, NULL, eps, 1, w, b, y, OP_EPI_RESADD), "o_proj + residual");
+    }
+    norm_in = T <= o->fused_norm_max_m;
+    if (!norm_in) OP(o->rmsnorm(x, ln->res, NULL, &L->mlp_norm, eps, T, ln->xn), "rmsnorm");
+    {
+        const struct tl_tensor *w[2] = {&L->w_gate, &L->w_up};
+        void *y[1] = {ln->gate};
+        OP(fused_mm(o, norm_in ? ln->res : ln->xn, T, norm_in ? &L->mlp_norm : NULL, eps, 2, w,
+                    NULL, y, OP_EPI_SILU),
+           "rmsnorm + gate/up_proj + silu*mul");
+    }
+    {
+        const struct tl_tensor *w[1] = {&L->w_down};
+        void *y[1] = {ln->res};
+        OP(fused_mm(o, ln->gate, T, NULL, eps, 1, w, NULL, y, OP_EPI_RESADD),
+           "down_proj + residual");
+    }
+    if (o->layer_end) OP(o->layer_end(x, l), "layer end");
+    return TL_OK;
+}
+
 /* One layer on one lane: attention and MLP sub-blocks, the MLP output left in proj (it joins
  * the stream in the next rmsnorm). */
 static enum tl_status run_layer(struct forward *f, const struct fwd_lane *ln, int l, int T,
@@ -258,6 +334,7 @@ static enum tl_status run_layer(struct forward *f, const struct fwd_lane *ln, in
     const struct model_layer *L = &ln->m->layers[l];
     const struct ops *o = ln->o;
     void *x = o->ctx;
+    if (use_fused(f, ln, T)) return fused_layer(f, ln, l, T, pending, err);
     if (o->layer_begin) OP(o->layer_begin(x, l), "layer begin");
     OP(o->rmsnorm(x, ln->res, pending ? ln->proj : NULL, &L->attn_norm, c->rms_norm_eps, T, ln->xn),
        "rmsnorm");
@@ -309,26 +386,29 @@ static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *e
         const struct ops *o = ln->o;
         OP(o->embedding(o->ctx, &ln->m->embed, ln->res), "embedding");
     }
+    bool pending = false; /* the last layer's MLP output is not in the stream yet */
     for (int l = 0; l < c->n_layers; l++) {
         int want = f->split ? f->layer_lane[l] : 0;
         if (want != cur) {
-            enum tl_status st = cross(f, cur, want, T, l > 0, err);
+            enum tl_status st = cross(f, cur, want, T, pending, err);
             if (st != TL_OK) return st;
             cur = want;
         }
-        enum tl_status st = run_layer(f, &f->lane[cur], l, T, l > 0, err);
+        enum tl_status st = run_layer(f, &f->lane[cur], l, T, pending, err);
         if (st != TL_OK) return st;
+        pending = !use_fused(f, &f->lane[cur], T);
     }
     int want = f->split ? f->head_lane : 0;
     if (want != cur) {
-        enum tl_status st = cross(f, cur, want, T, true, err);
+        enum tl_status st = cross(f, cur, want, T, pending, err);
         if (st != TL_OK) return st;
         cur = want;
     }
     const struct fwd_lane *ln = &f->lane[cur];
     const struct ops *o = ln->o;
     void *x = o->ctx;
-    OP(o->rmsnorm(x, ln->res, ln->proj, &ln->m->final_norm, c->rms_norm_eps, T, ln->xn),
+    OP(o->rmsnorm(x, ln->res, pending ? ln->proj : NULL, &ln->m->final_norm, c->rms_norm_eps, T,
+                  ln->xn),
        "final norm");
     OP(hook_call(f, o, ln->xn, c->n_layers), "read hidden state");
     /* the head is unit n_layers for a backend that streams it, and runs every step so the
@@ -462,4 +542,8 @@ void forward_set_pad_block(struct forward *f, int32_t block) {
 double forward_device_seconds(const struct forward *f) {
     const struct ops *o = f->ops;
     return o->step_device_seconds ? o->step_device_seconds(o->ctx) : 0.0;
+}
+
+void forward_set_fusion(struct forward *f, bool on) {
+    f->no_fusion = !on;
 }

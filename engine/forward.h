@@ -77,6 +77,11 @@ void forward_set_pad_block(struct forward *f, int32_t block);
 /* Seconds the main backend's device worked on the last step (0 when it cannot tell). */
 double forward_device_seconds(const struct forward *f);
 
+/* Fused linear layers on a backend that has them (ops.matmul_fused; the default) or the plain
+ * ops only (for measuring what the fusion buys). Set before the first step: a backend keeps
+ * the decode graphs it captured. */
+void forward_set_fusion(struct forward *f, bool on);
+
 /* Installs a hook that sees the hidden state of token `token` (index in the batch). */
 void forward_set_hidden_hook(struct forward *f, forward_hidden_hook hook, void *user, int token);
 

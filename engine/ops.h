@@ -42,6 +42,24 @@ struct op_sample_seq {
     int n_output;
 };
 
+/* A linear layer with its neighbours folded in (ops.matmul_fused). */
+enum op_epi {
+    OP_EPI_STORE,  /* y[i] = x . w[i]^T (+ bias[i]), as matmul */
+    OP_EPI_SILU,   /* w = {gate, up}, no bias: y[0] = silu(x . gate^T) * (x . up^T) */
+    OP_EPI_RESADD, /* one weight: y[0] (the residual stream) += x . w^T (+ bias) */
+};
+struct op_fused_mm {
+    const void *x; /* (m, k); with norm_w, the residual stream, used as rmsnorm(x) * norm_w */
+    int m;
+    const struct tl_tensor *norm_w; /* NULL: x as it is */
+    float eps;
+    int n_w;
+    const struct tl_tensor *const *w;
+    const struct tl_tensor *const *bias; /* may be NULL or hold NULLs */
+    void *const *y;
+    enum op_epi epi;
+};
+
 struct ops {
     const char *name;
     void *ctx; /* owned by the backend; freed by its destroy function */
@@ -97,6 +115,13 @@ struct ops {
     /* Optional: seconds the device worked on the last step, from its first op to its last (for
      * the "GPU busy" share of a step's wall time). 0 when unknown. */
     double (*step_device_seconds)(void *ctx);
+
+    /* Optional (NULL when absent): matmul with the rmsnorm before it and the silu * up or the
+     * residual add after it in one kernel, for steps of at most fused_max_m rows (with norm_w:
+     * fused_norm_max_m). The same results as the separate ops up to the order of the norm's
+     * sum of squares. */
+    enum tl_status (*matmul_fused)(void *ctx, const struct op_fused_mm *f);
+    int fused_max_m, fused_norm_max_m;
 
     /* ---- whole KV blocks to and from host memory (the KV tiers of offload/) ---- */
     /* Bytes of one block's host image: K and V of every layer whose KV this backend keeps, in

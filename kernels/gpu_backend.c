@@ -213,6 +213,12 @@ static enum tl_status op_matmul(void *ctx, const void *x, int m, int n_w,
     return kfail(be, kern_matmul(be->kc, be->act, x, m, n_w, w, bias, y));
 }
 
+static enum tl_status op_matmul_fused(void *ctx, const struct op_fused_mm *f) {
+    struct gpu_backend *be = ctx;
+    return kfail(be, kern_matmul_fused(be->kc, be->act, f->x, f->m, f->norm_w, f->eps, f->n_w, f->w,
+                                       f->bias, f->y, (enum kern_epi)f->epi));
+}
+
 static enum tl_status layer_cache(struct gpu_backend *be, int layer, char **k, char **v) {
     if (layer < 0 || layer >= be->cfg.n_layers || be->kv_index[layer] < 0)
         return be_fail(be, TL_ERR_INTERNAL, "layer %d has no KV on the GPU", layer);
@@ -800,6 +806,14 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     out->embedding = op_embedding;
     out->rmsnorm = op_rmsnorm;
     out->matmul = op_matmul;
+    /* the fused GEMVs load 8 elements at a time along every k they meet */
+    const struct config *fc = &be->cfg;
+    if (fc->hidden_size % 8 == 0 && fc->intermediate_size % 8 == 0 &&
+        (fc->n_heads * fc->head_dim) % 8 == 0) {
+        out->matmul_fused = op_matmul_fused;
+        out->fused_max_m = KERN_FUSED_MAX_M;
+        out->fused_norm_max_m = KERN_FUSED_NORM_MAX_M;
+    }
     out->rope_kv_write = op_rope_kv_write;
     out->attention = op_attention;
     out->silu_mul = op_silu_mul;

@@ -69,6 +69,19 @@ struct gemv_args {
     int n_w;
     const void *x; /* (m, k) */
     int m, k;
+    /* Fused forms (kern_matmul_fused): */
+    const void *norm_w; /* (k) act dtype: x is the residual stream, rmsnorm'd on the way in */
+    float eps;
+    const void *w2; /* EPI_SILU: the up weight, paired row for row with part[0] (gate) */
+};
+
+/* What a GEMV does around the product (the kernel's MODE): */
+enum {
+    GEMV_STORE = 0, /* y = x . W^T (+ bias) */
+    GEMV_NORM = 1,  /* the same on rmsnorm(x) * norm_w */
+    GEMV_SILU = 2,  /* rmsnorm'd x; a CTA owns 8 rows of gate and the same 8 of up: y = silu(g)*u */
+    GEMV_RESADD = 3,  /* y += x . W^T (+ bias): the residual add of o_proj / down_proj */
+    GEMV_SILU_RAW = 4 /* as GEMV_SILU on x as it is */
 };
 
 /* A 16-byte load that streams past L1 (each weight byte is read once) and asks L2 to fetch the
@@ -123,14 +136,49 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
     return __float2bfloat16_rn(v);
 }
 
+/* v rounded to T and widened back: the value a T tensor would hold. */
+template <typename T> static __device__ __forceinline__ float round_to(float v) {
+    const T t = from_f32<T>(v);
+    return kern_load_f32(&t, 0);
+}
+
+/* Two packed T values of x times the norm weight, rounded to T. */
+template <typename T> static __device__ __forceinline__ uint32_t scale2(uint32_t xv, uint32_t wv) {
+    T x[2], w[2], o[2];
+    memcpy(x, &xv, 4);
+    memcpy(w, &wv, 4);
+#pragma unroll
+    for (int j = 0; j < 2; j++) o[j] = from_f32<T>(kern_load_f32(w, j) * kern_load_f32(x, j));
+    uint32_t r;
+    memcpy(&r, o, 4);
+    return r;
+}
+
+template <typename T> static __device__ __forceinline__ uint4 scale8(uint4 x, uint4 w) {
+    return make_uint4(scale2<T>(x.x, w.x), scale2<T>(x.y, w.y), scale2<T>(x.z, w.z),
+                      scale2<T>(x.w, w.w));
+}
+
+template <typename T> static __device__ __forceinline__ float sumsq8(uint4 v) {
+    T e[8];
+    memcpy(e, &v, 16);
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const float f = kern_load_f32(e, j);
+        s += f * f;
+    }
+    return s;
+}
+
 /* U pieces of k (32 elements each, c .. c + U - 1) of this thread's rows: weight loads, then
  * (WAIT) the wait for the previous kernel, x loads, mmas. TAIL: pieces may lie at or past
  * c_end or (the last one) partly past k; those load zeros. Otherwise every load is
  * unconditional. */
-template <typename T, int MT, int RT, int U, bool TAIL, bool WAIT>
+template <typename T, int MT, int RT, int U, bool TAIL, bool WAIT, bool NORM>
 static __device__ __forceinline__ void
 gemv_pieces(float (&acc)[RT][MT][4], const T *const (&wp)[RT][2], const T *const (&xp)[MT], int c,
-            int c_end, int k, int t4) {
+            int c_end, int k, int t4, const T *np, float (&ss)[MT]) {
     const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
     uint4 wv[U][RT][2], xv[U][MT];
     bool ok[U];
@@ -151,6 +199,17 @@ gemv_pieces(float (&acc)[RT][MT][4], const T *const (&wp)[RT][2], const T *const
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
             xv[u][mt] = ok[u] ? __ldg((const uint4 *)(xp[mt] + (int64_t)(c + u) * 32)) : zero;
+    if (NORM) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const uint4 nv = ok[u] ? __ldg((const uint4 *)(np + (int64_t)(c + u) * 32)) : zero;
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                ss[mt] += sumsq8<T>(xv[u][mt]);
+                xv[u][mt] = scale8<T>(xv[u][mt], nv);
+            }
+        }
+    }
 #pragma unroll
     for (int u = 0; u < U; u++)
 #pragma unroll
@@ -168,17 +227,23 @@ gemv_pieces(float (&acc)[RT][MT][4], const T *const (&wp)[RT][2], const T *const
 
 /* T: activation/weight type. MT: n8 tiles of x rows (1 for m <= 8, 2 for m <= 16). RT: 16-row
  * tiles of W per CTA. U: pieces in flight per thread. W: warps per CTA, which split k into W
- * contiguous slices. Lane l of a warp: g = l / 4 picks the row (of W within a 16-row tile: g
- * and g + 8; of x: g, and g + 8 for MT 2), t4 = l % 4 the 8 elements of each 32-element piece
- * of k. Accumulator element j of tile (rt, mt): W row rt*16 + g + 8*(j >= 2), x row
- * mt*8 + 2*t4 + (j & 1) (the mma's C layout). Rows past the weight's end or past m read the
- * last valid row instead: rows of the mma are independent, and those outputs are not stored,
- * so the k loop needs no conditions. Launched with programmatic dependent launch: the first
- * weight loads go out before the wait for the kernel that wrote x; x is read and y written
- * only after it. */
-template <typename T, int MT, int RT, int U, int W>
+ * contiguous slices. MODE: what happens around the product (GEMV_*). Lane l of a warp: g = l / 4
+ * picks the row (of W within a 16-row tile: g and g + 8; of x: g, and g + 8 for MT 2), t4 = l % 4
+ * the 8 elements of each 32-element piece of k. Accumulator element j of tile (rt, mt): W row
+ * rt*16 + g + 8*(j >= 2), x row mt*8 + 2*t4 + (j & 1) (the mma's C layout). In the SILU modes
+ * the tile's two halves are the same 8 rows of gate (j < 2) and of up (j >= 2), so one thread
+ * ends up holding both factors of an output. Rows past the weight's end or past m read the last
+ * valid row instead: rows of the mma are independent, and those outputs are not stored, so the
+ * k loop needs no conditions. Launched with programmatic dependent launch: the first weight
+ * loads go out before the wait for the kernel that wrote x; x is read and y written only after
+ * it. */
+template <typename T, int MT, int RT, int U, int W, int MODE>
 static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struct gemv_args a) {
+    constexpr bool NORM = MODE == GEMV_NORM || MODE == GEMV_SILU;
+    constexpr bool PAIR = MODE == GEMV_SILU || MODE == GEMV_SILU_RAW;
+    constexpr int TILE = PAIR ? 8 : 16;       /* weight rows per 16-row mma tile */
     __shared__ float red[W][RT * MT * 4][32]; /* each warp's partial sums */
+    __shared__ float ss_part[NORM ? W : 1][16];
     const int lane = (int)(threadIdx.x & 31u), warp = (int)(threadIdx.x >> 5);
     const int g = lane >> 2, t4 = lane & 3;
     const int b = (int)blockIdx.x;
@@ -186,7 +251,7 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
 #pragma unroll
     for (int i = 1; i < KERN_MATMUL_MAX_GROUP; i++)
         if (i < a.n_w && b >= a.tile_start[i]) p = i;
-    const int rows = a.part[p].rows, row0 = (b - a.tile_start[p]) * 16 * RT;
+    const int rows = a.part[p].rows, row0 = (b - a.tile_start[p]) * TILE * RT;
     const int k = a.k, m = a.m;
     const T *w = (const T *)a.part[p].w, *x = (const T *)a.x;
 
@@ -202,8 +267,9 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
     for (int rt = 0; rt < RT; rt++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const int r = row0 + rt * 16 + h * 8 + g;
-            wp[rt][h] = w + (int64_t)(r < rows ? r : rows - 1) * k + 8 * t4;
+            const int r = PAIR ? row0 + rt * 8 + g : row0 + rt * 16 + h * 8 + g;
+            const T *base = PAIR && h ? (const T *)a.w2 : w;
+            wp[rt][h] = base + (int64_t)(r < rows ? r : rows - 1) * k + 8 * t4;
         }
     const T *xp[MT];
 #pragma unroll
@@ -211,6 +277,14 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
         const int i = mt * 8 + g;
         xp[mt] = x + (int64_t)(i < m ? i : m - 1) * k + 8 * t4;
     }
+
+    /* NORM: x's sum of squares from the same loads (each element of x's m rows is loaded by
+     * exactly one thread of the CTA), applied after the products: rmsnorm(x) . W^T =
+     * inv_rms * ((x * norm_w) . W^T). */
+    float ss[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) ss[mt] = 0.0f;
+    const T *np = NORM ? (const T *)a.norm_w + 8 * t4 : NULL;
 
     float acc[RT][MT][4];
 #pragma unroll
@@ -223,15 +297,15 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
     int c = c_begin;
     bool waited = false;
     if (c + U <= full_end) { /* the first round waits between its weight and x loads */
-        gemv_pieces<T, MT, RT, U, false, true>(acc, wp, xp, c, c_end, k, t4);
+        gemv_pieces<T, MT, RT, U, false, true, NORM>(acc, wp, xp, c, c_end, k, t4, np, ss);
         c += U;
         waited = true;
     }
     for (; c + U <= full_end; c += U)
-        gemv_pieces<T, MT, RT, U, false, false>(acc, wp, xp, c, c_end, k, t4);
+        gemv_pieces<T, MT, RT, U, false, false, NORM>(acc, wp, xp, c, c_end, k, t4, np, ss);
     /* At most U - 1 whole pieces and one partial piece are left. */
     if (c < c_end) {
-        gemv_pieces<T, MT, RT, U, true, true>(acc, wp, xp, c, c_end, k, t4);
+        gemv_pieces<T, MT, RT, U, true, true, NORM>(acc, wp, xp, c, c_end, k, t4, np, ss);
         waited = true;
     }
     if (!waited) grid_dep_wait(); /* a warp without pieces: before y is written */
@@ -242,6 +316,15 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int j = 0; j < 4; j++) red[warp][(rt * MT + mt) * 4 + j][lane] = acc[rt][mt][j];
+    if (NORM) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            float v = ss[mt];
+            v += __shfl_xor_sync(0xffffffffu, v, 1);
+            v += __shfl_xor_sync(0xffffffffu, v, 2);
+            if (t4 == 0) ss_part[warp][mt * 8 + g] = v;
+        }
+    }
     __syncthreads();
 
     const T *bias = (const T *)a.part[p].bias;
@@ -249,20 +332,44 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
     for (int e = (int)threadIdx.x; e < RT * MT * 4 * 32; e += W * 32) {
         const int l = e & 31, q = e >> 5;
         const int j = q & 3, mt = (q >> 2) % MT, rt = (q >> 2) / MT;
-        const int row = row0 + rt * 16 + (l >> 2) + (j >= 2 ? 8 : 0);
+        if (PAIR && j >= 2) continue; /* the up half: read with its gate below */
+        const int row =
+            PAIR ? row0 + rt * 8 + (l >> 2) : row0 + rt * 16 + (l >> 2) + (j >= 2 ? 8 : 0);
         const int i = mt * 8 + 2 * (l & 3) + (j & 1);
         if (row >= rows || i >= m) continue;
-        float s = 0.0f;
+        float s = 0.0f, inv = 1.0f;
 #pragma unroll
         for (int v = 0; v < W; v++) s += red[v][q][l];
+        if (NORM) {
+            float t = 0.0f;
+#pragma unroll
+            for (int v = 0; v < W; v++) t += ss_part[v][i];
+            inv = rsqrtf(t / (float)k + a.eps);
+            s *= inv;
+        }
+        T *out = y + (int64_t)i * rows + row;
+        if (PAIR) {
+            /* as the unfused path rounds: gate and up to T, silu(gate) to T, the product */
+            float su = 0.0f;
+#pragma unroll
+            for (int v = 0; v < W; v++) su += red[v][q + 2][l];
+            su *= inv;
+            const float gt = round_to<T>(s);
+            const float sg = round_to<T>(gt / (1.0f + expf(-gt)));
+            *out = from_f32<T>(sg * round_to<T>(su));
+            continue;
+        }
         if (bias) s += kern_load_f32(bias, row);
-        y[(int64_t)i * rows + row] = from_f32<T>(s);
+        if (MODE == GEMV_RESADD) /* round the product, then the sum, as y and the add would */
+            *out = from_f32<T>(kern_load_f32(out, 0) + round_to<T>(s));
+        else
+            *out = from_f32<T>(s);
     }
 }
 
 /* The launch: programmatic stream serialization lets this kernel start (and issue its first
  * weight loads) while the previous kernel on the stream drains. */
-template <typename T, int MT, int U, int W>
+template <typename T, int MT, int U, int W, int MODE>
 static cudaError_t gemv_launch_t(const struct kern_ctx *ctx, const struct gemv_args *a) {
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute attr[1] = {};
@@ -273,58 +380,84 @@ static cudaError_t gemv_launch_t(const struct kern_ctx *ctx, const struct gemv_a
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = ctx->cc_major >= 9 ? 1 : 0; /* PDL is Hopper and newer */
-    return cudaLaunchKernelEx(&cfg, gemv_kernel<T, MT, 1, U, W>, *a);
+    return cudaLaunchKernelEx(&cfg, gemv_kernel<T, MT, 1, U, W, MODE>, *a);
 }
 
 /* 16 rows per CTA; 8 pieces in flight per thread for m <= 8 (8 KB per warp), 4 for m <= 16
  * (twice the x registers). Warps: 4 when the tiles fit in one wave of 4-warp CTAs (4 per SM;
  * o and down: 320 tiles), else 8 (fewer, longer CTAs: gate/up, lm_head). */
-template <typename T>
+template <typename T, int MODE>
 static cudaError_t gemv_launch_cfg(const struct kern_ctx *ctx, const struct gemv_args *a) {
     const bool w4 = a->tile_start[a->n_w] <= 4 * ctx->sm_count;
     if (a->m <= 8)
-        return w4 ? gemv_launch_t<T, 1, 8, 4>(ctx, a) : gemv_launch_t<T, 1, 8, 8>(ctx, a);
-    return w4 ? gemv_launch_t<T, 2, 4, 4>(ctx, a) : gemv_launch_t<T, 2, 4, 8>(ctx, a);
+        return w4 ? gemv_launch_t<T, 1, 8, 4, MODE>(ctx, a)
+                  : gemv_launch_t<T, 1, 8, 8, MODE>(ctx, a);
+    return w4 ? gemv_launch_t<T, 2, 4, 4, MODE>(ctx, a) : gemv_launch_t<T, 2, 4, 8, MODE>(ctx, a);
 }
 
+template <typename T>
+static cudaError_t gemv_launch_mode(const struct kern_ctx *ctx, const struct gemv_args *a,
+                                    int mode) {
+    switch (mode) {
+    case GEMV_NORM:
+        return gemv_launch_cfg<T, GEMV_NORM>(ctx, a);
+    case GEMV_SILU:
+        return gemv_launch_cfg<T, GEMV_SILU>(ctx, a);
+    case GEMV_RESADD:
+        return gemv_launch_cfg<T, GEMV_RESADD>(ctx, a);
+    case GEMV_SILU_RAW:
+        return gemv_launch_cfg<T, GEMV_SILU_RAW>(ctx, a);
+    default:
+        return gemv_launch_cfg<T, GEMV_STORE>(ctx, a);
+    }
+}
+
+/* mode GEMV_*; for the SILU modes n_w is 2 (gate, up) and y[0] receives the product; norm_w
+ * (act dtype, k) for the norm-in modes. */
 static enum tl_status gemv_launch(const struct kern_ctx *ctx, enum tl_dtype act, const void *x,
                                   int m, int n_w, const struct tl_tensor *const *w,
-                                  const struct tl_tensor *const *bias, void *const *y) {
+                                  const struct tl_tensor *const *bias, void *const *y, int mode,
+                                  const void *norm_w, float eps) {
     enum tl_status st = TL_OK;
     const size_t es = dtype_size(act);
     const int k = (int)w[0]->cols;
+    const bool pair = mode == GEMV_SILU || mode == GEMV_SILU_RAW;
+    const int n_parts = pair ? 1 : n_w, tile_rows = pair ? 8 : 16;
     struct gemv_args a;
     int64_t tiles = 0;
 
     memset(&a, 0, sizeof a);
-    a.n_w = n_w;
+    a.n_w = n_parts;
     a.k = k;
     a.x = x;
-    for (int p = 0; p < n_w; p++) {
+    a.norm_w = norm_w;
+    a.eps = eps;
+    a.w2 = pair ? w[1]->data : NULL;
+    for (int p = 0; p < n_parts; p++) {
         a.part[p].w = w[p]->data;
         a.part[p].bias = bias && bias[p] ? bias[p]->data : NULL;
         a.part[p].rows = (int)w[p]->rows;
     }
-    for (int p = 0; p < n_w; p++) {
+    for (int p = 0; p < n_parts; p++) {
         a.tile_start[p] = (int)tiles;
-        tiles += (w[p]->rows + 15) / 16;
+        tiles += (w[p]->rows + tile_rows - 1) / tile_rows;
     }
     if (tiles > INT_MAX)
         KERN_FAIL(ctx->err, TL_ERR_UNSUPPORTED, "kern_matmul: %lld row tiles in one launch",
                   (long long)tiles);
-    for (int p = n_w; p <= KERN_MATMUL_MAX_GROUP; p++) a.tile_start[p] = (int)tiles;
+    for (int p = n_parts; p <= KERN_MATMUL_MAX_GROUP; p++) a.tile_start[p] = (int)tiles;
     KERN_CUDA(ctx->err, kern_enter(ctx));
     /* Rows of x in launches of GEMV_MAX_M; y rows follow x rows. */
     for (int i0 = 0; i0 < m; i0 += GEMV_MAX_M) {
         const int mi = m - i0 < GEMV_MAX_M ? m - i0 : GEMV_MAX_M;
         a.m = mi;
         a.x = (const char *)x + (size_t)i0 * (size_t)k * es;
-        for (int p = 0; p < n_w; p++)
+        for (int p = 0; p < n_parts; p++)
             a.part[p].y = (char *)y[p] + (size_t)i0 * (size_t)w[p]->rows * es;
         if (act == TL_DTYPE_BF16)
-            KERN_CUDA(ctx->err, gemv_launch_cfg<__nv_bfloat16>(ctx, &a));
+            KERN_CUDA(ctx->err, gemv_launch_mode<__nv_bfloat16>(ctx, &a, mode));
         else
-            KERN_CUDA(ctx->err, gemv_launch_cfg<__half>(ctx, &a));
+            KERN_CUDA(ctx->err, gemv_launch_mode<__half>(ctx, &a, mode));
     }
 
 cleanup:
@@ -458,6 +591,67 @@ enum tl_status kern_matmul(const struct kern_ctx *ctx, enum tl_dtype act, const 
                        "kern_matmul: the GEMV needs k %% 8 == 0 and 16-byte aligned x and "
                        "weights (k = %lld); the automatic path uses cuBLAS here",
                        (long long)k);
-    if (path == 1) return gemv_launch(ctx, act, x, m, n_w, w, bias, y);
+    if (path == 1) return gemv_launch(ctx, act, x, m, n_w, w, bias, y, GEMV_STORE, NULL, 0.0f);
     return cublas_launch(ctx, act, x, m, n_w, w, bias, y);
+}
+
+enum tl_status kern_matmul_fused(const struct kern_ctx *ctx, enum tl_dtype act, const void *x,
+                                 int m, const struct tl_tensor *norm_w, float eps, int n_w,
+                                 const struct tl_tensor *const *w,
+                                 const struct tl_tensor *const *bias, void *const *y,
+                                 enum kern_epi epi) {
+    enum tl_status st;
+    if (!ctx) return TL_ERR_INVALID;
+    if (!is_act_dtype(act))
+        return tl_fail(ctx->err, TL_ERR_UNSUPPORTED,
+                       "kern_matmul_fused: activation dtype %s; the GPU runs F16 or BF16",
+                       dtype_name(act));
+    if (!x || !aligned_to(x, 16) || m < 1 || m > KERN_FUSED_MAX_M)
+        return tl_fail(ctx->err, TL_ERR_UNSUPPORTED,
+                       "kern_matmul_fused: x %p, m = %d (want 16-byte aligned, 1..%d rows)", x, m,
+                       KERN_FUSED_MAX_M);
+    if (n_w < 1 || n_w > KERN_MATMUL_MAX_GROUP || !w || !y || !w[0])
+        return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul_fused: %d weights", n_w);
+    const int64_t k = w[0]->cols;
+    if (k < 8 || k > INT_MAX || k % 8)
+        return tl_fail(ctx->err, TL_ERR_UNSUPPORTED,
+                       "kern_matmul_fused: k = %lld (a multiple of 8)", (long long)k);
+    for (int p = 0; p < n_w; p++) {
+        /* silu writes y[0] only */
+        void *yp = epi == KERN_EPI_SILU ? y[0] : y[p];
+        if ((st = check_part(ctx, act, p, k, w[p], bias ? bias[p] : NULL, yp)) != TL_OK) return st;
+        if (!aligned_to(w[p]->data, 16))
+            return tl_fail(ctx->err, TL_ERR_UNSUPPORTED,
+                           "kern_matmul_fused: weight %d is not 16-byte aligned", p);
+    }
+    if (norm_w) {
+        if (m > KERN_FUSED_NORM_MAX_M || !norm_w->data || norm_w->dtype != act ||
+            norm_w->rows * norm_w->cols != k || !aligned_to(norm_w->data, 16) || !(eps >= 0.0f))
+            return tl_fail(ctx->err, TL_ERR_UNSUPPORTED,
+                           "kern_matmul_fused: the norm-in form takes m <= %d and a %lld-element "
+                           "norm weight of the activation dtype (m = %d)",
+                           KERN_FUSED_NORM_MAX_M, (long long)k, m);
+    }
+    int mode;
+    switch (epi) {
+    case KERN_EPI_STORE:
+        mode = norm_w ? GEMV_NORM : GEMV_STORE;
+        break;
+    case KERN_EPI_SILU:
+        if (n_w != 2 || w[1]->rows != w[0]->rows || (bias && (bias[0] || bias[1])))
+            return tl_fail(ctx->err, TL_ERR_INVALID,
+                           "kern_matmul_fused: silu takes two weights of equal rows (gate, up) "
+                           "and no bias");
+        mode = norm_w ? GEMV_SILU : GEMV_SILU_RAW;
+        break;
+    case KERN_EPI_RESADD:
+        if (n_w != 1 || norm_w)
+            return tl_fail(ctx->err, TL_ERR_INVALID,
+                           "kern_matmul_fused: the residual add takes one weight and no norm");
+        mode = GEMV_RESADD;
+        break;
+    default:
+        return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul_fused: epilogue %d", (int)epi);
+    }
+    return gemv_launch(ctx, act, x, m, n_w, w, bias, y, mode, norm_w ? norm_w->data : NULL, eps);
 }

@@ -33,6 +33,29 @@ enum tl_status kern_matmul(const struct kern_ctx *ctx, enum tl_dtype act, const 
                            int n_w, const struct tl_tensor *const *w,
                            const struct tl_tensor *const *bias, void *const *y);
 
+/* The GEMV with its neighbours folded in (decode at small batches: three kernels fewer per
+ * layer). x (m, k) with m <= KERN_FUSED_MAX_M. With norm_w (act dtype, k; m <=
+ * KERN_FUSED_NORM_MAX_M) x is the residual stream and the product is rmsnorm(x) * norm_w . W^T,
+ * computed as inv_rms(x) * (round(x * norm_w) . W^T): the sum of squares comes from the loads
+ * the GEMV makes anyway, so no CTA waits for a norm before its first product. That is the same
+ * math as kern_rmsnorm_act then kern_matmul, rounded in another place (HF rounds x * inv_rms
+ * before the weight): results differ by about the dtype's rounding. epi:
+ *   KERN_EPI_STORE   y[i] = x . w[i]^T (+ bias[i]), as kern_matmul;
+ *   KERN_EPI_SILU    n_w 2 (gate, up; equal rows; no bias): y[0] = silu(x . gate^T) * (x . up^T),
+ *                    rounded as kern_matmul then kern_silu_mul_act would;
+ *   KERN_EPI_RESADD  n_w 1, no norm: y[0] (the residual stream, m x rows) += x . w^T (+ bias),
+ *                    rounded as kern_matmul then the add of kern_rmsnorm_act would.
+ * TL_ERR_UNSUPPORTED for shapes it does not take (then use the unfused ops). Queues one kernel
+ * (per 16 rows) and returns; the weights follow kern_matmul's rule for PDL. */
+#define KERN_FUSED_MAX_M      16
+#define KERN_FUSED_NORM_MAX_M 16
+enum kern_epi { KERN_EPI_STORE, KERN_EPI_SILU, KERN_EPI_RESADD };
+enum tl_status kern_matmul_fused(const struct kern_ctx *ctx, enum tl_dtype act, const void *x,
+                                 int m, const struct tl_tensor *norm_w, float eps, int n_w,
+                                 const struct tl_tensor *const *w,
+                                 const struct tl_tensor *const *bias, void *const *y,
+                                 enum kern_epi epi);
+
 /* Forces a path for benchmarks and tests: 0 = automatic, 1 = GEMV, 2 = cuBLAS. The GEMV needs
  * k % 8 == 0 and 16-byte aligned x and weights (kern_alloc memory, buffers at multiples of 16
  * bytes): the automatic choice takes cuBLAS otherwise, and a forced GEMV returns

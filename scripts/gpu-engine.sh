@@ -2,7 +2,9 @@
 # One call on the GPU machine for the engine-level work: build (sm_90), the GPU tests, then the
 # 14B-shape benchmarks through the real engine (`tierlm bench throughput`, dummy bf16 weights),
 # and a short table last. Sections can be skipped: SKIP_TESTS=1, SKIP_TP=1 (throughput),
-# SKIP_OFFLOAD=1. Logs go to $OUT.
+# SKIP_OFFLOAD=1. DECODE=1 adds the GPU backend's benchmark (bench_gpu: batch-1 decode against
+# the HBM floor with and without the fused GEMVs, prefill, batch 64/256) and the engine's
+# batch-1 decode. Logs go to $OUT.
 #   device run: source .devdeps/bootstrap.sh && scripts/gpu-engine.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +37,16 @@ if [ -z "${SKIP_TESTS:-}" ]; then
     tail -12 "$out/test_gpu_sample.log" 2>/dev/null
 fi
 
+if [ -n "${DECODE:-}" ]; then
+    for v in fused unfused; do
+        flag=""; [ $v = unfused ] && flag=--no-fuse
+        timeout 300 build-gpu/bench_gpu --model $m14 --batches ${DECODE_BATCHES:-1,8,16,64,256} \
+            --steps 32 $flag > "$out/bench_gpu_$v.log" 2>&1
+        grep -E "HBM|prefill|decode batch" "$out/bench_gpu_$v.log" | sed "s/^/[$v] /"
+        row "bench_gpu $v: batch-1 decode" "$(grep -E "decode batch 1," "$out/bench_gpu_$v.log" | tr -s ' ')"
+    done
+fi
+
 tp() { # name, then bench throughput flags
     local name=$1; shift
     timeout 500 build-gpu/tierlm bench throughput --model $m14 --load-format dummy "$@" \
@@ -50,6 +62,8 @@ if [ -z "${SKIP_TP:-}" ]; then
     tp tp_512x128x256 --input-len 512 --output-len 128 --num-prompts 256 ${TP_ARGS:-}
     [ -n "${TP_LONG:-}" ] && tp tp_1024x1024x128 --input-len 1024 --output-len 1024 --num-prompts 128 ${TP_ARGS:-}
 fi
+
+[ -n "${DECODE:-}" ] && tp tp_bs1 --input-len 512 --output-len 128 --num-prompts 8 --max-num-seqs 1
 
 if [ -z "${SKIP_OFFLOAD:-}" ]; then
     # the seed's case: a 24 GB card; the planner chooses the placement for each batch

@@ -1,5 +1,6 @@
 /* test_gpu_matmul: the GPU linear layers (kern_matmul: GEMV and cuBLAS paths, grouped calls,
- * biases) and the activation-dtype row ops of kernels/kern_matmul.h against their CPU
+ * biases), the fused forms (kern_matmul_fused: rmsnorm in, silu * up or the residual add out)
+ * and the activation-dtype row ops of kernels/kern_matmul.h against their CPU
  * references (cpu_matmul from cpu/matmul.h, cpu_rmsnorm / cpu_silu_mul / cpu_embedding from
  * cpu/cpu_ops.h) on fresh random inputs rounded to the dtype, in F16 and BF16. One table of
  * matmul cases (m, k, weight rows, biases, flags), each run under the automatic choice and with
@@ -254,6 +255,166 @@ out:
     bufs_free(ctx, &bs);
     free(x32);
     for (int p = 0; p < KERN_MATMUL_MAX_GROUP; p++) free(w32[p]), free(b32[p]), free(ref[p]);
+    return r;
+}
+
+/* ---------------- fused linear layers (kern_matmul_fused) ---------------- */
+
+struct fcase {
+    int m, k, n_w;
+    int rows[3];
+    bool norm, bias;
+    enum kern_epi epi;
+};
+
+static const struct fcase fcases[] = {
+    /* m   k     n_w rows              norm   bias   epilogue */
+    {1, 5120, 3, {640, 128, 128}, true, true, KERN_EPI_STORE}, /* q/k/v with Qwen2's biases */
+    {4, 264, 3, {96, 32, 40}, true, false, KERN_EPI_STORE},
+    {8, 1032, 2, {1000, 1000}, true, false, KERN_EPI_SILU},   /* last 8-row pair tile partial */
+    {2, 5120, 2, {13824, 13824}, true, false, KERN_EPI_SILU}, /* 14B gate/up: 8-warp CTAs */
+    {3, 1032, 2, {77, 77}, false, false, KERN_EPI_SILU},
+    {16, 64, 2, {200, 200}, false, false, KERN_EPI_SILU},
+    {1, 13824, 1, {512}, false, false, KERN_EPI_RESADD}, /* down_proj */
+    {13, 520, 1, {100}, false, true, KERN_EPI_RESADD},
+};
+static const char *const epi_names[] = {"store", "silu", "resadd"};
+
+/* One fused case: the fused kernel against the unfused GPU ops on the same inputs and against
+ * the fp32 CPU reference (tol_for). Without a norm folded in, fused and unfused agree bit for
+ * bit. With one they round in different places (the fused kernel rounds x * norm_w and scales
+ * the sum by inv_rms; the unfused rounds x * inv_rms, then the weight product). Both must be
+ * within tol_for of the reference, and so within tol_for of each other (measured on the H100:
+ * 3-4e-3 in bf16 with q/k/v, 5.4-5.8e-3 through silu's four roundings; 4-7e-4 in fp16). */
+static enum result run_fused(const struct kern_ctx *ctx, float *scratch, const struct fcase *c,
+                             enum tl_dtype dt, char *line, size_t line_size) {
+    enum result r = RES_ERROR, rc;
+    struct bufs bs = {.n = 0};
+    const size_t es = dtype_size(dt), xm = (size_t)c->m * c->k;
+    const bool silu = c->epi == KERN_EPI_SILU, resadd = c->epi == KERN_EPI_RESADD;
+    const size_t ym = (size_t)c->m * c->rows[0];
+    float *x32 = malloc(xm * sizeof(float)), *xn32 = malloc(xm * sizeof(float));
+    float *nw32 = malloc((size_t)c->k * sizeof(float));
+    float *w32[3] = {0}, *b32[3] = {0}, *ref[3] = {0}, *res32 = NULL;
+    uint16_t *want = malloc(ym * 2);
+    struct gbuf *gx, *gnw = NULL, *gxn = NULL, *gw[3], *gb[3] = {0}, *gyu[3], *gyf[3] = {0},
+                     *gs = NULL, *gres = NULL;
+    static const char *const wn[] = {"w0", "w1", "w2"}, *const bn[] = {"b0", "b1", "b2"},
+                             *const yun[] = {"yu0", "yu1", "yu2"},
+                             *const yfn[] = {"yf0", "yf1", "yf2"};
+    if (!x32 || !xn32 || !nw32 || !want) goto out;
+    if (!(gx = gbuf_new(ctx, &bs, "x", xm * es))) goto out;
+    gh_fill(dt, x32, hdata(gx), xm, 0.0f, c->norm ? 3.0f : 1.0f);
+    memcpy(xn32, x32, xm * sizeof(float));
+    if (c->norm) {
+        if (!(gnw = gbuf_new(ctx, &bs, "norm_w", (size_t)c->k * es)) ||
+            !(gxn = gbuf_new(ctx, &bs, "xn", xm * es)))
+            goto out;
+        gh_fill(dt, nw32, hdata(gnw), (size_t)c->k, 1.0f, 0.5f);
+        poison16(hdata(gxn), xm);
+        struct tl_tensor hw = {TL_DTYPE_F32, 1, c->k, nw32};
+        cpu_rmsnorm(NULL, x32, NULL, &hw, 1e-6f, c->m, xn32);
+    }
+    const float wscale = 1.7f / sqrtf((float)c->k);
+    for (int p = 0; p < c->n_w; p++) {
+        const size_t wel = (size_t)c->rows[p] * c->k, yel = (size_t)c->m * c->rows[p];
+        if (!(w32[p] = malloc(wel * sizeof(float))) || !(ref[p] = malloc(yel * sizeof(float))))
+            goto out;
+        if (!(gw[p] = gbuf_new(ctx, &bs, wn[p], wel * es)) ||
+            !(gyu[p] = gbuf_new(ctx, &bs, yun[p], yel * es)))
+            goto out;
+        if (!resadd && (p == 0 || !silu) && !(gyf[p] = gbuf_new(ctx, &bs, yfn[p], yel * es)))
+            goto out;
+        gh_fill(dt, w32[p], hdata(gw[p]), wel, 0.0f, wscale);
+        poison16(hdata(gyu[p]), yel);
+        if (gyf[p]) poison16(hdata(gyf[p]), yel);
+        if (c->bias) {
+            if (!(b32[p] = malloc((size_t)c->rows[p] * sizeof(float))) ||
+                !(gb[p] = gbuf_new(ctx, &bs, bn[p], (size_t)c->rows[p] * es)))
+                goto out;
+            gh_fill(dt, b32[p], hdata(gb[p]), (size_t)c->rows[p], 0.0f, 0.5f);
+        }
+        struct tl_tensor hw = {TL_DTYPE_F32, c->rows[p], c->k, w32[p]};
+        struct tl_tensor hb = {TL_DTYPE_F32, 1, c->rows[p], b32[p]};
+        cpu_matmul(NULL, scratch, xn32, c->m, &hw, b32[p] ? &hb : NULL, ref[p]);
+    }
+    if (silu) {
+        if (!(gs = gbuf_new(ctx, &bs, "silu_u", ym * es))) goto out;
+        poison16(hdata(gs), ym);
+        cpu_silu_mul(NULL, ref[0], ref[1], c->m, c->rows[0], ref[0]);
+    }
+    if (resadd) {
+        if (!(res32 = malloc(ym * sizeof(float))) || !(gres = gbuf_new(ctx, &bs, "res", ym * es)))
+            goto out;
+        gh_fill(dt, res32, hdata(gres), ym, 0.0f, 2.0f);
+        for (size_t i = 0; i < ym; i++) ref[0][i] += res32[i];
+    }
+    if ((r = bufs_upload(ctx, &bs)) != RES_PASS) goto out;
+
+    struct tl_tensor dw[3], db[3], dnw = {dt, 1, c->k, gnw ? ddata(gnw) : NULL};
+    const struct tl_tensor *wp[3], *bp[3];
+    void *yu[3], *yf[3];
+    for (int p = 0; p < c->n_w; p++) {
+        dw[p] = (struct tl_tensor){dt, c->rows[p], c->k, ddata(gw[p])};
+        db[p] = (struct tl_tensor){dt, 1, c->rows[p], gb[p] ? ddata(gb[p]) : NULL};
+        wp[p] = &dw[p];
+        bp[p] = gb[p] ? &db[p] : NULL;
+        yu[p] = ddata(gyu[p]);
+        yf[p] = resadd ? ddata(gres) : gyf[p] ? ddata(gyf[p]) : NULL;
+    }
+    /* unfused: rmsnorm, matmul (GEMV forced: the path the fused kernel extends), silu */
+    enum tl_status st = TL_OK;
+    if (c->norm) st = kern_rmsnorm_act(ctx, dt, ddata(gx), NULL, &dnw, 1e-6f, c->m, ddata(gxn));
+    kern_matmul_force_path(1);
+    if (st == TL_OK)
+        st = kern_matmul(ctx, dt, c->norm ? ddata(gxn) : ddata(gx), c->m, c->n_w, wp,
+                         c->bias ? bp : NULL, yu);
+    kern_matmul_force_path(0);
+    if (st == TL_OK && silu)
+        st = kern_silu_mul_act(ctx, dt, yu[0], yu[1], c->m, c->rows[0], ddata(gs));
+    if (st == TL_OK)
+        st = kern_matmul_fused(ctx, dt, ddata(gx), c->m, c->norm ? &dnw : NULL, 1e-6f, c->n_w, wp,
+                               c->bias ? bp : NULL, yf, c->epi);
+    if (st != TL_OK) {
+        report_cuda(ctx, "kern_matmul_fused", st);
+        r = RES_ERROR;
+        goto out;
+    }
+    if ((r = bufs_download_check(ctx, &bs)) == RES_ERROR) goto out;
+
+    rc = RES_PASS;
+    const int n_out = silu || resadd ? 1 : c->n_w;
+    for (int p = 0; p < n_out && rc == RES_PASS; p++) {
+        const size_t yel = (size_t)c->m * c->rows[p];
+        const void *got = resadd ? hdata(gres) : hdata(gyf[p]);
+        /* what the unfused ops produced: y, silu(gate) * up, or round(res + round(y)) */
+        if (silu)
+            memcpy(want, hdata(gs), yel * 2);
+        else if (resadd) {
+            float *yv = malloc(yel * sizeof(float));
+            if (!yv) goto out;
+            dtype_to_f32(dt, hdata(gyu[0]), yv, yel);
+            for (size_t i = 0; i < yel; i++) yv[i] = gh_round(dt, res32[i] + yv[i]);
+            dtype_from_f32(dt, yv, want, yel);
+            free(yv);
+        } else
+            memcpy(want, hdata(gyu[p]), yel * 2);
+        rc = gh_compare(yfn[p], dt, got, ref[p], yel, tol_for(dt), line, line_size);
+        if (rc == RES_PASS && !c->norm)
+            rc = compare_exact16("unfused", got, want, yel, line, line_size);
+        else if (rc == RES_PASS) {
+            float *wv = malloc(yel * sizeof(float));
+            if (!wv) goto out;
+            dtype_to_f32(dt, want, wv, yel);
+            rc = gh_compare("vs-unfused", dt, got, wv, yel, tol_for(dt), line, line_size);
+            free(wv);
+        }
+    }
+    r = rc;
+out:
+    bufs_free(ctx, &bs);
+    free(x32), free(xn32), free(nw32), free(want), free(res32);
+    for (int p = 0; p < 3; p++) free(w32[p]), free(b32[p]), free(ref[p]);
     return r;
 }
 
@@ -521,6 +682,18 @@ static enum result run_bad_args(const struct kern_ctx *ctx) {
     const struct gh_status_check checks[] = {
         {"matmul m = 0", kern_matmul(ctx, TL_DTYPE_BF16, fake, 0, 1, one, NULL, y1),
          TL_ERR_INVALID},
+        {"fused m = 17",
+         kern_matmul_fused(ctx, TL_DTYPE_BF16, fake, 17, NULL, 0.0f, 1, one, NULL, y1,
+                           KERN_EPI_RESADD),
+         TL_ERR_UNSUPPORTED},
+        {"fused silu one weight",
+         kern_matmul_fused(ctx, TL_DTYPE_BF16, fake, 1, NULL, 0.0f, 1, one, NULL, y1,
+                           KERN_EPI_SILU),
+         TL_ERR_INVALID},
+        {"fused resadd with norm",
+         kern_matmul_fused(ctx, TL_DTYPE_BF16, fake, 1, &nw, 1e-6f, 1, one, NULL, y1,
+                           KERN_EPI_RESADD),
+         TL_ERR_INVALID},
         {"matmul x NULL", kern_matmul(ctx, TL_DTYPE_BF16, NULL, 1, 1, one, NULL, y1),
          TL_ERR_INVALID},
         {"matmul n_w = 0", kern_matmul(ctx, TL_DTYPE_BF16, fake, 1, 0, one, NULL, y1),
@@ -606,6 +779,18 @@ int main(void) {
                        c->flags & 0xf ? " +bias" : "", c->flags & MISALIGN_X ? " x+2B" : "", line,
                        result_str(r));
             }
+    }
+    for (size_t ci = 0; ci < sizeof fcases / sizeof fcases[0] && r != RES_ERROR; ci++) {
+        const struct fcase *c = &fcases[ci];
+        for (int d = 0; d < 2 && r != RES_ERROR; d++) {
+            char line[256] = "";
+            r = run_fused(ctx, scratch, c, dts[d], line, sizeof line);
+            n_run++;
+            n_fail += r != RES_PASS;
+            printf("fused  %-4s %-6s m=%-3d k=%-5d n_w=%d rows=%-6d%s%s  %s  %s\n",
+                   dtype_name(dts[d]), epi_names[c->epi], c->m, c->k, c->n_w, c->rows[0],
+                   c->norm ? " +norm" : "", c->bias ? " +bias" : "", line, result_str(r));
+        }
     }
     for (size_t ci = 0; ci < sizeof rcases / sizeof rcases[0] && r != RES_ERROR; ci++) {
         const struct rcase *c = &rcases[ci];
