@@ -179,10 +179,13 @@ int main(int argc, char **argv) {
     enum { NW = 8 };
     int ms[] = {1, 8, 32};
     double t_gemv[3] = {0}, t_gemm[3] = {0}, t_sgemv = 0, wbytes = 0, us = dispatch_us(pool);
+    /* the AVX512-BF16 path (the CPU lane's matmuls) against the GEMM path at lane batch sizes */
+    int ms3[] = {2, 8, 16, 64};
+    double t_dp[4] = {0}, t_gemm3[4] = {0};
     if (!skip_gemv) {
         int64_t n = 13824, k = 5120;
         size_t ne = (size_t)(n * k);
-        float *x = malloc((size_t)k * 32 * 4), *y = malloc((size_t)n * 32 * 4);
+        float *x = malloc((size_t)k * 64 * 4), *y = malloc((size_t)n * 64 * 4);
         uint16_t *w16 = malloc(ne * 2 * NW);
         float *w32 = malloc(ne * 4 * NW);
         float *scratch = malloc(MATMUL_SCRATCH_FLOATS * 4);
@@ -196,13 +199,17 @@ int main(int argc, char **argv) {
             memcpy(w16 + ne * c, w16, ne * 2);
             memcpy(w32 + ne * c, w32, ne * 4);
         }
-        for (int64_t i = 0; i < k * 32; i++) x[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+        for (int64_t i = 0; i < k * 64; i++) x[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
         struct tl_tensor wt[NW];
         for (int c = 0; c < NW; c++) wt[c] = (struct tl_tensor){TL_DTYPE_BF16, n, k, w16 + ne * c};
         wbytes = (double)ne * 2;
         for (int i = 0; i < 3; i++) {
             t_gemv[i] = time_matmul(pool, scratch, x, ms[i], wt, NW, y, 1);
             t_gemm[i] = time_matmul(pool, scratch, x, ms[i], wt, NW, y, 2);
+        }
+        for (int i = 0; i < 4 && cpu_matmul_bf16dp_available(); i++) {
+            t_dp[i] = time_matmul(pool, scratch, x, ms3[i], wt, NW, y, 3);
+            t_gemm3[i] = time_matmul(pool, scratch, x, ms3[i], wt, NW, y, ms3[i] <= 8 ? 1 : 2);
         }
         double t[16];
         for (int i = 0; i < 17; i++) {
@@ -304,6 +311,14 @@ int main(int argc, char **argv) {
             snprintf(name, sizeof name, "m=%d 13824x5120 bf16: convert + OpenBLAS sgemm", ms[i]);
             printf("%-44s %9.2f ms %12.1f %8.2f\n", name, t_gemm[i] * 1e3, wbytes / t_gemm[i] / 1e9,
                    wbytes / t_gemm[i] / 1e9 / bw);
+        }
+        for (int i = 0; i < 4 && t_dp[i] > 0; i++) {
+            char name[64];
+            double fl = 2.0 * ms3[i] * (wbytes / 2);
+            snprintf(name, sizeof name, "m=%d 13824x5120 bf16: AVX512-BF16 path", ms3[i]);
+            printf("%-44s %9.2f ms %12.1f %8.2f   (%.0f GFLOP/s; %s %.2f ms)\n", name,
+                   t_dp[i] * 1e3, wbytes / t_dp[i] / 1e9, wbytes / t_dp[i] / 1e9 / bw,
+                   fl / t_dp[i] / 1e9, ms3[i] <= 8 ? "GEMV" : "GEMM path", t_gemm3[i] * 1e3);
         }
         printf("%-44s %9.2f ms %12.1f %8.2f\n", "m=1 13824x5120 fp32: OpenBLAS sgemv",
                t_sgemv * 1e3, 2 * wbytes / t_sgemv / 1e9, 2 * wbytes / t_sgemv / 1e9 / bw);

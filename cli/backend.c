@@ -50,7 +50,8 @@ static enum tl_status open_cpu_lane(const struct model *m, const struct backend_
                                   .num_blocks = b->num_blocks,
                                   .block_size = a->block_size,
                                   .max_ctx = a->max_model_len,
-                                  .kv_layers = b->cpu_layers};
+                                  .kv_layers = b->cpu_layers,
+                                  .bf16_acts = true};
     enum tl_status st = cpu_backend_create(&m->cfg, &co, &b->cpu_ops, err);
     if (st != TL_OK) return st;
     b->split = (struct fwd_placement){.layer_on_cpu = b->cpu_layers,

@@ -30,6 +30,7 @@ struct cpu_backend {
     int tok_seq_cap;
     uint64_t kv_ticket; /* kv_copy batches so far */
     int kv_layers_held; /* layers whose KV is in kv */
+    bool bf16_acts;     /* cpu_backend_opts.bf16_acts */
     char err[256];
 };
 
@@ -192,7 +193,10 @@ static enum tl_status op_matmul(void *ctx, const void *x, int m, int n_w,
     for (int i = 1; i < n_w; i++)
         if (w[i]->cols != w[0]->cols)
             return be_fail(be, TL_ERR_INTERNAL, "grouped matmul with different input sizes");
-    cpu_matmul_group(be->pool, be->mm_scratch, x, m, n_w, w, bias, (float *const *)y);
+    if (be->bf16_acts)
+        cpu_matmul_group_bf16x(be->pool, be->mm_scratch, x, m, n_w, w, bias, (float *const *)y);
+    else
+        cpu_matmul_group(be->pool, be->mm_scratch, x, m, n_w, w, bias, (float *const *)y);
     return TL_OK;
 }
 
@@ -328,6 +332,7 @@ enum tl_status cpu_backend_create(const struct config *c, const struct cpu_backe
     out->gather_rows = op_gather_rows;
     out->write_f32 = op_write_f32;
     be->kv_layers_held = n_kv;
+    be->bf16_acts = o->bf16_acts;
     if (n_kv > 0) {
         out->kv_block_bytes =
             cpu_kv_block_bytes(c, o->block_size) / (size_t)c->n_layers * (size_t)n_kv;

@@ -20,6 +20,10 @@ struct cpu_backend_opts {
     /* Layers this backend keeps KV for (n_layers flags); NULL = all. In a split placement the
      * CPU runs some layers and holds only their KV. */
     const uint8_t *kv_layers;
+    /* Matmuls of bf16 weights may round x to bf16 and use the CPU's AVX512-BF16 dot products
+     * (cpu_matmul_group_bf16x): the CPU lane of a GPU placement, whose GPU layers keep bf16
+     * activations anyway. */
+    bool bf16_acts;
 };
 
 /* KV bytes of one block (all layers, K and V, fp32) for this config. */

@@ -1,10 +1,13 @@
-/* matmul: two paths. GEMV (m <= MATMUL_GEMV_MAX_M): threads split the weight rows; each row is
+/* matmul: three paths. GEMV (m <= MATMUL_GEMV_MAX_M): threads split the weight rows; each row is
  * converted to fp32 8 lanes at a time and dotted with all m activation rows while it is in
- * registers, so the weights stream from memory once. GEMM: threads convert a panel of weight
- * rows to fp32 in the scratch buffer, then OpenBLAS (its own threads) multiplies the panel. */
+ * registers, so the weights stream from memory once. bf16 dot products (bf16 weights, CPUs with
+ * AVX512-BF16, MATMUL_BF16DP_MIN_M..MAX_M rows): x rounded to bf16, vdpbf16ps on the weights as
+ * they are. GEMM: threads convert a panel of weight rows to fp32 in the scratch buffer, then
+ * OpenBLAS (its own threads) multiplies the panel. */
 #include "matmul.h"
 
 #include <cblas.h>
+#include <stdbool.h>
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -169,7 +172,172 @@ static void gemv_rows_avx2(const struct gemv_args *a, int64_t r0, int64_t r1) {
 }
 #endif
 
+/* ---------------- bf16 dot-product path (AVX512-BF16) ---------------- */
+
+/* For bf16 weights and 2..MATMUL_BF16DP_MAX_M rows of x on CPUs with AVX512-BF16 (Cooper Lake,
+ * Sapphire Rapids and later, Zen 4): x is rounded to bf16 once, and vdpbf16ps multiplies pairs
+ * of bf16 straight from the weight rows into fp32 sums, 32 products per instruction, with no
+ * conversion of the weights. A tile is 4 weight rows x 6 rows of x: 24 accumulators of 16 lanes
+ * (each lane a partial sum over its pairs of k), summed across lanes at the end. A thread walks
+ * its weight rows 4 at a time; for each 4 it runs every block of 6 x rows, so a weight byte is
+ * read from memory once and x (at most 64 rows, ~1.7 MB at k = 13824) stays in L2. */
+#if defined(__x86_64__)
+#define BF16DP __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+struct bf16dp_args {
+    const uint16_t *x; /* (m, k) bf16 */
+    int m;
+    int64_t k, n;
+    const uint16_t *w; /* (n, k) bf16 */
+    float *y;          /* (m, n) */
+};
+
+/* y rows i0..i0+MB-1, weight rows r..r+3 (rows past the thread's end repeat its last row and
+ * are not stored). MB is a constant after inlining, so the 4 x MB sums stay in registers. */
+static inline BF16DP __attribute__((always_inline)) void
+bf16dp_tile(const struct bf16dp_args *a, int i0, int64_t r, int64_t r_end, const int MB) {
+    const int64_t k = a->k;
+    const uint16_t *wr[4], *xr[6];
+    for (int j = 0; j < 4; j++) wr[j] = a->w + (size_t)(r + j < r_end ? r + j : r_end - 1) * k;
+    for (int i = 0; i < MB; i++) xr[i] = a->x + (size_t)(i0 + i) * k;
+    __m512 acc[6][4];
+    for (int i = 0; i < MB; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    int64_t kk = 0;
+    for (; kk + 32 <= k; kk += 32) {
+        __m512bh wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = (__m512bh)_mm512_loadu_si512(wr[j] + kk);
+        for (int i = 0; i < MB; i++) {
+            __m512bh xv = (__m512bh)_mm512_loadu_si512(xr[i] + kk);
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+        }
+    }
+    if (kk < k) { /* the last 1..31 elements: masked loads fill zeros */
+        const __mmask32 mask = (__mmask32)((1ull << (k - kk)) - 1);
+        __m512bh wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(mask, wr[j] + kk);
+        for (int i = 0; i < MB; i++) {
+            __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mask, xr[i] + kk);
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+        }
+    }
+    for (int i = 0; i < MB; i++)
+        for (int j = 0; j < 4 && r + j < r_end; j++)
+            a->y[(size_t)(i0 + i) * (size_t)a->n + (size_t)(r + j)] =
+                _mm512_reduce_add_ps(acc[i][j]);
+}
+
+static BF16DP void bf16dp_rows(const struct bf16dp_args *a, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r += 4) {
+        int i = 0;
+        for (; i + 6 <= a->m; i += 6) bf16dp_tile(a, i, r, r1, 6);
+        switch (a->m - i) {
+        case 5:
+            bf16dp_tile(a, i, r, r1, 5);
+            break;
+        case 4:
+            bf16dp_tile(a, i, r, r1, 4);
+            break;
+        case 3:
+            bf16dp_tile(a, i, r, r1, 3);
+            break;
+        case 2:
+            bf16dp_tile(a, i, r, r1, 2);
+            break;
+        case 1:
+            bf16dp_tile(a, i, r, r1, 1);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* x (fp32) rounded to bf16, nearest even (as the GPU rounds activations). */
+static BF16DP void bf16dp_round_x(const float *x, size_t n, uint16_t *out) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+        _mm512_storeu_si512(out + i, (__m512i)v);
+    }
+    for (; i < n; i++) out[i] = f32_to_bf16(x[i]);
+}
+
+static int have_avx512bf16(void) {
+    static int cached = -1;
+    if (cached < 0)
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512bf16");
+    return cached;
+}
+#else
+struct bf16dp_args {
+    const uint16_t *x;
+    int m;
+    int64_t k, n;
+    const uint16_t *w;
+    float *y;
+};
+static void bf16dp_rows(const struct bf16dp_args *a, int64_t r0, int64_t r1) {
+    (void)a, (void)r0, (void)r1;
+}
+static void bf16dp_round_x(const float *x, size_t n, uint16_t *out) {
+    for (size_t i = 0; i < n; i++) out[i] = f32_to_bf16(x[i]);
+}
+static int have_avx512bf16(void) {
+    return 0;
+}
+#endif
+
+struct bf16dp_group {
+    int n;
+    struct bf16dp_args part[MATMUL_MAX_GROUP];
+    int64_t first[MATMUL_MAX_GROUP + 1];
+};
+
+static void bf16dp_task(void *arg, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    const struct bf16dp_group *g = arg;
+    for (int p = 0; p < g->n; p++) {
+        int64_t b = r0 > g->first[p] ? r0 : g->first[p];
+        int64_t e = r1 < g->first[p + 1] ? r1 : g->first[p + 1];
+        if (b < e) bf16dp_rows(&g->part[p], b - g->first[p], e - g->first[p]);
+    }
+}
+
+/* Whether the bf16 path can take these weights (same k, bf16) and m. */
+static bool bf16dp_ok(int m, int n_w, const struct tl_tensor *const *w) {
+    if (!have_avx512bf16() || m < 1 || m > MATMUL_BF16DP_MAX_M) return false;
+    if ((size_t)m * (size_t)w[0]->cols * 2 > MATMUL_SCRATCH_FLOATS * sizeof(float)) return false;
+    for (int p = 0; p < n_w; p++)
+        if (w[p]->dtype != TL_DTYPE_BF16) return false;
+    return true;
+}
+
+static void bf16dp_path(struct pool *pool, float *scratch, const float *x, int m, int n_w,
+                        const struct tl_tensor *const *w, float *const *y) {
+    const int64_t k = w[0]->cols;
+    uint16_t *xb = (uint16_t *)scratch;
+    bf16dp_round_x(x, (size_t)m * (size_t)k, xb);
+    /* rows of x in chunks of 60 (ten 6-row blocks), so x stays in L2 */
+    for (int i0 = 0; i0 < m; i0 += 60) {
+        const int mi = m - i0 < 60 ? m - i0 : 60;
+        struct bf16dp_group g = {.n = n_w};
+        for (int p = 0; p < n_w; p++) {
+            g.part[p] = (struct bf16dp_args){xb + (size_t)i0 * (size_t)k,
+                                             mi,
+                                             k,
+                                             w[p]->rows,
+                                             (const uint16_t *)w[p]->data,
+                                             y[p] + (size_t)i0 * (size_t)w[p]->rows};
+            g.first[p + 1] = g.first[p] + w[p]->rows;
+        }
+        pool_parallel_for(pool, g.first[n_w], 16, bf16dp_task, &g);
+    }
+}
+
 const char *cpu_matmul_kernel_name(void) {
+    if (have_avx512bf16()) return "avx2 + avx512-bf16";
     return have_avx2() ? "avx2" : "generic";
 }
 
@@ -240,11 +408,18 @@ static void add_bias(const struct tl_tensor *bias, int m, int64_t n, float *y) {
     }
 }
 
-void cpu_matmul_group(struct pool *pool, float *scratch, const float *x, int m, int n_w,
-                      const struct tl_tensor *const *w, const struct tl_tensor *const *bias,
-                      float *const *y) {
-    int path = force_path ? force_path : (m <= MATMUL_GEMV_MAX_M ? 1 : 2);
-    if (path == 1) {
+static void matmul_group(struct pool *pool, float *scratch, const float *x, int m, int n_w,
+                         const struct tl_tensor *const *w, const struct tl_tensor *const *bias,
+                         float *const *y, bool bf16_x) {
+    int path = force_path;
+    if (!path)
+        path = bf16_x && m >= MATMUL_BF16DP_MIN_M && bf16dp_ok(m, n_w, w) ? 3
+               : m <= MATMUL_GEMV_MAX_M                                   ? 1
+                                                                          : 2;
+    if (path == 3 && !bf16dp_ok(m, n_w, w)) path = m <= MATMUL_GEMV_MAX_M ? 1 : 2;
+    if (path == 3) {
+        bf16dp_path(pool, scratch, x, m, n_w, w, y);
+    } else if (path == 1) {
         /* GEMV handles 8 rows of x per pass; larger m (forced) runs in groups of 8. */
         for (int i0 = 0; i0 < m; i0 += MATMUL_GEMV_MAX_M) {
             int mi = m - i0 < MATMUL_GEMV_MAX_M ? m - i0 : MATMUL_GEMV_MAX_M;
@@ -268,7 +443,23 @@ void cpu_matmul_group(struct pool *pool, float *scratch, const float *x, int m, 
         if (bias && bias[p]) add_bias(bias[p], m, w[p]->rows, y[p]);
 }
 
+void cpu_matmul_group(struct pool *pool, float *scratch, const float *x, int m, int n_w,
+                      const struct tl_tensor *const *w, const struct tl_tensor *const *bias,
+                      float *const *y) {
+    matmul_group(pool, scratch, x, m, n_w, w, bias, y, false);
+}
+
+void cpu_matmul_group_bf16x(struct pool *pool, float *scratch, const float *x, int m, int n_w,
+                            const struct tl_tensor *const *w, const struct tl_tensor *const *bias,
+                            float *const *y) {
+    matmul_group(pool, scratch, x, m, n_w, w, bias, y, true);
+}
+
 void cpu_matmul(struct pool *pool, float *scratch, const float *x, int m, const struct tl_tensor *w,
                 const struct tl_tensor *bias, float *y) {
     cpu_matmul_group(pool, scratch, x, m, 1, &w, &bias, &y);
+}
+
+bool cpu_matmul_bf16dp_available(void) {
+    return have_avx512bf16();
 }

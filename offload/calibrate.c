@@ -145,10 +145,13 @@ static double sgemm_gflops(void) {
 static double time_matmul(struct pool *pool, float *scratch, const float *x, int m,
                           const struct tl_tensor *w, float *y, int reps) {
     double t[8];
-    cpu_matmul(pool, scratch, x, m, &w[PROBE_COPIES - 1], NULL, y);
+    /* as the CPU lane multiplies (cpu_backend_opts.bf16_acts) */
+    const struct tl_tensor *w0 = &w[PROBE_COPIES - 1];
+    cpu_matmul_group_bf16x(pool, scratch, x, m, 1, &w0, NULL, &y);
     for (int r = 0; r < reps; r++) {
+        const struct tl_tensor *wr = &w[r % PROBE_COPIES];
         double t0 = now_s();
-        cpu_matmul(pool, scratch, x, m, &w[r % PROBE_COPIES], NULL, y);
+        cpu_matmul_group_bf16x(pool, scratch, x, m, 1, &wr, NULL, &y);
         t[r] = now_s() - t0;
     }
     return median(t, reps);

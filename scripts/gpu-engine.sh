@@ -2,7 +2,7 @@
 # One call on the GPU machine for the engine-level work: build (sm_90), the GPU tests, then the
 # 14B-shape benchmarks through the real engine (`tierlm bench throughput`, dummy bf16 weights),
 # and a short table last. Sections can be skipped: SKIP_TESTS=1, SKIP_TP=1 (throughput),
-# SKIP_OFFLOAD=1. DECODE=1 adds the GPU backend's benchmark (bench_gpu: batch-1 decode against
+# SKIP_OFFLOAD=1. CPU=1 adds the host CPU's matmul test and benchmark. DECODE=1 adds the GPU backend's benchmark (bench_gpu: batch-1 decode against
 # the HBM floor with and without the fused GEMVs, prefill, batch 64/256) and the engine's
 # batch-1 decode. Logs go to $OUT.
 #   device run: source .devdeps/bootstrap.sh && scripts/gpu-engine.sh
@@ -35,6 +35,16 @@ if [ -z "${SKIP_TESTS:-}" ]; then
     done
     grep -E "FAIL" "$out"/test_gpu_*.log 2>/dev/null | head -30
     tail -12 "$out/test_gpu_sample.log" 2>/dev/null
+fi
+
+if [ -n "${CPU:-}" ]; then
+    # the host CPU's kernels: the AVX512-BF16 path's test and its rate against the GEMM path
+    echo "host CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) threads," \
+        "flags: $(grep -o 'avx512_bf16\|amx_bf16\|avx512f ' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+    timeout 300 build-gpu/tests/test_cpu_ops > "$out/test_cpu_ops.log" 2>&1
+    row "test_cpu_ops (host CPU)" "rc=$?"
+    timeout 300 build-gpu/bench_cpu > "$out/bench_cpu.log" 2>&1
+    grep -E "ceiling|GEMV|GEMM|AVX512|threads" "$out/bench_cpu.log"
 fi
 
 if [ -n "${DECODE:-}" ]; then

@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,6 +95,67 @@ static void test_matmul(void **state) {
                     }
         pool_destroy(pool);
     }
+    free(scratch);
+}
+
+/* The AVX512-BF16 path (cpu_matmul_group_bf16x, or forced): x is rounded to bf16, products of
+ * bf16 pairs are exact in fp32, so against a reference on the rounded x the error is fp32
+ * summation only (1e-5). Odd k and k past a 32-element piece exercise the masked tail; m past
+ * 6 and 60 the row blocks and chunks; rows not a multiple of 4 the clamped weight tile. Skipped
+ * (the rest of the suite still runs) on CPUs without AVX512-BF16, where the forced path must
+ * fall back and still be exact. */
+static void test_matmul_bf16dp(void **state) {
+    (void)state;
+    const bool have = cpu_matmul_bf16dp_available();
+    int ms[] = {2, 5, 6, 7, 13, 61, 64, 130};
+    int shapes[][2] = {{37, 67}, {64, 64}, {130, 257}, {9, 5120}};
+    float *scratch = malloc(MATMUL_SCRATCH_FLOATS * sizeof(float));
+    struct pool *pool;
+    struct tl_err err;
+    assert_int_equal(pool_create(3, false, &pool, &err), TL_OK);
+    if (!have) printf("  (this CPU has no AVX512-BF16: checking the fallback only)\n");
+    for (size_t s = 0; s < 4; s++)
+        for (size_t mi = 0; mi < 8; mi++)
+            for (int how = 0; how < 2; how++) { /* forced path 3, then the _bf16x entry */
+                int n = shapes[s][0], k = shapes[s][1], m = ms[mi];
+                float *w32 = malloc((size_t)n * k * 4), *x = malloc((size_t)m * k * 4);
+                float *xr = malloc((size_t)m * k * 4), *y = malloc((size_t)m * n * 4);
+                double *ref = malloc((size_t)m * n * 8);
+                fill(w32, (size_t)n * k);
+                fill(x, (size_t)m * k);
+                void *w = make_weight(TL_DTYPE_BF16, w32, (size_t)n * k);
+                memcpy(xr, x, (size_t)m * k * 4);
+                /* the bf16 path sees x rounded; the fallback (fp32 x) the values as they are */
+                if (have) {
+                    uint16_t *t = malloc((size_t)m * k * 2);
+                    dtype_from_f32(TL_DTYPE_BF16, xr, t, (size_t)m * k);
+                    dtype_to_f32(TL_DTYPE_BF16, t, xr, (size_t)m * k);
+                    free(t);
+                }
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        double acc = 0;
+                        for (int t = 0; t < k; t++)
+                            acc += (double)xr[(size_t)i * k + t] * w32[(size_t)j * k + t];
+                        ref[(size_t)i * n + j] = acc;
+                    }
+                struct tl_tensor wt = {TL_DTYPE_BF16, n, k, w};
+                const struct tl_tensor *wp = &wt;
+                poison(y, (size_t)m * n);
+                if (how == 0) {
+                    cpu_matmul_force_path(3);
+                    cpu_matmul(pool, scratch, x, m, &wt, NULL, y);
+                    cpu_matmul_force_path(0);
+                } else {
+                    cpu_matmul_group_bf16x(pool, scratch, x, m, 1, &wp, NULL, &y);
+                }
+                double r = rel_err_d(y, ref, (size_t)m * n);
+                if (r > 1e-5)
+                    fail_msg("bf16 path (%s) m=%d n=%d k=%d: rel err %.3g",
+                             how ? "bf16x" : "forced", m, n, k, r);
+                free(w32), free(x), free(xr), free(y), free(ref), free(w);
+            }
+    pool_destroy(pool);
     free(scratch);
 }
 
@@ -346,6 +409,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_matmul_group),
+        cmocka_unit_test(test_matmul_bf16dp),
         cmocka_unit_test(test_rmsnorm_silu_embedding),
         cmocka_unit_test(test_rope_attention_paged),
         cmocka_unit_test(test_llama3_inv_freq),

@@ -573,7 +573,7 @@ static void test_ceilings_file(void **state) {
     fclose(f);
     assert_int_equal(calibrate_load(path, &b, &err), TL_ERR_FORMAT);
     f = fopen(path, "w");
-    fputs("{\"version\": 1, \"key\": \"k\", \"cpu_model\": \"c\", \"gpu_name\": \"g\", "
+    fputs("{\"version\": 2, \"key\": \"k\", \"cpu_model\": \"c\", \"gpu_name\": \"g\", "
           "\"cpu_threads\": 4, \"gpu_measured\": false}",
           f);
     fclose(f);
