@@ -245,6 +245,13 @@ static int bench_throughput(int argc, char **argv) {
                sbytes / 1e9, sbytes / 1e9 / sbusy,
                b.pcie_h2d_gbps > 0 ? sbytes / 1e9 / sbusy / b.pcie_h2d_gbps : 0.0, b.pcie_h2d_gbps,
                100.0 * sbusy / el);
+    double lane_cpu = m1.decode_cpu_lane_s - m0.decode_cpu_lane_s;
+    double lane_cross = m1.decode_cross_s - m0.decode_cross_s;
+    if (dsteps > 0 && lane_cpu + lane_cross > 0)
+        printf("CPU lane: %.2f ms of each decode step in its layers, %.2f ms crossing lanes (GPU "
+               "waits included); planner: %.2f ms CPU busy, %.2f ms of crossings\n",
+               1e3 * lane_cpu / dsteps, 1e3 * lane_cross / dsteps, 1e3 * b.predicted_cpu_s,
+               1e3 * b.predicted_hop_s);
     if (b.offloaded && dsteps > 0)
         printf("Placement %s: planner predicted %.2f ms a decode step (%.1f tok/s); measured "
                "%.2f ms at full batch (%.2f of the prediction)\n",

@@ -71,7 +71,8 @@ struct engine_boot {
     char placement[400];    /* its one-line description, for logs */
     double predicted_tok_s; /* the planner's prediction at the expected batch (0: none) */
     double predicted_step_s;
-    double pcie_h2d_gbps;  /* the calibrated pinned H2D ceiling the plan used */
+    double predicted_cpu_s, predicted_hop_s; /* its CPU-busy and lane-crossing parts */
+    double pcie_h2d_gbps;                    /* the calibrated pinned H2D ceiling the plan used */
     struct kvswap *kvswap; /* owned, NULL without --swap-space / --nvme-swap-dir */
 };
 

@@ -198,33 +198,46 @@ static inline BF16DP __attribute__((always_inline)) void
 bf16dp_tile(const struct bf16dp_args *a, int i0, int64_t r, int64_t r_end, const int MB) {
     const int64_t k = a->k;
     const uint16_t *wr[4], *xr[6];
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) wr[j] = a->w + (size_t)(r + j < r_end ? r + j : r_end - 1) * k;
+#pragma GCC unroll 6
     for (int i = 0; i < MB; i++) xr[i] = a->x + (size_t)(i0 + i) * k;
     __m512 acc[6][4];
+#pragma GCC unroll 6
     for (int i = 0; i < MB; i++)
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
     int64_t kk = 0;
     for (; kk + 32 <= k; kk += 32) {
         __m512bh wv[4];
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) wv[j] = (__m512bh)_mm512_loadu_si512(wr[j] + kk);
+#pragma GCC unroll 6
         for (int i = 0; i < MB; i++) {
             __m512bh xv = (__m512bh)_mm512_loadu_si512(xr[i] + kk);
+#pragma GCC unroll 4
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
         }
     }
     if (kk < k) { /* the last 1..31 elements: masked loads fill zeros */
         const __mmask32 mask = (__mmask32)((1ull << (k - kk)) - 1);
         __m512bh wv[4];
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(mask, wr[j] + kk);
+#pragma GCC unroll 6
         for (int i = 0; i < MB; i++) {
             __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mask, xr[i] + kk);
+#pragma GCC unroll 4
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
         }
     }
+#pragma GCC unroll 6
     for (int i = 0; i < MB; i++)
-        for (int j = 0; j < 4 && r + j < r_end; j++)
-            a->y[(size_t)(i0 + i) * (size_t)a->n + (size_t)(r + j)] =
-                _mm512_reduce_add_ps(acc[i][j]);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            if (r + j < r_end)
+                a->y[(size_t)(i0 + i) * (size_t)a->n + (size_t)(r + j)] =
+                    _mm512_reduce_add_ps(acc[i][j]);
 }
 
 static BF16DP void bf16dp_rows(const struct bf16dp_args *a, int64_t r0, int64_t r1) {

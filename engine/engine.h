@@ -137,6 +137,8 @@ struct engine_metrics {
     double full_decode_s;      /* their wall time */
     double device_s;           /* device (GPU) time of all steps, first op to last */
     double decode_device_s;    /* of the decode-only steps */
+    double decode_cpu_lane_s;  /* host time of those steps in the CPU lane's layers */
+    double decode_cross_s;     /* ... and crossing lanes (GPU waits included) */
     /* ---- KV tiers (zero without --swap-space / --nvme-swap-dir) ---- */
     /* num_swapped above is vLLM's num_requests_swapped: sequences whose KV is in the tiers */
     int64_t num_preemptions_swap_total;      /* preemptions that swapped the KV out */

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* One backend's view of the step: its ops, its copy of the model, its activation buffers. */
 struct fwd_lane {
@@ -42,7 +43,16 @@ struct forward {
     struct op_sample_seq *sample_seqs;   /* (max_seqs) for the sample op */
     float *row_buf;                      /* host (vocab): one row of logits, no sample op */
     bool no_fusion;                      /* forward_set_fusion(false): the plain ops only */
+    /* the last step's host time in the CPU lane's ops and in lane crossings (forward_lane_seconds)
+     */
+    double lane_cpu_s, lane_cross_s;
 };
+
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static enum tl_status ops_err(const struct forward *f, const struct ops *o, enum tl_status st,
                               struct tl_err *err, const char *what) {
@@ -381,6 +391,7 @@ static enum tl_status cross(struct forward *f, int from, int to, int T, bool pen
 static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *err) {
     const struct config *c = &f->m->cfg;
     int cur = f->split ? f->embed_lane : 0;
+    f->lane_cpu_s = f->lane_cross_s = 0;
     {
         const struct fwd_lane *ln = &f->lane[cur];
         const struct ops *o = ln->o;
@@ -390,18 +401,24 @@ static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *e
     for (int l = 0; l < c->n_layers; l++) {
         int want = f->split ? f->layer_lane[l] : 0;
         if (want != cur) {
+            double t0 = wall_s();
             enum tl_status st = cross(f, cur, want, T, pending, err);
             if (st != TL_OK) return st;
+            f->lane_cross_s += wall_s() - t0;
             cur = want;
         }
+        double t0 = cur == 1 ? wall_s() : 0;
         enum tl_status st = run_layer(f, &f->lane[cur], l, T, pending, err);
         if (st != TL_OK) return st;
+        if (cur == 1) f->lane_cpu_s += wall_s() - t0;
         pending = !use_fused(f, &f->lane[cur], T);
     }
     int want = f->split ? f->head_lane : 0;
     if (want != cur) {
+        double t0 = wall_s();
         enum tl_status st = cross(f, cur, want, T, pending, err);
         if (st != TL_OK) return st;
+        f->lane_cross_s += wall_s() - t0;
         cur = want;
     }
     const struct fwd_lane *ln = &f->lane[cur];
@@ -546,4 +563,9 @@ double forward_device_seconds(const struct forward *f) {
 
 void forward_set_fusion(struct forward *f, bool on) {
     f->no_fusion = !on;
+}
+
+void forward_lane_seconds(const struct forward *f, double *cpu_s, double *cross_s) {
+    *cpu_s = f->lane_cpu_s;
+    *cross_s = f->lane_cross_s;
 }

@@ -77,6 +77,11 @@ void forward_set_pad_block(struct forward *f, int32_t block);
 /* Seconds the main backend's device worked on the last step (0 when it cannot tell). */
 double forward_device_seconds(const struct forward *f);
 
+/* Host seconds the last step spent in the CPU lane's layers (*cpu_s) and in crossings between
+ * lanes (*cross_s: the hidden state's copies, and the wait for the GPU's queued work they
+ * include). Both 0 without a split placement. */
+void forward_lane_seconds(const struct forward *f, double *cpu_s, double *cross_s);
+
 /* Fused linear layers on a backend that has them (ops.matmul_fused; the default) or the plain
  * ops only (for measuring what the fusion buys). Set before the first step: a backend keeps
  * the decode graphs it captured. */

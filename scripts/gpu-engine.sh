@@ -81,7 +81,7 @@ if [ -z "${SKIP_OFFLOAD:-}" ]; then
         tp offload24_b$b --input-len 512 --output-len 64 --num-prompts $b --max-num-seqs $b \
             --gpu-memory-gb 24 --max-model-len 576 --cpu-offload-gb auto --expected-batch $b \
             ${OFFLOAD_ARGS:-}
-        grep -E "^Placement|^Device busy" "$out/offload24_b$b.log"
+        grep -E "^Placement|^Device busy|^CPU lane|^CPU |^Weight streaming" "$out/offload24_b$b.log"
     done
 fi
 
