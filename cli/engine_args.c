@@ -328,8 +328,8 @@ static enum tl_status plan_memory(const struct engine_args *a, const struct conf
             b->offloaded = true;
             b->predicted_tok_s = r.expected.tok_s;
             b->predicted_step_s = r.expected.step_s;
-            b->predicted_cpu_s = r.expected.cpu_s;
-            b->predicted_hop_s = r.expected.hop_s;
+            b->predicted_cpu_s = r.expected.detail.cpu_s;
+            b->predicted_hop_s = r.expected.detail.hop_s;
             b->pcie_h2d_gbps = ce.pcie_h2d_gbps;
             placement_describe(&r.pl, b->placement, sizeof b->placement);
             if (!a->quiet) {
