@@ -187,6 +187,8 @@ static int bench_throughput(int argc, char **argv) {
     int rc = tp_parse(argc, argv, &a);
     if (rc) return rc == 1 ? 0 : rc;
     if (a.ea.max_model_len == 0) a.ea.max_model_len = a.input_len + a.output_len;
+    /* the planner ranks placements for this very workload */
+    if (a.ea.expected_prompt_len == 0) a.ea.expected_prompt_len = a.input_len;
 
     struct engine_boot b;
     struct tl_err err;

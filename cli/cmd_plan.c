@@ -53,6 +53,8 @@ static void help(FILE *f) {
         "  --expected-batch B          concurrent sequences to be fastest for   [16]\n"
         "  --expected-len N            tokens per sequence (prompt + output) that size the KV\n"
         "                              and attention   [min(max-model-len, 1024)]\n"
+        "  --expected-prompt-len N     of which prompt: its prefill counts in the ranking\n"
+        "                              [half of --expected-len]\n"
         "offload:\n"
         "  --cpu-offload-gb N          as vLLM: N GiB of weights live in host RAM (rounded up\n"
         "                              to whole layers); how they run is the planner's choice\n"
@@ -122,6 +124,7 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
         O_NGBO,
         O_EB,
         O_EL,
+        O_EPL,
         O_COFF,
         O_POL,
         O_DEV,
@@ -151,6 +154,7 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
         {"num-gpu-blocks-override", required_argument, 0, O_NGBO},
         {"expected-batch", required_argument, 0, O_EB},
         {"expected-len", required_argument, 0, O_EL},
+        {"expected-prompt-len", required_argument, 0, O_EPL},
         {"cpu-offload-gb", required_argument, 0, O_COFF},
         {"offload-policy", required_argument, 0, O_POL},
         {"device", required_argument, 0, O_DEV},
@@ -209,6 +213,9 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
             break;
         case O_EL:
             bad = inum("--expected-len", optarg, 1, 1 << 30, &in->expected_len);
+            break;
+        case O_EPL:
+            bad = inum("--expected-prompt-len", optarg, 1, 1 << 30, &in->expected_prompt_len);
             break;
         case O_COFF:
             bad = num("--cpu-offload-gb", optarg, 0, 1 << 20, &in->cpu_offload_gb);

@@ -64,6 +64,9 @@ void engine_args_help(FILE *f) {
             "  --offload-policy P       auto | stream | cpu: how offloaded layers run   [auto]\n"
             "  --expected-batch N       the batch the placement is chosen for\n"
             "                           [min(max-num-seqs, 16)]\n"
+            "  --expected-prompt-len N  prompt tokens of a typical request: the planner counts\n"
+            "                           their prefill when it ranks placements\n"
+            "                           [half of min(max-model-len, 1024)]\n"
             "  --recalibrate            measure this machine's ceilings again (else cached)\n"
             "  --swap-space GB          pinned host RAM for the KV of preempted sequences\n"
             "                           (swapped out, checksummed, swapped back in)   [0: off]\n"
@@ -134,7 +137,8 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
                                              "--kv-crc-threads",
                                              "--cpu-offload-gb",
                                              "--offload-policy",
-                                             "--expected-batch"};
+                                             "--expected-batch",
+                                             "--expected-prompt-len"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
         known |= !strcmp(f, with_value[k]);
@@ -197,6 +201,7 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
         return dbl_val(f, v, 0.0, 1e6, &a->cpu_offload_gb, err);
     }
     if (!strcmp(f, "--expected-batch")) return int_val(f, v, 1, &a->expected_batch, err);
+    if (!strcmp(f, "--expected-prompt-len")) return int_val(f, v, 1, &a->expected_prompt_len, err);
     if (!strcmp(f, "--offload-policy")) {
         if (!strcmp(v, "auto"))
             a->offload_policy = PLANNER_POLICY_AUTO;
@@ -301,6 +306,7 @@ static enum tl_status plan_memory(const struct engine_args *a, const struct conf
     in.num_gpu_blocks_override = a->num_gpu_blocks_override;
     in.expected_batch =
         a->expected_batch ? a->expected_batch : (a->max_num_seqs < 16 ? a->max_num_seqs : 16);
+    in.expected_prompt_len = a->expected_prompt_len;
     in.cpu_offload_gb = a->cpu_offload_gb;
     in.policy = (enum planner_policy)a->offload_policy;
     struct calibrate_gpu gpu = {0};

@@ -31,12 +31,13 @@ struct engine_args {
     bool enable_prefix_caching;
     double gpu_memory_utilization, gpu_memory_gb;
     bool enforce_eager;
-    double swap_space_gb;  /* host KV tier: pinned RAM for preempted sequences' KV */
-    double cpu_offload_gb; /* vLLM's: GiB of weights in host RAM; -1 = the planner decides */
-    int offload_policy;    /* enum planner_policy: auto | stream | cpu */
-    int expected_batch;    /* sequences the placement should be fastest for */
-    bool recalibrate;      /* measure the ceilings again instead of the cached ones */
-    bool no_tokenizer;     /* token ids only (bench with dummy weights and no tokenizer) */
+    double swap_space_gb;    /* host KV tier: pinned RAM for preempted sequences' KV */
+    double cpu_offload_gb;   /* vLLM's: GiB of weights in host RAM; -1 = the planner decides */
+    int offload_policy;      /* enum planner_policy: auto | stream | cpu */
+    int expected_batch;      /* sequences the placement should be fastest for */
+    int expected_prompt_len; /* their prompts' tokens (0: the planner's default) */
+    bool recalibrate;        /* measure the ceilings again instead of the cached ones */
+    bool no_tokenizer;       /* token ids only (bench with dummy weights and no tokenizer) */
     bool disable_log_stats;
     bool quiet;
     const char *nvme_swap_dir; /* NVMe KV tier: a swap file there (NULL: none) */

@@ -47,6 +47,13 @@ static int expected_len_of(const struct planner_inputs *in) {
     return e < mml ? e : mml;
 }
 
+/* Prompt tokens of an expected sequence: expected_prompt_len, or half of it, at most E - 1. */
+static int prompt_len_of(const struct planner_inputs *in) {
+    int e = expected_len_of(in);
+    int p = in->expected_prompt_len > 0 ? in->expected_prompt_len : e / 2;
+    return p < e ? p : e - 1;
+}
+
 static size_t sat_sub(size_t a, size_t b) {
     return a > b ? a - b : 0;
 }
@@ -248,6 +255,26 @@ static void predict(const struct planner_inputs *in, const struct ceilings *ce,
     stepmodel_predict(&in->cfg, pl, ce, &s, &p->detail);
     p->step_s = p->detail.step_s;
     p->tok_s = p->step_s > 0 ? (double)conc / p->step_s : 0;
+    /* prefill of conc prompts in max-num-batched-tokens chunks, then the outputs' decode */
+    int P = prompt_len_of(in), O = E - P, chunk = in->max_num_batched_tokens;
+    p->prefill_s = 0;
+    if (P > 0 && chunk > 0) {
+        int64_t tokens = conc * P, full = tokens / chunk;
+        int rest = (int)(tokens % chunk);
+        struct stepmodel_result r;
+        if (full > 0) {
+            struct stepmodel_step c = {1, chunk, chunk};
+            stepmodel_predict(&in->cfg, pl, ce, &c, &r);
+            p->prefill_s += r.step_s * (double)full;
+        }
+        if (rest > 0) {
+            struct stepmodel_step c = {1, rest, rest};
+            stepmodel_predict(&in->cfg, pl, ce, &c, &r);
+            p->prefill_s += r.step_s;
+        }
+    }
+    double t = p->prefill_s + (O > 0 ? O : 1) * p->step_s;
+    p->e2e_tok_s = t > 0 ? (double)conc * (O > 0 ? O : 1) / t : 0;
 }
 
 struct search {
@@ -264,8 +291,8 @@ struct search {
 
 static bool better(const struct planner_prediction *a, const struct planner_memory *am,
                    const struct planner_prediction *b, const struct planner_memory *bm) {
-    if (a->tok_s > b->tok_s * 1.005) return true;
-    if (a->tok_s < b->tok_s / 1.005) return false;
+    if (a->e2e_tok_s > b->e2e_tok_s * 1.005) return true;
+    if (a->e2e_tok_s < b->e2e_tok_s / 1.005) return false;
     return am->offload_bytes < bm->offload_bytes; /* as fast: keep more on the GPU */
 }
 

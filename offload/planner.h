@@ -48,7 +48,10 @@ struct planner_inputs {
     int num_gpu_blocks_override; /* 0 = all that fit */
     int expected_batch;          /* concurrent sequences to be fastest for */
     int expected_len;            /* tokens per sequence (prompt + output); 0 = min(mml, 1024) */
-    double cpu_offload_gb;       /* PLANNER_OFFLOAD_AUTO, or vLLM's: N GiB of weights in host RAM */
+    /* of which prompt (0 = half): placements are ranked by end-to-end tokens/s, the prompts'
+     * prefill included, so CPU layers that would make prefill crawl lose to streaming */
+    int expected_prompt_len;
+    double cpu_offload_gb; /* PLANNER_OFFLOAD_AUTO, or vLLM's: N GiB of weights in host RAM */
     enum planner_policy policy;
 };
 
@@ -93,7 +96,10 @@ struct planner_prediction {
     int batch;       /* sequences asked for */
     int concurrency; /* sequences the KV holds at expected_len, at most batch and max-num-seqs */
     double step_s;
-    double tok_s; /* concurrency / step_s */
+    double tok_s; /* concurrency / step_s: decode */
+    double
+        prefill_s; /* prefill of the concurrency's prompts, in chunks of max-num-batched-tokens */
+    double e2e_tok_s; /* output tokens / (prefill_s + output length x step_s): what ranks */
     struct stepmodel_result detail;
 };
 

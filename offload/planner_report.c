@@ -100,17 +100,19 @@ void planner_print(FILE *f, const struct planner_inputs *in, const struct ceilin
             "\npredicted decode, sequences of %d tokens (a prediction from the ceilings above, "
             "not a measurement)\n",
             len);
-    fprintf(f, "  batch  seqs   step ms    tok/s   GPU ms   CPU ms  PCIe ms | best for this "
-               "batch\n");
+    int plen = in->expected_prompt_len > 0 ? in->expected_prompt_len : len / 2;
+    if (plen >= len) plen = len - 1;
+    fprintf(f, "  batch  seqs   step ms    tok/s   GPU ms   CPU ms  PCIe ms  e2e tok/s | best for "
+               "this batch (e2e)\n");
     bool capped = false;
     for (int i = 0; i < PLANNER_NBATCH; i++) {
         const struct planner_prediction *p = &r->pred[i], *b = &r->best[i];
         bool cap = p->concurrency < p->batch && p->concurrency < in->max_num_seqs;
         capped |= cap;
-        fprintf(f, "  %5d %5d%s %8.1f %8.1f %8.1f %8.1f %8.1f | %8.1f tok/s", p->batch,
+        fprintf(f, "  %5d %5d%s %8.1f %8.1f %8.1f %8.1f %8.1f %10.1f | %8.1f tok/s", p->batch,
                 p->concurrency, cap ? "*" : " ", p->step_s * 1e3, p->tok_s, p->detail.gpu_s * 1e3,
-                p->detail.cpu_s * 1e3, p->detail.pcie_s * 1e3, b->tok_s);
-        if (b->tok_s > p->tok_s * 1.02) {
+                p->detail.cpu_s * 1e3, p->detail.pcie_s * 1e3, p->e2e_tok_s, b->e2e_tok_s);
+        if (b->e2e_tok_s > p->e2e_tok_s * 1.02) {
             const char *sp = strchr(r->best_desc[i], ' ');
             int nR = 0, nS = 0, nC = 0;
             for (const char *q = r->best_desc[i]; *q && q != sp; q++)
@@ -123,6 +125,10 @@ void planner_print(FILE *f, const struct planner_inputs *in, const struct ceilin
         fprintf(f, "\n");
     }
     if (capped) fprintf(f, "  * the KV holds only this many sequences of %d tokens at once\n", len);
+    fprintf(f,
+            "  e2e: output tokens/s of a batch of prompts of %d tokens (--expected-prompt-len), "
+            "their prefill included; it ranks the placements\n",
+            plen);
     if (r->prefill_s > 0)
         fprintf(f, "  prefill: one %d-token chunk in %.0f ms (%.0f tok/s)",
                 in->max_num_batched_tokens, r->prefill_s * 1e3,

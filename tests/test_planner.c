@@ -378,9 +378,11 @@ static void test_plan_24gb(void **state) {
         assert_true(fabs(r.pred[i].tok_s - r.expected.tok_s) < 1e-9);
         assert_true(r.expected.tok_s >= r.best[i].tok_s / 1.005);
     }
-    /* batch 1 wants PCIe and the CPU busy at once: both streamed and CPU layers */
+    /* batch 1 wants PCIe and the CPU busy at once: both streamed and CPU layers (a
+     * decode-dominated workload: one-token prompts) */
     struct planner_inputs in = inputs_14b(24, 4096);
     in.expected_batch = 1;
+    in.expected_prompt_len = 1;
     assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_OK);
     assert_true(placement_count(&r.pl, PLACEMENT_CPU) > 0);
     assert_true(placement_count(&r.pl, PLACEMENT_GPU_STREAMED) > 0);
@@ -417,6 +419,7 @@ static void test_policies(void **state) {
     struct tl_err err;
     struct planner_inputs in = inputs_14b(24, 4096);
     in.expected_batch = 1;
+    in.expected_prompt_len = 1; /* decode-dominated: the decode step decides */
     in.policy = PLANNER_POLICY_STREAM;
     assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_OK);
     check_plan(&in, &r);
@@ -437,6 +440,34 @@ static void test_policies(void **state) {
      * ceilings the mix of both (PCIe and CPU busy at once) beats either alone */
     assert_true(r.expected.tok_s > stream_only * 1.05 && r.expected.tok_s > cpu_only * 1.05);
     assert_true(placement_count(&r.pl, PLACEMENT_CPU) > 0 && placement_streamed_units(&r.pl) > 0);
+}
+
+/* Ranking counts the prompts' prefill: CPU layers compute a prefill chunk at the CPU's GEMM
+ * rate, far below the GPU's, so long prompts at batch 16 move layers from the CPU to streaming,
+ * and the chosen placement's end-to-end rate beats the decode-ranked one's on that workload. */
+static void test_prefill_counts(void **state) {
+    (void)state;
+    struct ceilings ce = h100();
+    struct planner_result dec, pre;
+    struct tl_err err;
+    struct planner_inputs in = inputs_14b(24, 4096);
+    in.expected_batch = 16;
+    in.expected_len = 576;
+    in.expected_prompt_len = 1;
+    assert_int_equal(planner_plan(&in, &ce, &dec, &err), TL_OK);
+    in.expected_prompt_len = 512;
+    assert_int_equal(planner_plan(&in, &ce, &pre, &err), TL_OK);
+    check_plan(&in, &pre);
+    assert_true(placement_count(&pre.pl, PLACEMENT_CPU) <= placement_count(&dec.pl, PLACEMENT_CPU));
+    assert_true(pre.expected.prefill_s > 0);
+    /* the e2e rate is output over prefill + decode, and below the decode rate */
+    int conc = pre.expected.concurrency, O = 576 - 512;
+    double e2e = conc * (double)O / (pre.expected.prefill_s + O * pre.expected.step_s);
+    assert_true(fabs(e2e - pre.expected.e2e_tok_s) < 1e-6 * e2e);
+    assert_true(pre.expected.e2e_tok_s < pre.expected.tok_s);
+    if (placement_count(&dec.pl, PLACEMENT_CPU) > 0)
+        assert_true(placement_count(&pre.pl, PLACEMENT_CPU) <
+                    placement_count(&dec.pl, PLACEMENT_CPU));
 }
 
 static void test_cpu_offload_gb(void **state) {
@@ -603,6 +634,7 @@ int main(void) {
         cmocka_unit_test(test_plan_24gb),
         cmocka_unit_test(test_monotone),
         cmocka_unit_test(test_policies),
+        cmocka_unit_test(test_prefill_counts),
         cmocka_unit_test(test_cpu_offload_gb),
         cmocka_unit_test(test_tied_and_small),
         cmocka_unit_test(test_nothing_fits),
