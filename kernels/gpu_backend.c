@@ -517,6 +517,7 @@ static enum tl_status upload_model(struct gpu_backend *be, const struct model *h
     if (!d) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
     be->dm = d;
     d->cfg = h->cfg;
+    d->tp = h->tp; /* a tensor-parallel shard stays one (forward reads its vocabulary rows) */
     d->layers = calloc((size_t)h->cfg.n_layers, sizeof *d->layers);
     struct upload u = {be, region, NULL, (size_t)4 << 20, 0, total, o};
     u.host_buf = malloc(u.host_buf_elems * (sizeof(float) + 4));
