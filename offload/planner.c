@@ -145,7 +145,8 @@ static enum tl_status memory_of(const struct planner_inputs *in, struct placemen
     out->gpu_activation_bytes =
         sizes_gpu_activation_bytes(c, dt, in->max_num_batched_tokens, in->max_num_seqs);
     out->gpu_workspace_bytes =
-        sizes_gpu_workspace_bytes(c, bs, in->max_num_batched_tokens, in->max_num_seqs, mml, split);
+        sizes_gpu_workspace_bytes(c, bs, in->max_num_batched_tokens, in->max_num_seqs, mml,
+                                  split || in->tensor_parallel_size > 1);
     int tp = in->tensor_parallel_size > 1 ? in->tensor_parallel_size : 1;
     out->gpu_comm_bytes = tp > 1 ? PLANNER_TP_COMM_RESERVE : 0;
     out->gpu_fixed_bytes = out->gpu_weight_bytes + out->gpu_staging_bytes +
