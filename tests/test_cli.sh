@@ -44,6 +44,13 @@ done
 expect_fail "tensor parallel size vLLM refuses" 1 \
     "Total number of attention heads (2) must be divisible by tensor parallel size (3). Sizes that split this model (num_attention_heads 2, num_key_value_heads 1, intermediate_size 172): 1, 2" \
     "$bin" generate --model "$fx/qwen2-f32" --prompt-ids 1 --device cpu --tensor-parallel-size 3
+# the engine flags of serve / bench throughput take it too (vLLM's -tp as well)
+out=$("$bin" bench throughput --model "$fx/llama3-f32" --device cpu --input-len 8 --output-len 4 \
+      --num-prompts 4 --max-model-len 64 --no-warmup -tp 2 2>&1)
+check "bench throughput -tp 2 on the CPU" "$([ $? = 0 ] && grep -q "tensor parallel: 2 ranks" <<<"$out" &&
+    grep -q "^Throughput:" <<<"$out"; echo $?)"
+expect_fail "serve refuses a size vLLM refuses" 1 "must be divisible by tensor parallel size (3)" \
+    timeout 30 "$bin" serve --model "$fx/qwen2-f32" --device cpu --tensor-parallel-size 3 --port 0
 out=$("$bin" generate --model "$fx/qwen2-f32" --prompt-ids 1 --tensor-parallel-size 2 2>&1)
 rc=$?
 # without --device cpu the ranks need GPUs: this host has fewer than 2 (or GPU ranks are not built)
