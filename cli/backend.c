@@ -8,17 +8,129 @@
 #include "cpu_ops.h"
 #include "matmul.h"
 #include "pool.h"
+#include "tp.h"
+#include "tp_local.h"
 #ifdef TL_HAVE_CUDA
 #include "gpu_backend.h"
 #include "kern.h"
 #endif
 
 bool backend_cuda_available(void) {
+    return backend_gpu_count() > 0;
+}
+
+int backend_gpu_count(void) {
 #ifdef TL_HAVE_CUDA
-    return kern_device_count() > 0;
+    return kern_device_count();
 #else
-    return false;
+    return 0;
 #endif
+}
+
+/* The ranks 1..world-1 of an in-process tensor-parallel group (rank 0 is the backend's own ops
+ * and model). */
+struct backend_tp {
+    int world;
+    struct tp_local *group;
+    struct model **shard; /* (world) owned */
+    struct ops *ops;      /* (world) [0] unused: rank 0's are backend.ops */
+    struct forward **fwd; /* (world) [0] NULL: rank 0's is the caller's */
+};
+
+enum tl_status backend_tp_check(const struct config *c, const char *device, int n,
+                                struct tl_err *err) {
+    if (n <= 1) return TL_OK;
+    enum tl_status st = tp_check(c, n, err);
+    if (st != TL_OK) return st;
+    if (!strcmp(device, "cpu")) return TL_OK;
+    int gpus = backend_gpu_count();
+    if (gpus < n)
+        return tl_fail(err, TL_ERR_UNSUPPORTED,
+                       "--tensor-parallel-size %d needs %d GPUs, %d visible (--device cpu runs "
+                       "the %d shards in threads of this process instead)",
+                       n, n, gpus, n);
+    return tl_fail(err, TL_ERR_UNSUPPORTED,
+                   "--tensor-parallel-size %d: tensor parallelism over GPUs (one process per GPU, "
+                   "NCCL) is not implemented yet; --device cpu runs the %d shards in threads of "
+                   "this process",
+                   n, n);
+}
+
+static void tp_close(struct backend_tp *t) {
+    if (!t) return;
+    if (t->group) tp_local_shutdown(t->group, NULL);
+    for (int r = 1; r < t->world; r++) {
+        if (t->fwd) forward_destroy(t->fwd[r]);
+        if (t->ops && t->ops[r].ctx) cpu_backend_destroy(&t->ops[r]);
+    }
+    free(t->fwd);
+    free(t->ops);
+    for (int r = 0; t->shard && r < t->world; r++) model_free(t->shard[r]);
+    free(t->shard);
+    tp_local_destroy(t->group);
+    free(t);
+}
+
+/* --device cpu --tensor-parallel-size N: N shards, each with its own CPU backend (threads / N
+ * workers, unpinned: N pools would pin to the same cores) and KV cache of nb blocks; ranks
+ * 1..N-1 get their forward and a thread that serves rank 0's steps. */
+static enum tl_status open_tp_cpu(const struct model *m, const struct backend_args *a, int nb,
+                                  struct backend *b, struct tl_err *err) {
+    int n = a->tensor_parallel_size;
+    enum tl_status st = backend_tp_check(&m->cfg, "cpu", n, err);
+    if (st != TL_OK) return st;
+    struct backend_tp *t = calloc(1, sizeof *t);
+    if (!t) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+    b->tp = t;
+    t->world = n;
+    t->shard = calloc((size_t)n, sizeof *t->shard);
+    t->ops = calloc((size_t)n, sizeof *t->ops);
+    t->fwd = calloc((size_t)n, sizeof *t->fwd);
+    if (!t->shard || !t->ops || !t->fwd) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+    if ((st = tp_local_create(n, &t->group, err)) != TL_OK) return st;
+    int cores = a->threads > 0 ? a->threads : pool_physical_cores();
+    struct cpu_backend_opts co = {.n_threads = cores / n > 0 ? cores / n : 1,
+                                  .pin = false,
+                                  .num_blocks = nb,
+                                  .block_size = a->block_size,
+                                  .max_ctx = a->max_model_len};
+    for (int r = 0; r < n; r++) {
+        if ((st = tp_shard(m, n, r, &t->shard[r], err)) != TL_OK) return st;
+        struct ops *o = r == 0 ? &b->ops : &t->ops[r];
+        if ((st = cpu_backend_create(&t->shard[r]->cfg, &co, o, err)) != TL_OK) return st;
+        if (r == 0) continue;
+        st = forward_create(t->shard[r], o, a->max_tokens, a->max_seqs, &t->fwd[r], err);
+        if (st == TL_OK)
+            st = forward_set_collective(t->fwd[r], tp_local_collective(t->group, r), err);
+        if (st == TL_OK) st = tp_local_serve(t->group, r, t->fwd[r], err);
+        if (st != TL_OK) return st;
+    }
+    b->model = t->shard[0];
+    b->num_blocks = nb;
+    if (!a->quiet)
+        fprintf(stderr,
+                "tierlm: cpu, tensor parallel: %d ranks in threads of this process, %d threads "
+                "(%s GEMV) and KV %d blocks of %d tokens each\n",
+                n, pool_size(cpu_backend_pool(&b->ops)), cpu_matmul_kernel_name(), nb,
+                a->block_size);
+    return TL_OK;
+}
+
+enum tl_status backend_forward_create(const struct backend *b, const struct model *host,
+                                      int max_tokens, int max_seqs, struct forward **out,
+                                      struct tl_err *err) {
+    if (b->cpu_ops.ctx)
+        return forward_create_split(b->model, &b->ops, host, &b->cpu_ops, &b->split, max_tokens,
+                                    max_seqs, out, err);
+    enum tl_status st = forward_create(b->model, &b->ops, max_tokens, max_seqs, out, err);
+    if (st == TL_OK && b->tp) {
+        st = forward_set_collective(*out, tp_local_collective(b->tp->group, 0), err);
+        if (st != TL_OK) {
+            forward_destroy(*out);
+            *out = NULL;
+        }
+    }
+    return st;
 }
 
 #ifdef TL_HAVE_CUDA
@@ -69,6 +181,8 @@ static enum tl_status open_cpu_lane(const struct model *m, const struct backend_
 enum tl_status backend_open(const struct model *m, const struct backend_args *a, struct backend *b,
                             struct tl_err *err) {
     memset(b, 0, sizeof *b);
+    if (a->tensor_parallel_size > 1 && strcmp(a->device, "cpu"))
+        return backend_tp_check(&m->cfg, a->device, a->tensor_parallel_size, err);
     bool want_cuda =
         !strcmp(a->device, "cuda") || (!strcmp(a->device, "auto") && backend_cuda_available());
     if (want_cuda) {
@@ -130,6 +244,11 @@ enum tl_status backend_open(const struct model *m, const struct backend_args *a,
                        "--dtype or use --device cuda",
                        dtype_torch_name(a->dtype), dtype_torch_name(m->embed.dtype));
     int nb = a->num_blocks ? a->num_blocks : a->cpu_blocks;
+    if (a->tensor_parallel_size > 1) {
+        enum tl_status st = open_tp_cpu(m, a, nb, b, err);
+        if (st != TL_OK) backend_close(b);
+        return st;
+    }
     struct cpu_backend_opts co = {.n_threads = a->threads,
                                   .pin = true,
                                   .num_blocks = nb,
@@ -146,6 +265,8 @@ enum tl_status backend_open(const struct model *m, const struct backend_args *a,
 }
 
 void backend_close(struct backend *b) {
+    tp_close(b->tp); /* its threads step rank 0's peers: before rank 0's backend goes */
+    b->tp = NULL;
     if (b->cpu_ops.ctx) cpu_backend_destroy(&b->cpu_ops);
     free(b->cpu_layers);
     b->cpu_layers = NULL;

@@ -23,6 +23,9 @@ struct backend_args {
     enum tl_dtype dtype; /* TL_DTYPE_COUNT = auto */
     bool enforce_eager;  /* no CUDA graphs */
     bool quiet;
+    /* --tensor-parallel-size (0 or 1: one rank). With --device cpu the ranks run in threads of
+     * this process (tp_local.h); GPUs need one process per GPU, not implemented yet. */
+    int tensor_parallel_size;
     /* A placement (cuda only; NULL = everything resident): per layer enum gpu_place values
      * (resident / streamed / CPU), streaming slots, and where embedding and lm_head run. Layers
      * on the CPU get a second backend, the CPU lane, keeping only their KV. */
@@ -40,6 +43,9 @@ struct backend {
     struct ops cpu_ops;
     uint8_t *cpu_layers;        /* owned (n_layers): 1 where the CPU lane computes the layer */
     struct fwd_placement split; /* what forward_create_split needs (points into cpu_layers) */
+    /* tensor parallel: ops and model above are rank 0's; the other ranks, their shards and the
+     * threads that run them are owned here (NULL: one rank) */
+    struct backend_tp *tp;
 };
 
 /* Opens the backend for host model m. Blocks while weights upload. */
@@ -48,5 +54,19 @@ enum tl_status backend_open(const struct model *m, const struct backend_args *a,
 void backend_close(struct backend *b);
 /* Whether this build can run CUDA and a GPU is present. */
 bool backend_cuda_available(void);
+/* GPUs this build can see (0 without CUDA). */
+int backend_gpu_count(void);
+
+/* Checks --tensor-parallel-size n for model config c on `device` before anything is loaded:
+ * the split must be one vLLM accepts (tp.h), and n > 1 on a GPU needs n GPUs. */
+enum tl_status backend_tp_check(const struct config *c, const char *device, int n,
+                                struct tl_err *err);
+
+/* The forward of an opened backend for steps of up to max_tokens tokens and max_seqs sequences:
+ * split over the CPU lane when the placement has one (host: the host model), rank 0 of the
+ * tensor-parallel group when there is one. The caller destroys it before backend_close. */
+enum tl_status backend_forward_create(const struct backend *b, const struct model *host,
+                                      int max_tokens, int max_seqs, struct forward **out,
+                                      struct tl_err *err);
 
 #endif

@@ -36,6 +36,7 @@ struct gen_args {
     int quiet;
     double gpu_util, gpu_gb;
     int enforce_eager;
+    int tensor_parallel_size;
     unsigned set; /* SET_* bits: sampling flags the user gave (others come from the model) */
 };
 
@@ -91,6 +92,8 @@ static void help(FILE *f) {
         "  --num-blocks N           KV blocks to allocate   [what the prompts need]\n"
         "  --max-num-batched-tokens N  tokens per step (prefill chunk)   [2048]\n"
         "  --max-model-len N        longest sequence   [prompt + max-tokens]\n"
+        "  --tensor-parallel-size N split the model over N ranks as vLLM does; with --device\n"
+        "                           cpu they run in threads of this process   [1]\n"
         "  --quiet                  print only the ids\n"
         "  -h, --help               this help\n");
 }
@@ -152,6 +155,7 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
         O_GPUUTIL,
         O_GPUGB,
         O_EAGER,
+        O_TP,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
@@ -165,6 +169,7 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
         {"gpu-memory-utilization", required_argument, 0, O_GPUUTIL},
         {"gpu-memory-gb", required_argument, 0, O_GPUGB},
         {"enforce-eager", no_argument, 0, O_EAGER},
+        {"tensor-parallel-size", required_argument, 0, O_TP},
         {"load-format", required_argument, 0, O_LOAD},
         {"dtype", required_argument, 0, O_DTYPE},
         {"device", required_argument, 0, O_DEVICE},
@@ -222,6 +227,9 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
         }
         case O_EAGER:
             a->enforce_eager = 1;
+            break;
+        case O_TP:
+            bad = parse_int("--tensor-parallel-size", optarg, 1, 1024, &a->tensor_parallel_size);
             break;
         case O_SYSTEM:
             a->system = optarg;
@@ -411,6 +419,10 @@ int cmd_generate(int argc, char **argv) {
                                  .seed = 0,
                                  .n_threads = a.threads,
                                  .progress = progress};
+    /* an impossible split is refused before minutes of loading */
+    struct config pre;
+    if (config_load(a.model, &pre, &err) != TL_OK) goto fail;
+    if (backend_tp_check(&pre, a.device, a.tensor_parallel_size, &err) != TL_OK) goto fail;
     if (model_load(a.model, &lo, &m, &err) != TL_OK) goto fail;
     const struct config *c = &m->cfg;
     struct gen_config gc;
@@ -489,10 +501,11 @@ int cmd_generate(int argc, char **argv) {
                               .gpu_memory_gb = a.gpu_gb,
                               .dtype = a.dtype,
                               .enforce_eager = a.enforce_eager,
-                              .quiet = a.quiet};
+                              .quiet = a.quiet,
+                              .tensor_parallel_size = a.tensor_parallel_size};
     if (backend_open(m, &ba, &be, &err) != TL_OK) goto fail;
     if (kvcache_create(be.num_blocks, a.block_size, &kv, &err) != TL_OK) goto fail;
-    if (forward_create(be.model, &be.ops, step, a.n_prompts, &fw, &err) != TL_OK) goto fail;
+    if (backend_forward_create(&be, m, step, a.n_prompts, &fw, &err) != TL_OK) goto fail;
     double t_load = now_s() - t0;
     if (!a.quiet)
         fprintf(stderr, "tierlm: %s (%s, %d layers, %.1f MB of %s weights) loaded in %.2f s\n",

@@ -61,6 +61,14 @@ static void help(FILE *f) {
         "                              [the planner decides]\n"
         "  --offload-policy P          auto | stream | cpu: offloaded layers streamed over PCIe\n"
         "                              and/or computed by the CPU   [auto: both, fastest mix]\n"
+        "tensor parallel (planned per GPU; the engine runs it on the CPU only, so far):\n"
+        "  --tensor-parallel-size N    split the model over N GPUs like this one, as vLLM does:\n"
+        "                              each holds 1/N of the heads, MLP and vocabulary, the\n"
+        "                              norms, and its KV heads (replicated when N > KV heads);\n"
+        "                              weights stay resident   [1]\n"
+        "  --tp-link-gbps X            GPU-to-GPU rate of an all-reduce, GB/s (NVLink 4 on H100\n"
+        "                              SXM: ~360 achieved)   [the PCIe H2D rate: no NVLink]\n"
+        "  --tp-link-latency-us X      fixed cost of one all-reduce   [10]\n"
         "GPU (measured when one is present; stated otherwise):\n"
         "  --device D                  auto | cpu | cuda: cpu plans without touching a GPU\n"
         "                              [auto: measure the GPU when there is one]\n"
@@ -143,6 +151,9 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
         O_JSON,
         O_CEIL,
         O_SWAP,
+        O_TP,
+        O_TPBW,
+        O_TPLAT,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
@@ -173,6 +184,9 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
         {"json", no_argument, 0, O_JSON},
         {"ceilings", required_argument, 0, O_CEIL},
         {"swap-space", required_argument, 0, O_SWAP},
+        {"tensor-parallel-size", required_argument, 0, O_TP},
+        {"tp-link-gbps", required_argument, 0, O_TPBW},
+        {"tp-link-latency-us", required_argument, 0, O_TPLAT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -284,6 +298,15 @@ static int parse_args(int argc, char **argv, struct plan_args *a) {
         case O_SWAP:
             bad = num("--swap-space", optarg, 0, 1 << 20, &a->swap_gb);
             break;
+        case O_TP:
+            bad = inum("--tensor-parallel-size", optarg, 1, 64, &in->tensor_parallel_size);
+            break;
+        case O_TPBW:
+            bad = num("--tp-link-gbps", optarg, 0.1, 1e5, &in->tp_link_gbps);
+            break;
+        case O_TPLAT:
+            bad = num("--tp-link-latency-us", optarg, 0.01, 1e6, &in->tp_link_latency_us);
+            break;
         case 'h':
             help(stdout);
             return 1;
@@ -313,11 +336,12 @@ static void print_json(const struct planner_inputs *in, const struct ceilings *c
                               json_string(placement_kind_name((enum placement_kind)pl->layer[l])));
     for (int i = 0; i < PLANNER_NBATCH; i++) {
         const struct planner_prediction *p = &r->pred[i];
-        json_array_append_new(pred, json_pack("{s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f}", "batch",
-                                              p->batch, "concurrency", p->concurrency, "step_s",
-                                              p->step_s, "tok_s", p->tok_s, "gpu_s",
-                                              p->detail.gpu_s, "cpu_s", p->detail.cpu_s, "pcie_s",
-                                              p->detail.pcie_s, "best_tok_s", r->best[i].tok_s));
+        json_array_append_new(pred,
+                              json_pack("{s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "batch", p->batch,
+                                        "concurrency", p->concurrency, "step_s", p->step_s, "tok_s",
+                                        p->tok_s, "gpu_s", p->detail.gpu_s, "cpu_s",
+                                        p->detail.cpu_s, "pcie_s", p->detail.pcie_s, "tp_comm_s",
+                                        p->tp_comm_s, "best_tok_s", r->best[i].tok_s));
     }
     json_object_set_new(o, "layers", layers);
     json_object_set_new(o, "embed", json_string(placement_kind_name(pl->embed)));
@@ -329,14 +353,15 @@ static void print_json(const struct planner_inputs *in, const struct ceilings *c
     json_object_set_new(o, "block_size", json_integer(pl->block_size));
     json_object_set_new(
         o, "memory",
-        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "gpu_budget",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "gpu_budget",
                   (json_int_t)m->gpu_budget_bytes, "gpu_weights", (json_int_t)m->gpu_weight_bytes,
                   "gpu_staging", (json_int_t)m->gpu_staging_bytes, "gpu_activations",
                   (json_int_t)m->gpu_activation_bytes, "gpu_workspace",
-                  (json_int_t)m->gpu_workspace_bytes, "gpu_kv", (json_int_t)m->gpu_kv_bytes,
-                  "host_weights", (json_int_t)m->host_weight_bytes, "host_kv",
-                  (json_int_t)m->host_kv_bytes, "host_buffers", (json_int_t)m->host_buffer_bytes,
-                  "offload", (json_int_t)m->offload_bytes));
+                  (json_int_t)m->gpu_workspace_bytes, "gpu_comm", (json_int_t)m->gpu_comm_bytes,
+                  "gpu_kv", (json_int_t)m->gpu_kv_bytes, "host_weights",
+                  (json_int_t)m->host_weight_bytes, "host_kv", (json_int_t)m->host_kv_bytes,
+                  "host_buffers", (json_int_t)m->host_buffer_bytes, "offload",
+                  (json_int_t)m->offload_bytes));
     json_object_set_new(o, "predictions", pred);
     json_object_set_new(o, "expected_tok_s", json_real(r->expected.tok_s));
     json_object_set_new(o, "prefill_s", json_real(r->prefill_s));
@@ -344,6 +369,8 @@ static void print_json(const struct planner_inputs *in, const struct ceilings *c
     json_object_set_new(o, "gpu", json_string(ce->gpu_name));
     json_object_set_new(o, "gpu_measured", json_boolean(ce->gpu_measured));
     json_object_set_new(o, "expected_batch", json_integer(in->expected_batch));
+    json_object_set_new(o, "tensor_parallel_size",
+                        json_integer(in->tensor_parallel_size > 1 ? in->tensor_parallel_size : 1));
     char *s = json_dumps(o, JSON_INDENT(2));
     if (s) puts(s);
     free(s);

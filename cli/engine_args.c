@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "kvswap.h"
+#include "tp.h"
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
 /* KV memory of the CPU engine when nothing says otherwise (vLLM's CPU backend uses 4 GiB). */
@@ -34,6 +35,7 @@ void engine_args_default(struct engine_args *a) {
     a->enable_prefix_caching = true;
     a->gpu_memory_utilization = 0.9;
     a->kv_crc_threads = -1;
+    a->tensor_parallel_size = 1;
     a->expected_batch = 0; /* 0: min(max-num-seqs, 16) */
 }
 
@@ -78,6 +80,9 @@ void engine_args_help(FILE *f) {
             "                           per sequence; swap needs the flags above)   [auto]\n"
             "  --kv-crc-threads N       threads checksumming swapped KV blocks (0: the engine's\n"
             "                           own thread)   [cores/4, 1..4]\n"
+            "  --tensor-parallel-size N split the model over N ranks as vLLM does (heads, KV\n"
+            "                           heads, MLP and vocabulary); --device cpu runs them in\n"
+            "                           threads of this process; GPUs: not yet   [1]\n"
             "  --disable-log-stats      no 5-second throughput line\n"
             "  --quiet                  no progress or start-up lines\n");
 }
@@ -138,7 +143,9 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
                                              "--cpu-offload-gb",
                                              "--offload-policy",
                                              "--expected-batch",
-                                             "--expected-prompt-len"};
+                                             "--expected-prompt-len",
+                                             "--tensor-parallel-size",
+                                             "-tp"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
         known |= !strcmp(f, with_value[k]);
@@ -202,6 +209,8 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
     }
     if (!strcmp(f, "--expected-batch")) return int_val(f, v, 1, &a->expected_batch, err);
     if (!strcmp(f, "--expected-prompt-len")) return int_val(f, v, 1, &a->expected_prompt_len, err);
+    if (!strcmp(f, "--tensor-parallel-size") || !strcmp(f, "-tp"))
+        return int_val("--tensor-parallel-size", v, 1, &a->tensor_parallel_size, err);
     if (!strcmp(f, "--offload-policy")) {
         if (!strcmp(v, "auto"))
             a->offload_policy = PLANNER_POLICY_AUTO;
@@ -388,6 +397,14 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
         return tl_fail(err, TL_ERR_INVALID,
                        "--max-model-len %d is longer than the model's max_position_embeddings %d",
                        max_len, cfg.max_position_embeddings);
+    int tp = a->tensor_parallel_size;
+    if ((st = backend_tp_check(&cfg, a->device, tp, err)) != TL_OK) return st;
+    if (tp > 1 && (a->swap_space_gb > 0 || a->nvme_swap_dir))
+        return tl_fail(err, TL_ERR_UNSUPPORTED,
+                       "--swap-space / --nvme-swap-dir with --tensor-parallel-size %d: KV swap "
+                       "is not implemented for tensor-parallel ranks yet (preempted sequences "
+                       "are recomputed)",
+                       tp);
     struct placement pl;
     bool have_pl = false;
     if ((st = plan_memory(a, &cfg, max_len, b, &pl, &have_pl, err)) != TL_OK) return st;
@@ -421,7 +438,8 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
     int seqs = a->max_num_seqs;
 
     /* CPU KV: what max-num-seqs full-length sequences need, capped at a few GiB. */
-    size_t cpu_block_bytes = 2 * (size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)c->head_dim *
+    int kv_heads = tp > 1 ? tp * tp_kv_heads_per_rank(c, tp) : c->n_kv_heads; /* all ranks' */
+    size_t cpu_block_bytes = 2 * (size_t)c->n_layers * (size_t)kv_heads * (size_t)c->head_dim *
                              (size_t)a->block_size * sizeof(float);
     int64_t want = (int64_t)seqs * ((max_len + a->block_size - 1) / a->block_size) + 1;
     int64_t cap = (int64_t)(CPU_KV_DEFAULT_GIB * GIB / (double)cpu_block_bytes);
@@ -439,7 +457,8 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
                               .gpu_memory_gb = a->gpu_memory_gb,
                               .dtype = a->dtype,
                               .enforce_eager = a->enforce_eager,
-                              .quiet = a->quiet};
+                              .quiet = a->quiet,
+                              .tensor_parallel_size = tp};
     if (have_pl) {
         ba.layer_place = pl.layer;
         ba.stream_slots = pl.stream_slots;
@@ -450,11 +469,7 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
     }
     if ((st = backend_open(b->host_model, &ba, &b->be, err)) != TL_OK) goto fail;
     if ((st = kvcache_create(b->be.num_blocks, a->block_size, &b->kv, err)) != TL_OK) goto fail;
-    if (b->be.cpu_ops.ctx)
-        st = forward_create_split(b->be.model, &b->be.ops, b->host_model, &b->be.cpu_ops,
-                                  &b->be.split, step_tokens, seqs, &b->fwd, err);
-    else
-        st = forward_create(b->be.model, &b->be.ops, step_tokens, seqs, &b->fwd, err);
+    st = backend_forward_create(&b->be, b->host_model, step_tokens, seqs, &b->fwd, err);
     if (st != TL_OK) goto fail;
     if ((st = open_tiers(a, b, max_len, err)) != TL_OK) goto fail;
 

@@ -43,7 +43,8 @@ struct engine_args {
     const char *nvme_swap_dir; /* NVMe KV tier: a swap file there (NULL: none) */
     double nvme_swap_gb;       /* its size */
     enum engine_preemption preemption_mode;
-    int kv_crc_threads; /* -1: default */
+    int kv_crc_threads;       /* -1: default */
+    int tensor_parallel_size; /* ranks the model is split over (vLLM's meaning); 1: none */
 };
 
 void engine_args_default(struct engine_args *a);

@@ -56,6 +56,7 @@ struct row_args {
     const float *add, *gate, *up;
     float eps;
     int dim;
+    int32_t row0; /* embedding_part: the first vocabulary row the table holds */
 };
 
 static void embed_task(void *arg, int64_t r0, int64_t r1, int tid) {
@@ -175,6 +176,30 @@ static enum tl_status op_begin_step(void *ctx, const struct fwd_batch *b) {
 static enum tl_status op_embedding(void *ctx, const struct tl_tensor *table, void *out) {
     struct cpu_backend *be = ctx;
     cpu_embedding(be->pool, table, be->batch->tokens, be->batch->n_tokens, out);
+    return TL_OK;
+}
+
+static void embed_part_task(void *arg, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    const struct row_args *a = arg;
+    size_t es = dtype_size(a->w->dtype);
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t id = (int64_t)a->tokens[r] - a->row0;
+        float *o = a->out + (size_t)r * a->dim;
+        if (id >= 0 && id < a->w->rows)
+            dtype_to_f32(a->w->dtype, (const char *)a->w->data + (size_t)id * a->dim * es, o,
+                         (size_t)a->dim);
+        else
+            memset(o, 0, (size_t)a->dim * sizeof *o);
+    }
+}
+
+static enum tl_status op_embedding_part(void *ctx, const struct tl_tensor *table, int32_t row0,
+                                        void *out) {
+    struct cpu_backend *be = ctx;
+    struct row_args a = {
+        .w = table, .tokens = be->batch->tokens, .out = out, .dim = (int)table->cols, .row0 = row0};
+    pool_parallel_for(be->pool, be->batch->n_tokens, 4, embed_part_task, &a);
     return TL_OK;
 }
 
@@ -324,6 +349,7 @@ enum tl_status cpu_backend_create(const struct config *c, const struct cpu_backe
     out->read_f32 = op_read_f32;
     out->begin_step = op_begin_step;
     out->embedding = op_embedding;
+    out->embedding_part = op_embedding_part;
     out->rmsnorm = op_rmsnorm;
     out->matmul = op_matmul;
     out->rope_kv_write = op_rope_kv_write;

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "collective.h"
+
 /* One backend's view of the step: its ops, its copy of the model, its activation buffers. */
 struct fwd_lane {
     const struct ops *o;
@@ -46,6 +48,15 @@ struct forward {
     /* the last step's host time in the CPU lane's ops and in lane crossings (forward_lane_seconds)
      */
     double lane_cpu_s, lane_cross_s;
+    int vocab; /* the whole vocabulary: token ids and the logits' width (a shard holds part) */
+    /* tensor parallel (forward_set_collective); coll NULL on a whole model */
+    const struct tl_collective *coll; /* borrowed */
+    float *tp_gather;                 /* host (world, max_seqs, vocab part) */
+    float *tp_logits;                 /* host (max_seqs, vocab), rank 0: rows to sample */
+    int32_t *tp_msg;                  /* the step as rank 0 sends it */
+    size_t tp_msg_cap;
+    struct fwd_seq *tp_seqs; /* (max_seqs) a received step's sequences */
+    bool tp_sent;            /* rank 0 sent this step: a failure now must break the group */
 };
 
 static double wall_s(void) {
@@ -141,6 +152,7 @@ enum tl_status forward_create_split(const struct model *m, const struct ops *ops
     f->max_seqs = max_seqs;
     f->hook_token = -1;
     f->pad_block = -1;
+    f->vocab = m->tp.world > 1 ? m->tp.vocab_total : m->cfg.vocab_size;
     f->lane[0] = (struct fwd_lane){.o = ops, .m = m};
     enum tl_status st = lane_alloc(&f->lane[0], max_tokens, max_seqs, err);
     if (st == TL_OK && split) {
@@ -167,7 +179,7 @@ enum tl_status forward_create_split(const struct model *m, const struct ops *ops
     f->sample_seqs = malloc((size_t)max_seqs * sizeof *f->sample_seqs);
     /* the lane that holds the logits samples them, or the host does through row_buf */
     bool host_rows = !f->lane[f->split ? f->head_lane : 0].o->sample;
-    f->row_buf = host_rows ? malloc((size_t)m->cfg.vocab_size * sizeof *f->row_buf) : NULL;
+    f->row_buf = host_rows ? malloc((size_t)f->vocab * sizeof *f->row_buf) : NULL;
     if (!f->logit_rows || !f->hook_buf || !f->pad_seqs || !f->pad_tokens || !f->pad_positions ||
         !f->sample_seqs || (host_rows && !f->row_buf)) {
         forward_destroy(f);
@@ -190,6 +202,10 @@ void forward_destroy(struct forward *f) {
     free(f->pad_positions);
     free(f->sample_seqs);
     free(f->row_buf);
+    free(f->tp_gather);
+    free(f->tp_logits);
+    free(f->tp_msg);
+    free(f->tp_seqs);
     free(f);
 }
 
@@ -215,9 +231,9 @@ static enum tl_status check_batch(const struct forward *f, const struct fwd_batc
         if (q->n_new < 1 || q->n_past < 0 || t + q->n_new > b->n_tokens)
             return tl_fail(err, TL_ERR_INVALID, "sequence %d of the step is malformed", s);
         for (int i = 0; i < q->n_new; i++, t++) {
-            if (b->tokens[t] < 0 || b->tokens[t] >= c->vocab_size)
+            if (b->tokens[t] < 0 || b->tokens[t] >= f->vocab)
                 return tl_fail(err, TL_ERR_INVALID, "token id %d is outside the vocabulary (0..%d)",
-                               b->tokens[t], c->vocab_size - 1);
+                               b->tokens[t], f->vocab - 1);
             if (b->positions[t] != q->n_past + i)
                 return tl_fail(err, TL_ERR_INVALID, "position of token %d is %d, expected %d", t,
                                b->positions[t], q->n_past + i);
@@ -266,7 +282,8 @@ static enum tl_status mm(const struct ops *o, const void *x, int m, const struct
 /* Whether a step of T rows runs a lane's layers fused (fused_layer): a backend that has the
  * fused linear layers, and a step small enough. */
 static bool use_fused(const struct forward *f, const struct fwd_lane *ln, int T) {
-    return !f->no_fusion && ln->o->matmul_fused && T <= ln->o->fused_max_m;
+    /* a tensor-parallel rank adds o / down outputs only after their all-reduce */
+    return !f->no_fusion && !f->coll && ln->o->matmul_fused && T <= ln->o->fused_max_m;
 }
 
 static enum tl_status fused_mm(const struct ops *o, const void *in, int T,
@@ -336,6 +353,17 @@ static enum tl_status fused_layer(struct forward *f, const struct fwd_lane *ln, 
     return TL_OK;
 }
 
+/* Tensor parallel: buf (n activations) = the sum of every rank's buf. No-op on a whole model. */
+static enum tl_status reduce(struct forward *f, const struct ops *o, void *buf, size_t n,
+                             const char *what, struct tl_err *err) {
+    const struct tl_collective *c = f->coll;
+    if (!c) return TL_OK;
+    enum tl_status st = c->all_reduce_sum(c->ctx, o, buf, n);
+    if (st != TL_OK)
+        return tl_fail(err, st, "all-reduce after %s: %s", what, c->last_error(c->ctx));
+    return TL_OK;
+}
+
 /* One layer on one lane: attention and MLP sub-blocks, the MLP output left in proj (it joins
  * the stream in the next rmsnorm). */
 static enum tl_status run_layer(struct forward *f, const struct fwd_lane *ln, int l, int T,
@@ -358,6 +386,9 @@ static enum tl_status run_layer(struct forward *f, const struct fwd_lane *ln, in
     OP(o->rope_kv_write(x, l, ln->q, ln->k, ln->v), "rope/kv write");
     OP(o->attention(x, l, ln->q, ln->attn), "attention");
     OP(mm(o, ln->attn, T, &L->wo, opt(&L->bo), ln->proj), "o_proj");
+    /* row-parallel o_proj: each rank holds a partial sum over its heads */
+    enum tl_status st = reduce(f, o, ln->proj, (size_t)T * c->hidden_size, "o_proj", err);
+    if (st != TL_OK) return st;
     OP(o->rmsnorm(x, ln->res, ln->proj, &L->mlp_norm, c->rms_norm_eps, T, ln->xn), "rmsnorm");
     {
         const struct tl_tensor *w[2] = {&L->w_gate, &L->w_up};
@@ -366,6 +397,8 @@ static enum tl_status run_layer(struct forward *f, const struct fwd_lane *ln, in
     }
     OP(o->silu_mul(x, ln->gate, ln->up, T, c->intermediate_size, ln->gate), "silu*mul");
     OP(mm(o, ln->gate, T, &L->w_down, NULL, ln->proj), "down_proj");
+    st = reduce(f, o, ln->proj, (size_t)T * c->hidden_size, "down_proj", err);
+    if (st != TL_OK) return st;
     if (o->layer_end) OP(o->layer_end(x, l), "layer end");
     return TL_OK;
 }
@@ -395,7 +428,16 @@ static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *e
     {
         const struct fwd_lane *ln = &f->lane[cur];
         const struct ops *o = ln->o;
-        OP(o->embedding(o->ctx, &ln->m->embed, ln->res), "embedding");
+        if (f->coll) {
+            /* vocabulary-parallel: each rank looks up the ids in its rows, zeros elsewhere */
+            OP(o->embedding_part(o->ctx, &ln->m->embed, ln->m->tp.vocab_start, ln->res),
+               "embedding");
+            enum tl_status st =
+                reduce(f, o, ln->res, (size_t)T * c->hidden_size, "the embedding", err);
+            if (st != TL_OK) return st;
+        } else {
+            OP(o->embedding(o->ctx, &ln->m->embed, ln->res), "embedding");
+        }
     }
     bool pending = false; /* the last layer's MLP output is not in the stream yet */
     for (int l = 0; l < c->n_layers; l++) {
@@ -439,10 +481,167 @@ static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *e
     return TL_OK;
 }
 
+/* ---------------- tensor parallel: the step message and the logits ---------------- */
+
+static enum tl_status step_logits(struct forward *f, const struct fwd_batch *b, int *n_logits,
+                                  struct tl_err *err);
+
+/* The step as one int32 message: n_seqs, n_tokens, (n_new, n_past, n_blocks, want_logits) per
+ * sequence, every sequence's block table, the tokens, the positions. */
+static enum tl_status send_step(struct forward *f, const struct fwd_batch *b, struct tl_err *err) {
+    const struct tl_collective *c = f->coll;
+    size_t n = 2 + 4 * (size_t)b->n_seqs + 2 * (size_t)b->n_tokens;
+    for (int s = 0; s < b->n_seqs; s++) n += (size_t)b->seqs[s].n_blocks;
+    if (n > (size_t)INT32_MAX)
+        return tl_fail(err, TL_ERR_INVALID, "the step is too large to send to the other ranks");
+    if (n > f->tp_msg_cap) {
+        int32_t *p = realloc(f->tp_msg, n * sizeof *p);
+        if (!p) return tl_fail(err, TL_ERR_NOMEM, "out of host memory for the step message");
+        f->tp_msg = p;
+        f->tp_msg_cap = n;
+    }
+    int32_t *m = f->tp_msg;
+    size_t k = 0;
+    m[k++] = b->n_seqs;
+    m[k++] = b->n_tokens;
+    for (int s = 0; s < b->n_seqs; s++) {
+        const struct fwd_seq *q = &b->seqs[s];
+        m[k++] = q->n_new, m[k++] = q->n_past, m[k++] = q->n_blocks, m[k++] = q->want_logits;
+    }
+    for (int s = 0; s < b->n_seqs; s++) {
+        memcpy(m + k, b->seqs[s].block_table, (size_t)b->seqs[s].n_blocks * sizeof *m);
+        k += (size_t)b->seqs[s].n_blocks;
+    }
+    memcpy(m + k, b->tokens, (size_t)b->n_tokens * sizeof *m);
+    k += (size_t)b->n_tokens;
+    memcpy(m + k, b->positions, (size_t)b->n_tokens * sizeof *m);
+    const int32_t *msg = m;
+    int len = (int)n;
+    enum tl_status st = c->broadcast_step(c->ctx, &msg, &len);
+    if (st != TL_OK)
+        return tl_fail(err, st, "sending the step to the other ranks: %s", c->last_error(c->ctx));
+    f->tp_sent = true;
+    return TL_OK;
+}
+
+/* The batch a received message describes; its arrays borrow from msg. */
+static enum tl_status parse_step(struct forward *f, const int32_t *m, int n, struct fwd_batch *b,
+                                 struct tl_err *err) {
+    if (n < 2 || m[0] < 1 || m[0] > f->max_seqs || m[1] < 1 || m[1] > f->max_tokens)
+        return tl_fail(err, TL_ERR_INTERNAL, "malformed step message from rank 0");
+    int ns = m[0], nt = m[1];
+    size_t k = 2 + 4 * (size_t)ns, need = k + 2 * (size_t)nt;
+    for (int s = 0; s < ns && need <= (size_t)n; s++) {
+        const int32_t *q = m + 2 + 4 * (size_t)s;
+        if (q[2] < 0) return tl_fail(err, TL_ERR_INTERNAL, "malformed step message from rank 0");
+        f->tp_seqs[s] =
+            (struct fwd_seq){.n_new = q[0], .n_past = q[1], .n_blocks = q[2], .want_logits = q[3]};
+        need += (size_t)q[2];
+    }
+    if (need != (size_t)n)
+        return tl_fail(err, TL_ERR_INTERNAL, "malformed step message from rank 0");
+    for (int s = 0; s < ns; s++) {
+        f->tp_seqs[s].block_table = m + k;
+        k += (size_t)f->tp_seqs[s].n_blocks;
+    }
+    *b = (struct fwd_batch){ns, f->tp_seqs, nt, m + k, m + k + nt};
+    return TL_OK;
+}
+
+/* Every rank's nl rows of its vocabulary part, gathered; rank 0 (dst non-NULL) assembles the
+ * whole rows (nl, vocab), dropping the padding rows' logits. */
+static enum tl_status gather_logits(struct forward *f, int nl, float *dst, struct tl_err *err) {
+    const struct tl_collective *c = f->coll;
+    const struct fwd_lane *hl = &f->lane[0];
+    size_t part = (size_t)f->m->cfg.vocab_size, V = (size_t)f->vocab;
+    enum tl_status st =
+        c->all_gather_f32(c->ctx, hl->o, hl->logits, (size_t)nl * part, f->tp_gather);
+    if (st != TL_OK) return tl_fail(err, st, "gathering the logits: %s", c->last_error(c->ctx));
+    if (!dst) return TL_OK;
+    for (int q = 0; q < c->world; q++) {
+        size_t v0 = (size_t)q * part;
+        if (v0 >= V) break;
+        size_t cols = V - v0 < part ? V - v0 : part;
+        for (int i = 0; i < nl; i++)
+            memcpy(dst + (size_t)i * V + v0, f->tp_gather + ((size_t)q * nl + (size_t)i) * part,
+                   cols * sizeof *dst);
+    }
+    return TL_OK;
+}
+
+enum tl_status forward_set_collective(struct forward *f, const struct tl_collective *coll,
+                                      struct tl_err *err) {
+    const struct model_tp *tp = &f->m->tp;
+    const struct ops *o = f->ops;
+    if (coll->world != tp->world || coll->rank != tp->rank)
+        return tl_fail(err, TL_ERR_INVALID,
+                       "the collective is rank %d of %d, the model's shard rank %d of %d",
+                       coll->rank, coll->world, tp->rank, tp->world);
+    if (f->split)
+        return tl_fail(err, TL_ERR_UNSUPPORTED,
+                       "tensor parallelism with layers offloaded to the CPU is not implemented");
+    if (!o->embedding_part || !o->read_f32 || !o->write_f32)
+        return tl_fail(err, TL_ERR_UNSUPPORTED,
+                       "the %s backend cannot run a tensor-parallel shard (it lacks the "
+                       "vocabulary-parallel embedding or host copies of activations)",
+                       o->name);
+    size_t S = (size_t)f->max_seqs, part = (size_t)f->m->cfg.vocab_size;
+    f->tp_gather = malloc((size_t)coll->world * S * part * sizeof *f->tp_gather);
+    f->tp_seqs = malloc(S * sizeof *f->tp_seqs);
+    if (coll->rank == 0) f->tp_logits = malloc(S * (size_t)f->vocab * sizeof *f->tp_logits);
+    if (!f->tp_gather || !f->tp_seqs || (coll->rank == 0 && !f->tp_logits))
+        return tl_fail(err, TL_ERR_NOMEM, "out of host memory for the tensor-parallel logits");
+    f->coll = coll;
+    return TL_OK;
+}
+
+enum tl_status forward_serve(struct forward *f, struct tl_err *err) {
+    const struct tl_collective *c = f->coll;
+    if (!c || c->rank == 0)
+        return tl_fail(err, TL_ERR_INVALID,
+                       "forward_serve runs ranks 1.. of a tensor-parallel group; rank 0 steps");
+    for (;;) {
+        const int32_t *msg = NULL;
+        int n = 0;
+        enum tl_status st = c->broadcast_step(c->ctx, &msg, &n);
+        if (st != TL_OK)
+            return tl_fail(err, st, "rank %d: receiving a step: %s", c->rank,
+                           c->last_error(c->ctx));
+        if (n == 0) return TL_OK; /* the group shut down */
+        struct fwd_batch b;
+        int nl = 0;
+        st = parse_step(f, msg, n, &b, err);
+        if (st == TL_OK) st = step_logits(f, &b, &nl, err);
+        if (st == TL_OK && nl > 0) st = gather_logits(f, nl, NULL, err);
+        if (st != TL_OK) {
+            tl_err_prefix(err, "tensor parallel rank %d", c->rank);
+            c->abort(c->ctx, err->msg);
+            return st;
+        }
+    }
+}
+
+/* Rank 0 of a group: ends a step that failed after it went out, so that no rank waits for this
+ * one. */
+static enum tl_status tp_end_step(struct forward *f, enum tl_status st, struct tl_err *err) {
+    if (f->coll && f->tp_sent && st != TL_OK) f->coll->abort(f->coll->ctx, err->msg);
+    f->tp_sent = false;
+    return st;
+}
+
+static enum tl_status rank0_only(const struct forward *f, struct tl_err *err) {
+    if (f->coll && f->coll->rank != 0)
+        return tl_fail(err, TL_ERR_INVALID,
+                       "rank %d of a tensor-parallel group runs the steps rank 0 sends "
+                       "(forward_serve)",
+                       f->coll->rank);
+    return TL_OK;
+}
+
 /* Decode steps of up to 16 sequences are padded to a bucket so a backend can replay one
  * captured graph per bucket: pad sequences decode token 0 at position 0 into the pad block. */
 static int decode_bucket(const struct forward *f, const struct fwd_batch *b) {
-    if (f->pad_block < 0 || !f->ops->graph_mode || f->hook || f->split ||
+    if (f->pad_block < 0 || !f->ops->graph_mode || f->hook || f->split || f->coll ||
         b->n_tokens != b->n_seqs || b->n_seqs > 16)
         return 0;
     for (int s = 0; s < b->n_seqs; s++)
@@ -462,6 +661,12 @@ static enum tl_status step_logits(struct forward *f, const struct fwd_batch *b, 
     int T = b->n_tokens, nl = 0;
     enum tl_status st = check_batch(f, b, &nl, err);
     if (st != TL_OK) return st;
+    if (f->m->tp.world > 1 && !f->coll)
+        return tl_fail(err, TL_ERR_INVALID,
+                       "the model is rank %d of a %d-way tensor-parallel shard: the forward needs "
+                       "its collective (forward_set_collective)",
+                       f->m->tp.rank, f->m->tp.world);
+    if (f->coll && f->coll->rank == 0 && (st = send_step(f, b, err)) != TL_OK) return st;
     if (f->hook_token >= T) f->hook_token = -1;
 
     int bucket = decode_bucket(f, b), mode = 0;
@@ -508,7 +713,14 @@ static const struct fwd_lane *head_lane(const struct forward *f) {
 enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,
                             struct tl_err *err) {
     int nl = 0;
-    enum tl_status st = step_logits(f, b, &nl, err);
+    enum tl_status st = rank0_only(f, err);
+    if (st != TL_OK) return st;
+    if (f->coll) {
+        st = step_logits(f, b, &nl, err);
+        if (st == TL_OK && nl > 0) st = gather_logits(f, nl, logits, err);
+        return tp_end_step(f, st, err);
+    }
+    st = step_logits(f, b, &nl, err);
     if (st != TL_OK || nl == 0) return st;
     const struct fwd_lane *hl = head_lane(f);
     const struct ops *o = hl->o;
@@ -521,7 +733,23 @@ enum tl_status forward_step_sample(struct forward *f, const struct fwd_batch *b,
                                    struct tl_err *err) {
     const struct fwd_lane *hl = head_lane(f);
     const struct ops *o = hl->o;
-    const int V = f->m->cfg.vocab_size;
+    const int V = f->vocab;
+    if (f->coll) {
+        /* the whole rows come to rank 0's host; the host sampler draws, as without a sample op */
+        if (!host)
+            return tl_fail(err, TL_ERR_INVALID,
+                           "tensor parallel samples on the host: forward_step_sample needs a "
+                           "sampler");
+        int nl = 0;
+        enum tl_status st = rank0_only(f, err);
+        if (st == TL_OK) st = step_logits(f, b, &nl, err);
+        if (st == TL_OK && nl > 0) st = gather_logits(f, nl, f->tp_logits, err);
+        if ((st = tp_end_step(f, st, err)) != TL_OK) return st;
+        for (int i = 0; i < nl; i++)
+            ids[i] = sampler_sample(host, smp[i].sp, smp[i].rng, f->tp_logits + (size_t)i * V,
+                                    smp[i].prompt, smp[i].n_prompt, smp[i].output, smp[i].n_output);
+        return TL_OK;
+    }
     if (!o->sample && !host)
         return tl_fail(err, TL_ERR_INVALID,
                        "%s backend samples on the host: forward_step_sample needs a sampler",

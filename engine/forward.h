@@ -87,6 +87,22 @@ void forward_lane_seconds(const struct forward *f, double *cpu_s, double *cross_
  * the decode graphs it captured. */
 void forward_set_fusion(struct forward *f, bool on);
 
+struct tl_collective;
+
+/* Makes f one rank of a tensor-parallel group (tp.h): f's model is rank r's shard, coll rank r's
+ * collective (borrowed; it must outlive f). The layers then all-reduce the row-parallel o_proj
+ * and down_proj outputs and the vocabulary-parallel embedding, and gather the lm_head's
+ * vocabulary parts, so forward_step and forward_step_sample on rank 0 return whole-vocabulary
+ * results (sampled on rank 0's host: forward_step_sample needs its host sampler). Rank 0's
+ * steps are sent to the other ranks, which run forward_serve. Call before the first step; not
+ * with a split placement. */
+enum tl_status forward_set_collective(struct forward *f, const struct tl_collective *coll,
+                                      struct tl_err *err);
+
+/* Ranks 1..world-1: runs every step rank 0 sends, until the group shuts down (TL_OK) or a step
+ * fails (the group is then broken, so rank 0 sees the error too). Blocks for the group's life. */
+enum tl_status forward_serve(struct forward *f, struct tl_err *err);
+
 /* Installs a hook that sees the hidden state of token `token` (index in the batch). */
 void forward_set_hidden_hook(struct forward *f, forward_hidden_hook hook, void *user, int token);
 

@@ -211,6 +211,8 @@ static enum tl_status model_build(const struct config *cfg, const char *dir,
     struct model *m = calloc(1, sizeof *m);
     if (!m) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
     m->cfg = *cfg;
+    m->tp =
+        (struct model_tp){.rank = 0, .world = 1, .vocab_start = 0, .vocab_total = cfg->vocab_size};
     m->layers = calloc((size_t)cfg->n_layers, sizeof *m->layers);
     struct slot *slots = NULL;
     int n = m->layers ? model_slots(m, &slots) : -1;
@@ -261,6 +263,7 @@ void model_free(struct model *m) {
     if (!m) return;
     safetensors_close(m->st);
     free(m->dummy_arena);
+    free(m->tp_arena);
     free(m->layers);
     free(m);
 }

@@ -43,8 +43,18 @@ struct model_load_opts {
     void *progress_user;
 };
 
+/* Which part of the whole model a struct model holds (tp.h). A whole model: rank 0 of world 1,
+ * vocab_start 0, vocab_total = cfg.vocab_size. A tensor-parallel shard: cfg holds this rank's
+ * head counts, intermediate size and vocabulary rows (cfg.vocab_size = the rows it holds, some
+ * of them padding), which are ids vocab_start.. of the vocab_total the model really has. */
+struct model_tp {
+    int rank, world;
+    int vocab_start, vocab_total;
+};
+
 struct model {
     struct config cfg;
+    struct model_tp tp;
     struct tl_tensor embed;      /* (vocab, hidden) */
     struct tl_tensor final_norm; /* (hidden) */
     struct tl_tensor lm_head;    /* (vocab, hidden); same data as embed when tied */
@@ -52,6 +62,7 @@ struct model {
     uint64_t weight_bytes;       /* total bytes of distinct weights */
     struct st_set *st;           /* owned when loaded from files */
     void *dummy_arena;           /* owned when dummy */
+    void *tp_arena;              /* owned by a shard: the slices it had to copy (tp.h) */
 };
 
 /* Loads DIR (config.json plus weights unless dummy). On failure *out is NULL and err names

@@ -76,6 +76,11 @@ struct ops {
     enum tl_status (*begin_step)(void *ctx, const struct fwd_batch *b);
     /* out (n_tokens, hidden) = table[tokens] */
     enum tl_status (*embedding)(void *ctx, const struct tl_tensor *table, void *out);
+    /* Optional (tensor parallel): out (n_tokens, hidden) = table[token - row0] for the tokens in
+     * [row0, row0 + table->rows), zero for the others: one rank's part of a vocabulary-parallel
+     * embedding, which the ranks' sum completes. */
+    enum tl_status (*embedding_part)(void *ctx, const struct tl_tensor *table, int32_t row0,
+                                     void *out);
     /* For each of n rows: res += add (when add is non-NULL), out = rmsnorm(res) * w. */
     enum tl_status (*rmsnorm)(void *ctx, void *res, const void *add, const struct tl_tensor *w,
                               float eps, int n, void *out);

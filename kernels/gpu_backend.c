@@ -200,6 +200,13 @@ static enum tl_status op_embedding(void *ctx, const struct tl_tensor *table, voi
     return kfail(be, kern_embedding_act(be->kc, be->act, table, be->meta, be->batch.n_tokens, out));
 }
 
+static enum tl_status op_embedding_part(void *ctx, const struct tl_tensor *table, int32_t row0,
+                                        void *out) {
+    struct gpu_backend *be = ctx;
+    return kfail(be, kern_embedding_part_act(be->kc, be->act, table, row0, be->meta,
+                                             be->batch.n_tokens, out));
+}
+
 static enum tl_status op_rmsnorm(void *ctx, void *res, const void *add, const struct tl_tensor *w,
                                  float eps, int n, void *out) {
     struct gpu_backend *be = ctx;
@@ -523,6 +530,7 @@ static enum tl_status upload_model(struct gpu_backend *be, const struct model *h
     if (!d) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
     be->dm = d;
     d->cfg = h->cfg;
+    d->tp = h->tp; /* a tensor-parallel shard stays one (forward reads its vocabulary rows) */
     d->layers = calloc((size_t)h->cfg.n_layers, sizeof *d->layers);
     struct upload u = {be, region, NULL, (size_t)4 << 20, 0, total, o};
     u.host_buf = malloc(u.host_buf_elems * (sizeof(float) + 4));
@@ -668,8 +676,10 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     size_t a_bytes = forward_activation_bytes(c, act, o->max_tokens, o->max_seqs);
     be->attn_ws_bytes = kern_attention_workspace_bytes(&be->shape, o->max_tokens, o->max_model_len);
     be->f32_elems = (size_t)o->max_seqs * (size_t)c->vocab_size;
-    /* the residual stream crosses to and from the CPU lane through the same scratch */
-    if (split && be->f32_elems < (size_t)o->max_tokens * (size_t)c->hidden_size)
+    /* the residual stream crosses to and from the CPU lane through the same scratch, and a
+     * tensor-parallel shard's partial sums to and from an in-process all-reduce */
+    if ((split || host->tp.world > 1) &&
+        be->f32_elems < (size_t)o->max_tokens * (size_t)c->hidden_size)
         be->f32_elems = (size_t)o->max_tokens * (size_t)c->hidden_size;
     be->meta_elems = 3 * (size_t)o->max_tokens + 2 * (size_t)o->max_seqs + 1 +
                      (size_t)o->max_seqs * (size_t)be->max_blocks;
@@ -804,6 +814,7 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     out->read_f32 = op_read_f32;
     out->begin_step = op_begin_step;
     out->embedding = op_embedding;
+    out->embedding_part = op_embedding_part;
     out->rmsnorm = op_rmsnorm;
     out->matmul = op_matmul;
     /* the fused GEMVs load 8 elements at a time along every k they meet */

@@ -73,6 +73,11 @@ void kern_matmul_force_path(int path);
 enum tl_status kern_embedding_act(const struct kern_ctx *ctx, enum tl_dtype act,
                                   const struct tl_tensor *table, const int32_t *tokens, int n,
                                   void *out);
+/* One rank's part of a vocabulary-parallel embedding: out[i] = table[tokens[i] - row0] for the
+ * tokens in [row0, row0 + table->rows), a row of zeros for the others. */
+enum tl_status kern_embedding_part_act(const struct kern_ctx *ctx, enum tl_dtype act,
+                                       const struct tl_tensor *table, int32_t row0,
+                                       const int32_t *tokens, int n, void *out);
 enum tl_status kern_rmsnorm_act(const struct kern_ctx *ctx, enum tl_dtype act, void *res,
                                 const void *add, const struct tl_tensor *w, float eps, int n,
                                 void *out);

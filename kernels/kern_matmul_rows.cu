@@ -97,28 +97,31 @@ static unsigned stride_blocks(const struct kern_ctx *ctx, int64_t total, int thr
 
 /* ---------------- embedding ---------------- */
 
-/* One block per token: out[row] (dim) = table[tokens[row]] in T (exact when W is T). An id
- * outside the table gives a row of NaN. */
+/* One block per token: out[row] (dim) = table[tokens[row] - row0] in T (exact when W is T).
+ * An id outside the table's rows gives a row of NaN, or of zeros with zero_outside (one rank's
+ * part of a vocabulary-parallel embedding: the ranks' sum completes it). */
 template <typename T, typename W>
 static __global__ void embedding_act_kernel(const W *__restrict__ table, // (vocab, dim)
-                                            int64_t vocab, int dim,
+                                            int64_t vocab, int dim, int64_t row0, int zero_outside,
                                             const int32_t *__restrict__ tokens, // (n)
                                             T *__restrict__ out) {              // (n, dim)
     const int64_t row = blockIdx.x;
-    const int32_t tok = tokens[row];
+    const int64_t tok = (int64_t)tokens[row] - row0;
     T *o = out + row * dim;
-    if (tok < 0 || (int64_t)tok >= vocab) {
-        for (int i = (int)threadIdx.x; i < dim; i += (int)blockDim.x) o[i] = to_act<T>(NAN);
+    if (tok < 0 || tok >= vocab) {
+        const float fill = zero_outside ? 0.0f : NAN;
+        for (int i = (int)threadIdx.x; i < dim; i += (int)blockDim.x) o[i] = to_act<T>(fill);
         return;
     }
-    const W *src = table + (int64_t)tok * dim;
+    const W *src = table + tok * dim;
     for (int i = (int)threadIdx.x; i < dim; i += (int)blockDim.x)
         o[i] = to_act<T>(kern_load_f32(src, i));
 }
 
 static enum tl_status embedding_act_launch(const struct kern_ctx *ctx, enum tl_dtype act,
-                                           const struct tl_tensor *table, const int32_t *tokens,
-                                           int n, void *out) {
+                                           const struct tl_tensor *table, int64_t row0,
+                                           int zero_outside, const int32_t *tokens, int n,
+                                           void *out) {
     enum tl_status st = TL_OK;
     const int dim = (int)table->cols;
     const dim3 grid((unsigned)n), block((unsigned)kern_row_threads(dim));
@@ -126,7 +129,7 @@ static enum tl_status embedding_act_launch(const struct kern_ctx *ctx, enum tl_d
     KERN_CUDA(ctx->err, kern_enter(ctx));
 #define LAUNCH(T, W)                                                                               \
     embedding_act_kernel<T, W><<<grid, block, 0, ctx->stream>>>(                                   \
-        (const W *)table->data, table->rows, dim, tokens, (T *)out)
+        (const W *)table->data, table->rows, dim, row0, zero_outside, tokens, (T *)out)
     DISPATCH_ACT_W(act, table->dtype, LAUNCH);
 #undef LAUNCH
     KERN_CUDA(ctx->err, cudaGetLastError());
@@ -146,7 +149,22 @@ enum tl_status kern_embedding_act(const struct kern_ctx *ctx, enum tl_dtype act,
     if ((st = check_buf(ctx, op, tokens, sizeof(int32_t), "tokens")) != TL_OK) return st;
     if ((st = check_buf(ctx, op, out, dtype_size(act), "out")) != TL_OK) return st;
     if (n < 1) return tl_fail(ctx->err, TL_ERR_INVALID, "%s: n = %d tokens", op, n);
-    return embedding_act_launch(ctx, act, table, tokens, n, out);
+    return embedding_act_launch(ctx, act, table, 0, 0, tokens, n, out);
+}
+
+enum tl_status kern_embedding_part_act(const struct kern_ctx *ctx, enum tl_dtype act,
+                                       const struct tl_tensor *table, int32_t row0,
+                                       const int32_t *tokens, int n, void *out) {
+    static const char op[] = "kern_embedding_part_act";
+    enum tl_status st;
+    if (!ctx) return TL_ERR_INVALID;
+    if ((st = check_act_dtype(ctx, op, act)) != TL_OK) return st;
+    if ((st = check_weight(ctx, op, table, "table")) != TL_OK) return st;
+    if ((st = check_buf(ctx, op, tokens, sizeof(int32_t), "tokens")) != TL_OK) return st;
+    if ((st = check_buf(ctx, op, out, dtype_size(act), "out")) != TL_OK) return st;
+    if (n < 1) return tl_fail(ctx->err, TL_ERR_INVALID, "%s: n = %d tokens", op, n);
+    if (row0 < 0) return tl_fail(ctx->err, TL_ERR_INVALID, "%s: row0 = %d", op, (int)row0);
+    return embedding_act_launch(ctx, act, table, row0, 1, tokens, n, out);
 }
 
 /* ---------------- rmsnorm (+ residual add) ---------------- */

@@ -14,6 +14,7 @@
 #include "matmul.h"
 #include "pool.h"
 #include "sizes.h"
+#include "tp.h"
 
 #define GIB    (1024.0 * 1024.0 * 1024.0)
 #define KMAX   6
@@ -114,8 +115,9 @@ static size_t offload_bytes_of(const struct config *c, const struct unit_bytes *
     return off;
 }
 
-enum tl_status planner_memory_of(const struct planner_inputs *in, struct placement *pl,
-                                 struct planner_memory *out, struct tl_err *err) {
+/* planner_memory_of on one GPU's inputs (planner_rank_inputs done). */
+static enum tl_status memory_of(const struct planner_inputs *in, struct placement *pl,
+                                struct planner_memory *out, struct tl_err *err) {
     memset(out, 0, sizeof *out);
     const struct config *c = &in->cfg;
     size_t budget, cap;
@@ -150,9 +152,13 @@ enum tl_status planner_memory_of(const struct planner_inputs *in, struct placeme
     out->gpu_activation_bytes =
         sizes_gpu_activation_bytes(c, dt, in->max_num_batched_tokens, in->max_num_seqs);
     out->gpu_workspace_bytes =
-        sizes_gpu_workspace_bytes(c, bs, in->max_num_batched_tokens, in->max_num_seqs, mml, split);
+        sizes_gpu_workspace_bytes(c, bs, in->max_num_batched_tokens, in->max_num_seqs, mml,
+                                  split || in->tensor_parallel_size > 1);
+    int tp = in->tensor_parallel_size > 1 ? in->tensor_parallel_size : 1;
+    out->gpu_comm_bytes = tp > 1 ? PLANNER_TP_COMM_RESERVE : 0;
     out->gpu_fixed_bytes = out->gpu_weight_bytes + out->gpu_staging_bytes +
-                           out->gpu_activation_bytes + out->gpu_workspace_bytes;
+                           out->gpu_activation_bytes + out->gpu_workspace_bytes +
+                           out->gpu_comm_bytes;
     out->gpu_fits = out->gpu_fixed_bytes <= budget;
     out->gpu_kv_free_bytes = sat_sub(budget, out->gpu_fixed_bytes);
 
@@ -173,6 +179,11 @@ enum tl_status planner_memory_of(const struct planner_inputs *in, struct placeme
             (size_t)in->max_num_batched_tokens * (size_t)c->hidden_size * 4;
     }
     out->host_buffer_bytes += in->host_swap_bytes;
+    /* tensor parallel (forward.c): every rank's gathered logit parts (tp, max_seqs, part) and
+     * rank 0's whole rows (max_seqs, vocab <= tp * part), in fp32 */
+    if (tp > 1)
+        out->host_buffer_bytes +=
+            2 * (size_t)tp * (size_t)in->max_num_seqs * (size_t)c->vocab_size * sizeof(float);
     size_t host_fixed = out->host_weight_bytes + out->host_buffer_bytes;
     out->host_fits = host_fixed <= out->host_budget_bytes;
 
@@ -253,7 +264,9 @@ static void predict(const struct planner_inputs *in, const struct ceilings *ce,
     p->batch = batch;
     p->concurrency = (int)conc;
     stepmodel_predict(&in->cfg, pl, ce, &s, &p->detail);
-    p->step_s = p->detail.step_s;
+    /* the all-reduces run on the compute stream between the layers: they add to the step */
+    p->tp_comm_s = planner_tp_comm_s(in, ce, (int)conc, (int)conc);
+    p->step_s = p->detail.step_s + p->tp_comm_s;
     p->tok_s = p->step_s > 0 ? (double)conc / p->step_s : 0;
     /* prefill of conc prompts in max-num-batched-tokens chunks, then the outputs' decode */
     int P = prompt_len_of(in), O = E - P, chunk = in->max_num_batched_tokens;
@@ -265,12 +278,12 @@ static void predict(const struct planner_inputs *in, const struct ceilings *ce,
         if (full > 0) {
             struct stepmodel_step c = {1, chunk, chunk};
             stepmodel_predict(&in->cfg, pl, ce, &c, &r);
-            p->prefill_s += r.step_s * (double)full;
+            p->prefill_s += (r.step_s + planner_tp_comm_s(in, ce, chunk, 1)) * (double)full;
         }
         if (rest > 0) {
             struct stepmodel_step c = {1, rest, rest};
             stepmodel_predict(&in->cfg, pl, ce, &c, &r);
-            p->prefill_s += r.step_s;
+            p->prefill_s += r.step_s + planner_tp_comm_s(in, ce, rest, 1);
         }
     }
     double t = p->prefill_s + (O > 0 ? O : 1) * p->step_s;
@@ -318,7 +331,7 @@ static void consider(struct search *s, struct placement *pl, int R, int S, int C
     if (s->memory_only) last = first; /* memory does not depend on the order */
     for (int order = first; order <= last; order++) {
         arrange(pl, R, S, C, order);
-        if (planner_memory_of(s->in, pl, &mem, &err) != TL_OK || !mem.fits) return;
+        if (memory_of(s->in, pl, &mem, &err) != TL_OK || !mem.fits) return;
         s->candidates++;
         if (s->memory_only) {
             s->found = true;
@@ -396,7 +409,7 @@ static bool any_fits(const struct planner_inputs *in) {
     return s.found;
 }
 
-int planner_offload_needed_gb(const struct planner_inputs *in) {
+static int offload_needed(const struct planner_inputs *in) {
     struct planner_inputs t = *in;
     double total = (double)sizes_model_bytes(&in->cfg, planner_gpu_dtype(in)) / GIB;
     for (int n = 0; n <= (int)ceil(total); n++) {
@@ -461,7 +474,7 @@ static const char *budget_words(const struct planner_inputs *in, char *buf, size
 static void offload_words(const struct planner_inputs *in, char *buf, size_t n) {
     struct planner_inputs t = *in;
     if (t.policy == PLANNER_POLICY_AUTO) t.policy = PLANNER_POLICY_STREAM; /* vLLM's meaning */
-    int gb = planner_offload_needed_gb(&t);
+    int gb = offload_needed(&t);
     if (gb > 0)
         snprintf(buf, n, "--cpu-offload-gb %d makes max-model-len %d fit", gb, mml_of(in));
     else
@@ -480,7 +493,7 @@ static int largest_len_for(const struct planner_inputs *in, const struct placeme
     while (lo < hi) {
         int mid = lo + (hi - lo + 1) / 2;
         t.max_model_len = mid * in->block_size;
-        if (planner_memory_of(&t, &q, &m, &e) == TL_OK && m.fits)
+        if (memory_of(&t, &q, &m, &e) == TL_OK && m.fits)
             lo = mid;
         else
             hi = mid - 1;
@@ -488,14 +501,14 @@ static int largest_len_for(const struct planner_inputs *in, const struct placeme
     return lo * in->block_size;
 }
 
-enum tl_status planner_check(const struct planner_inputs *in, const struct placement *pl,
-                             struct planner_memory *out, struct tl_err *err) {
+static enum tl_status check_view(const struct planner_inputs *in, const struct placement *pl,
+                                 struct planner_memory *out, struct tl_err *err) {
     struct placement p;
     if (pl)
         p = *pl;
     else
         placement_init_resident(&p, in->cfg.n_layers, planner_gpu_dtype(in), in->block_size);
-    enum tl_status st = planner_memory_of(in, &p, out, err);
+    enum tl_status st = memory_of(in, &p, out, err);
     if (st != TL_OK) return st;
     if (out->fits) return TL_OK;
     char budget[160], off[160];
@@ -562,6 +575,17 @@ static void make_reason(const struct planner_inputs *in, struct planner_result *
     double model = (double)sizes_model_bytes(&in->cfg, pl->gpu_dtype) / GIB;
     char *b = r->reason;
     size_t n = sizeof r->reason;
+    if (in->tensor_parallel_size > 1) {
+        snprintf(b, n,
+                 "split over %d GPUs (tensor parallel), everything fits on each: %.1f GiB of "
+                 "weights per GPU, %.1f GiB of KV (%d sequences of %d tokens); all-reduces "
+                 "take %.2f of %.2f ms per step at batch %d",
+                 in->tensor_parallel_size, (double)r->mem.gpu_weight_bytes / GIB,
+                 (double)r->mem.gpu_kv_bytes / GIB,
+                 r->mem.num_blocks / ((expected_len_of(in) + in->block_size - 1) / in->block_size),
+                 expected_len_of(in), e->tp_comm_s * 1e3, e->step_s * 1e3, e->concurrency);
+        return;
+    }
     if (S == 0 && C == 0 && pl->lm_head == PLACEMENT_GPU_RESIDENT &&
         pl->embed == PLACEMENT_GPU_RESIDENT) {
         snprintf(b, n,
@@ -612,7 +636,7 @@ static enum tl_status nothing_fits(const struct planner_inputs *in, struct tl_er
     struct placement p;
     struct planner_memory m;
     placement_init_resident(&p, in->cfg.n_layers, planner_gpu_dtype(in), in->block_size);
-    enum tl_status st = planner_memory_of(in, &p, &m, err);
+    enum tl_status st = memory_of(in, &p, &m, err);
     if (st != TL_OK) return st;
     int len = largest_fitting_len(in);
     double gb = smallest_fitting_gpu_gb(in);
@@ -638,8 +662,8 @@ static enum tl_status nothing_fits(const struct planner_inputs *in, struct tl_er
                    (double)m.host_budget_bytes / GIB, a, b, h);
 }
 
-enum tl_status planner_plan(const struct planner_inputs *in, const struct ceilings *ce,
-                            struct planner_result *out, struct tl_err *err) {
+static enum tl_status plan_view(const struct planner_inputs *in, const struct ceilings *ce,
+                                struct planner_result *out, struct tl_err *err) {
     memset(out, 0, sizeof *out);
     if (in->cfg.n_layers < 1 || in->cfg.n_layers > PLACEMENT_MAX_LAYERS)
         return tl_fail(err, TL_ERR_UNSUPPORTED, "the planner handles 1..%d layers, not %d",
@@ -649,7 +673,7 @@ enum tl_status planner_plan(const struct planner_inputs *in, const struct ceilin
     struct placement probe;
     struct planner_memory pm;
     placement_init_resident(&probe, in->cfg.n_layers, planner_gpu_dtype(in), in->block_size);
-    enum tl_status st = planner_memory_of(in, &probe, &pm, err); /* validates the inputs */
+    enum tl_status st = memory_of(in, &probe, &pm, err); /* validates the inputs */
     if (st != TL_OK) return st;
     struct search s = {.in = in, .ce = ce, .batch = in->expected_batch};
     run_search(&s);
@@ -671,7 +695,7 @@ enum tl_status planner_plan(const struct planner_inputs *in, const struct ceilin
     struct stepmodel_step chunk = {1, in->max_num_batched_tokens, in->max_num_batched_tokens};
     struct stepmodel_result pr;
     stepmodel_predict(&in->cfg, &out->pl, ce, &chunk, &pr);
-    out->prefill_s = pr.step_s;
+    out->prefill_s = pr.step_s + planner_tp_comm_s(in, ce, in->max_num_batched_tokens, 1);
     if (placement_count(&out->pl, PLACEMENT_CPU) > 0) {
         struct placement alt = out->pl;
         for (int l = 0; l < alt.n_layers; l++)
@@ -682,4 +706,96 @@ enum tl_status planner_plan(const struct planner_inputs *in, const struct ceilin
     }
     make_reason(in, out);
     return TL_OK;
+}
+
+/* ---------------- tensor parallel and the public entry points ---------------- */
+
+enum tl_status planner_rank_inputs(const struct planner_inputs *in, struct planner_inputs *out,
+                                   struct tl_err *err) {
+    *out = *in;
+    int n = in->tensor_parallel_size;
+    if (n <= 1 || in->cfg_per_gpu) return TL_OK;
+    enum tl_status st = tp_check(&in->cfg, n, err);
+    if (st != TL_OK) return st;
+    if (in->cpu_offload_gb > 0)
+        return tl_fail(err, TL_ERR_UNSUPPORTED,
+                       "--cpu-offload-gb with --tensor-parallel-size %d: offload is not combined "
+                       "with tensor parallelism; every GPU keeps its share of the weights resident",
+                       n);
+    tp_rank_config(&in->cfg, n, 0, &out->cfg);
+    out->cpu_offload_gb = 0;
+    out->cfg_per_gpu = true;
+    return TL_OK;
+}
+
+double planner_tp_comm_s(const struct planner_inputs *in, const struct ceilings *ce, int tokens,
+                         int rows) {
+    int n = in->tensor_parallel_size;
+    if (n <= 1) return 0;
+    double link = (in->tp_link_gbps > 0 ? in->tp_link_gbps : ce->pcie_h2d_gbps) * 1e9;
+    double lat =
+        (in->tp_link_latency_us > 0 ? in->tp_link_latency_us : PLANNER_TP_LATENCY_US) * 1e-6;
+    if (!(link > 0)) return 0;
+    const struct config *c = &in->cfg;
+    double es = (double)dtype_size(planner_gpu_dtype(in));
+    int part = in->cfg_per_gpu ? c->vocab_size : tp_vocab_part(c->vocab_size, n);
+    double frac = (double)(n - 1) / n;
+    double ar = 2.0 * frac * (double)tokens * c->hidden_size * es / link + lat;
+    double gather = frac * (double)rows * n * part * es / link + lat;
+    return (2.0 * c->n_layers + 1.0) * ar + gather;
+}
+
+enum tl_status planner_memory_of(const struct planner_inputs *in, struct placement *pl,
+                                 struct planner_memory *out, struct tl_err *err) {
+    struct planner_inputs v;
+    memset(out, 0, sizeof *out);
+    enum tl_status st = planner_rank_inputs(in, &v, err);
+    return st == TL_OK ? memory_of(&v, pl, out, err) : st;
+}
+
+int planner_offload_needed_gb(const struct planner_inputs *in) {
+    struct planner_inputs v;
+    struct tl_err e;
+    if (planner_rank_inputs(in, &v, &e) != TL_OK) return -1;
+    return offload_needed(&v);
+}
+
+/* A failure of a tensor-parallel plan: the next size that would fit, resident, if any. */
+static void suggest_larger_tp(const struct planner_inputs *in, struct tl_err *err) {
+    if (in->tensor_parallel_size <= 1 || in->cfg_per_gpu) return;
+    for (int w = in->tensor_parallel_size + 1; w <= 8; w++) {
+        struct planner_inputs t = *in, v;
+        struct tl_err e;
+        struct placement p;
+        struct planner_memory m;
+        t.tensor_parallel_size = w;
+        if (planner_rank_inputs(&t, &v, &e) != TL_OK) continue;
+        placement_init_resident(&p, v.cfg.n_layers, planner_gpu_dtype(&v), v.block_size);
+        if (memory_of(&v, &p, &m, &e) != TL_OK || !m.fits) continue;
+        size_t len = strlen(err->msg);
+        snprintf(err->msg + len, sizeof err->msg - len,
+                 "; or --tensor-parallel-size %d fits (%.1f GiB of weights per GPU)", w,
+                 (double)m.gpu_weight_bytes / GIB);
+        return;
+    }
+}
+
+enum tl_status planner_check(const struct planner_inputs *in, const struct placement *pl,
+                             struct planner_memory *out, struct tl_err *err) {
+    struct planner_inputs v;
+    memset(out, 0, sizeof *out);
+    enum tl_status st = planner_rank_inputs(in, &v, err);
+    if (st == TL_OK) st = check_view(&v, pl, out, err);
+    if (st == TL_ERR_NOMEM) suggest_larger_tp(in, err);
+    return st;
+}
+
+enum tl_status planner_plan(const struct planner_inputs *in, const struct ceilings *ce,
+                            struct planner_result *out, struct tl_err *err) {
+    struct planner_inputs v;
+    memset(out, 0, sizeof *out);
+    enum tl_status st = planner_rank_inputs(in, &v, err);
+    if (st == TL_OK) st = plan_view(&v, ce, out, err);
+    if (st == TL_ERR_NOMEM) suggest_larger_tp(in, err);
+    return st;
 }

@@ -29,6 +29,14 @@ enum planner_policy {
 /* cpu_offload_gb value that lets the planner decide how much to offload. */
 #define PLANNER_OFFLOAD_AUTO (-1.0)
 
+/* Tensor parallel: NCCL's own device memory per GPU, assumed, not measured (buffers for each
+ * protocol, channel and ring neighbour: up to 32 channels x ~9 MiB on NVLink, far fewer over
+ * PCIe; measure it on a multi-GPU machine). */
+#define PLANNER_TP_COMM_RESERVE ((size_t)512 << 20)
+/* One all-reduce's fixed cost when --tp-link-latency-us is not given: NCCL's small-message
+ * latency is ~10 us over PCIe and a few us over NVLink (assumed). */
+#define PLANNER_TP_LATENCY_US 10.0
+
 struct planner_inputs {
     struct config cfg;
     enum tl_dtype dtype; /* GPU dtype; TL_DTYPE_COUNT: bf16 stays bf16, else fp16 (vLLM's auto) */
@@ -53,6 +61,15 @@ struct planner_inputs {
     int expected_prompt_len;
     double cpu_offload_gb; /* PLANNER_OFFLOAD_AUTO, or vLLM's: N GiB of weights in host RAM */
     enum planner_policy policy;
+    /* Tensor parallel (tp.h): the model split over this many GPUs like this one (0, 1: one).
+     * Every GPU is planned alike, as rank 0 (the largest share), with the whole model's cfg
+     * above; weights stay resident (offload is not combined with tensor parallelism). */
+    int tensor_parallel_size;
+    double tp_link_gbps;       /* GPU-to-GPU rate an all-reduce runs at, GB/s; 0: the ceilings'
+                                * PCIe H2D rate (no NVLink, as on 4090s) */
+    double tp_link_latency_us; /* per all-reduce; 0: PLANNER_TP_LATENCY_US */
+    /* Set by planner_rank_inputs (callers leave it false): cfg is one GPU's share already. */
+    bool cfg_per_gpu;
 };
 
 /* vLLM's defaults: utilization 0.9, block 16, 256 sequences, 2048 tokens per step; expected
@@ -62,6 +79,21 @@ void planner_inputs_default(struct planner_inputs *in);
 /* The GPU dtype in->dtype resolves to. */
 enum tl_dtype planner_gpu_dtype(const struct planner_inputs *in);
 
+/* What one GPU of a tensor-parallel run is planned with: cfg = rank 0's share (tp_rank_config),
+ * nothing offloaded, cfg_per_gpu set. A copy of in for one GPU or when in is such a view
+ * already. TL_ERR_INVALID when the size does not split the model (tp_check's message),
+ * TL_ERR_UNSUPPORTED with --cpu-offload-gb. */
+enum tl_status planner_rank_inputs(const struct planner_inputs *in, struct planner_inputs *out,
+                                   struct tl_err *err);
+
+/* Seconds one step spends in tensor-parallel communication (0 for one GPU): an all-reduce of
+ * tokens x hidden activations after each layer's o_proj and down_proj and after the embedding
+ * (2 * n_layers + 1), each 2 (N - 1) / N x bytes / link + latency as a ring all-reduce takes,
+ * and an all-gather of the rows' vocabulary parts of the logits, (N - 1) / N x bytes / link +
+ * latency. ce gives the PCIe rate when in->tp_link_gbps is 0. */
+double planner_tp_comm_s(const struct planner_inputs *in, const struct ceilings *ce, int tokens,
+                         int rows);
+
 /* Every tier's bytes for one placement. */
 struct planner_memory {
     size_t gpu_budget_bytes;
@@ -69,9 +101,10 @@ struct planner_memory {
     size_t gpu_staging_bytes;    /* streaming slots */
     size_t gpu_activation_bytes; /* forward buffers */
     size_t gpu_workspace_bytes;  /* attention split-K, logits, metadata, cuBLAS reserve */
+    size_t gpu_comm_bytes;       /* tensor parallel: PLANNER_TP_COMM_RESERVE (NCCL), else 0 */
     size_t gpu_kv_bytes;         /* num_blocks GPU KV blocks */
     size_t gpu_kv_free_bytes;    /* budget left for KV after everything else (0 if negative) */
-    size_t gpu_fixed_bytes;      /* weights + staging + activations + workspace */
+    size_t gpu_fixed_bytes;      /* weights + staging + activations + workspace + comm */
     size_t host_budget_bytes;
     size_t host_weight_bytes; /* streamed and CPU weights, host embedding */
     size_t host_kv_bytes;     /* num_blocks host KV blocks */
@@ -93,12 +126,12 @@ enum tl_status planner_memory_of(const struct planner_inputs *in, struct placeme
 
 /* Predicted decode throughput of one batch size. */
 struct planner_prediction {
-    int batch;       /* sequences asked for */
-    int concurrency; /* sequences the KV holds at expected_len, at most batch and max-num-seqs */
-    double step_s;
-    double tok_s; /* concurrency / step_s: decode */
-    double
-        prefill_s; /* prefill of the concurrency's prompts, in chunks of max-num-batched-tokens */
+    int batch;        /* sequences asked for */
+    int concurrency;  /* sequences the KV holds at expected_len, at most batch and max-num-seqs */
+    double step_s;    /* tensor parallel: the communication included */
+    double tok_s;     /* concurrency / step_s: decode */
+    double tp_comm_s; /* of step_s: tensor-parallel all-reduces and the logits' all-gather */
+    double prefill_s; /* prefill of the concurrency's prompts, in max-num-batched-tokens chunks */
     double e2e_tok_s; /* output tokens / (prefill_s + output length x step_s): what ranks */
     struct stepmodel_result detail;
 };

@@ -39,9 +39,37 @@ static void row(FILE *f, const char *name, size_t gpu, size_t host) {
         fprintf(f, "%15s\n", "-");
 }
 
-void planner_print(FILE *f, const struct planner_inputs *in, const struct ceilings *ce,
+/* Tensor parallel: how the model splits and what the communication is assumed to cost. */
+static void print_tp(FILE *f, const struct planner_inputs *whole, const struct planner_inputs *v,
+                     const struct ceilings *ce, enum tl_dtype dt) {
+    const struct config *c = &whole->cfg, *g = &v->cfg;
+    fprintf(f,
+            "tensor parallel over %d GPUs, planned per GPU (rank 0): %d of %d attention heads, "
+            "%d of %d KV heads%s, intermediate %d of %d, %d of %d vocabulary rows; %.2f GiB of "
+            "weights and %.0f KiB of KV per token on each\n",
+            v->tensor_parallel_size, g->n_heads, c->n_heads, g->n_kv_heads, c->n_kv_heads,
+            c->n_kv_heads < v->tensor_parallel_size ? " (replicated)" : "", g->intermediate_size,
+            c->intermediate_size, g->vocab_size, c->vocab_size,
+            (double)sizes_model_bytes(g, dt) / GIB,
+            (double)g->n_layers * (double)sizes_kv_token_layer_bytes(g, dt) / 1024);
+    fprintf(f,
+            "      all-reduce of tokens x %d x %zu bytes after the embedding and each layer's "
+            "o_proj and down_proj (%d per step) over a %.1f GB/s link (%s), %.0f us each; "
+            "NCCL buffers %.2f GiB (assumed)\n",
+            c->hidden_size, dtype_size(dt), 2 * c->n_layers + 1,
+            v->tp_link_gbps > 0 ? v->tp_link_gbps : ce->pcie_h2d_gbps,
+            v->tp_link_gbps > 0 ? "--tp-link-gbps" : "the PCIe H2D rate: no NVLink assumed",
+            v->tp_link_latency_us > 0 ? v->tp_link_latency_us : PLANNER_TP_LATENCY_US,
+            (double)PLANNER_TP_COMM_RESERVE / GIB);
+}
+
+void planner_print(FILE *f, const struct planner_inputs *whole, const struct ceilings *ce,
                    const struct planner_result *r) {
-    const struct config *c = &in->cfg;
+    struct planner_inputs view;
+    struct tl_err e;
+    const struct planner_inputs *in = whole;
+    if (planner_rank_inputs(whole, &view, &e) == TL_OK) in = &view;
+    const struct config *c = &whole->cfg;
     const struct placement *pl = &r->pl;
     const struct planner_memory *m = &r->mem;
     enum tl_dtype dt = pl->gpu_dtype;
@@ -51,10 +79,11 @@ void planner_print(FILE *f, const struct planner_inputs *in, const struct ceilin
             (double)model / GIB, (double)model / 1e9,
             (double)c->n_layers * (double)sizes_kv_token_layer_bytes(c, dt) / 1024);
     print_ceilings(f, ce);
+    if (in->tensor_parallel_size > 1) print_tp(f, whole, in, ce, dt);
     fprintf(f,
-            "run   GPU budget %.2f GiB, max-model-len %d, max-num-seqs %d, %d tokens per step, "
+            "run   GPU budget %.2f GiB%s, max-model-len %d, max-num-seqs %d, %d tokens per step, "
             "expected batch %d, policy %s",
-            (double)m->gpu_budget_bytes / GIB,
+            (double)m->gpu_budget_bytes / GIB, in->tensor_parallel_size > 1 ? " per GPU" : "",
             in->max_model_len > 0 ? in->max_model_len : c->max_position_embeddings,
             in->max_num_seqs, in->max_num_batched_tokens, in->expected_batch,
             policy_name(in->policy));
@@ -73,12 +102,14 @@ void planner_print(FILE *f, const struct planner_inputs *in, const struct ceilin
                 pl->stream_slots > 1 ? "s" : "", (double)pl->stream_slot_bytes / (1 << 20));
     if (pl->stream_slots) fprintf(f, "\n");
 
-    fprintf(f, "\nmemory                       GPU           host\n");
+    fprintf(f, "\nmemory                   %s           host\n",
+            in->tensor_parallel_size > 1 ? "per GPU" : "    GPU");
     row(f, "weights", m->gpu_weight_bytes, m->host_weight_bytes);
     row(f, "staging slots", m->gpu_staging_bytes, 0);
     row(f, "activations, buffers", m->gpu_activation_bytes,
         m->host_buffer_bytes - in->host_swap_bytes);
     row(f, "workspace + cuBLAS", m->gpu_workspace_bytes, 0);
+    if (m->gpu_comm_bytes) row(f, "NCCL (assumed)", m->gpu_comm_bytes, 0);
     row(f, "KV cache", m->gpu_kv_bytes, m->host_kv_bytes);
     if (in->host_swap_bytes) row(f, "KV swap tier", 0, in->host_swap_bytes);
     size_t gt = m->gpu_fixed_bytes + m->gpu_kv_bytes;
@@ -129,6 +160,13 @@ void planner_print(FILE *f, const struct planner_inputs *in, const struct ceilin
             "  e2e: output tokens/s of a batch of prompts of %d tokens (--expected-prompt-len), "
             "their prefill included; it ranks the placements\n",
             plen);
+    if (in->tensor_parallel_size > 1)
+        fprintf(f,
+                "  of each step, tensor-parallel communication: %.2f / %.2f / %.2f / %.2f ms "
+                "(batch %d / %d / %d / %d)\n",
+                r->pred[0].tp_comm_s * 1e3, r->pred[1].tp_comm_s * 1e3, r->pred[2].tp_comm_s * 1e3,
+                r->pred[3].tp_comm_s * 1e3, r->pred[0].batch, r->pred[1].batch, r->pred[2].batch,
+                r->pred[3].batch);
     if (r->prefill_s > 0)
         fprintf(f, "  prefill: one %d-token chunk in %.0f ms (%.0f tok/s)",
                 in->max_num_batched_tokens, r->prefill_s * 1e3,

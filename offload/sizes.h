@@ -53,7 +53,8 @@ size_t sizes_sample_workspace_bytes(int max_rows, int vocab, int max_model_len);
 
 /* gpu_backend.c's workspaces (attention, fp32 scratch for logits and, in a split placement,
  * the residual stream crossing to the CPU, batch metadata, gather rows, RoPE frequencies) plus
- * SIZES_CUBLAS_RESERVE. split: anything streams or runs on the CPU. */
+ * SIZES_CUBLAS_RESERVE. split: anything streams or runs on the CPU, or the model is a tensor-
+ * parallel shard (its partial sums cross to an in-process all-reduce through that scratch). */
 size_t sizes_gpu_workspace_bytes(const struct config *c, int block_size, int max_tokens,
                                  int max_seqs, int max_model_len, bool split);
 

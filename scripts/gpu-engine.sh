@@ -25,7 +25,7 @@ table=()
 row() { table+=("$(printf '%-58s %s' "$1" "$2")"); }
 
 if [ -z "${SKIP_TESTS:-}" ]; then
-    for t in ${GPU_TESTS:-test_gpu_sample test_gpu_placement test_gpu_kv_tiers test_gpu_parity test_gpu_ops}; do
+    for t in ${GPU_TESTS:-test_gpu_sample test_gpu_placement test_gpu_kv_tiers test_gpu_parity test_gpu_ops test_gpu_tp}; do
         [ -x build-gpu/tests/$t ] || continue
         args=""; [ $t = test_planner_kernels ] && args=--gpu
         TMPDIR=${NVME_DIR:-/tmp} timeout 400 build-gpu/tests/$t $args > "$out/$t.log" 2>&1

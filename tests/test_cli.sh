@@ -27,6 +27,36 @@ got=$("$bin" generate --model "$fx/qwen2-f32" --prompt-ids "$prompt" --max-token
       --temperature 0 --ignore-eos --quiet)
 check "greedy ids equal HF transformers" "$([ "$got" = "$want" ]; echo $?)"
 
+# tensor parallel on the CPU: the shards in threads give HF's greedy tokens, and the same tokens
+# as one rank for a batch (KV heads split at 2, replicated at 4)
+got=$("$bin" generate --model "$fx/qwen2-f32" --prompt-ids "$prompt" --max-tokens 40 \
+      --temperature 0 --ignore-eos --quiet --device cpu --tensor-parallel-size 2)
+check "--tensor-parallel-size 2 greedy ids equal HF transformers" "$([ "$got" = "$want" ]; echo $?)"
+for tp in 2 4; do
+    one=$("$bin" generate --model "$fx/llama-tied-bf16" --prompt-ids 5,6,7 --prompt-ids 9,1,300,4,4 \
+          --prompt-ids 77 --max-tokens 12 --temperature 0 --ignore-eos --quiet --device cpu)
+    many=$("$bin" generate --model "$fx/llama-tied-bf16" --prompt-ids 5,6,7 --prompt-ids 9,1,300,4,4 \
+           --prompt-ids 77 --max-tokens 12 --temperature 0 --ignore-eos --quiet --device cpu \
+           --tensor-parallel-size $tp)
+    check "--tensor-parallel-size $tp batch equals one rank" \
+        "$([ -n "$one" ] && [ "$one" = "$many" ]; echo $?)"
+done
+expect_fail "tensor parallel size vLLM refuses" 1 \
+    "Total number of attention heads (2) must be divisible by tensor parallel size (3). Sizes that split this model (num_attention_heads 2, num_key_value_heads 1, intermediate_size 172): 1, 2" \
+    "$bin" generate --model "$fx/qwen2-f32" --prompt-ids 1 --device cpu --tensor-parallel-size 3
+# the engine flags of serve / bench throughput take it too (vLLM's -tp as well)
+out=$("$bin" bench throughput --model "$fx/llama3-f32" --device cpu --input-len 8 --output-len 4 \
+      --num-prompts 4 --max-model-len 64 --no-warmup -tp 2 2>&1)
+check "bench throughput -tp 2 on the CPU" "$([ $? = 0 ] && grep -q "tensor parallel: 2 ranks" <<<"$out" &&
+    grep -q "^Throughput:" <<<"$out"; echo $?)"
+expect_fail "serve refuses a size vLLM refuses" 1 "must be divisible by tensor parallel size (3)" \
+    timeout 30 "$bin" serve --model "$fx/qwen2-f32" --device cpu --tensor-parallel-size 3 --port 0
+out=$("$bin" generate --model "$fx/qwen2-f32" --prompt-ids 1 --tensor-parallel-size 2 2>&1)
+rc=$?
+# without --device cpu the ranks need GPUs: this host has fewer than 2 (or GPU ranks are not built)
+check "--tensor-parallel-size 2 without enough GPUs is refused" \
+    "$([ $rc = 1 ] && grep -qE 'needs 2 GPUs, [01] visible|over GPUs .* is not implemented yet' <<<"$out"; echo $?)"
+
 a=$("$bin" generate --model "$fx/llama3-f32" --prompt-ids 5,6,7 --max-tokens 24 --temperature 0.9 \
     --top-k 50 --top-p 0.95 --seed 11 --ignore-eos --quiet)
 b=$("$bin" generate --model "$fx/llama3-f32" --prompt-ids 5,6,7 --max-tokens 24 --temperature 0.9 \

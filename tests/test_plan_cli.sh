@@ -89,6 +89,37 @@ expect "the max-model-len it suggests ($len) fits" 0 "ok: " \
 expect "nothing fits: nearest settings" 1 "nearest settings that fit" \
     "$bin" plan --model "$m" --gpu-memory-gb 24 --offload-policy stream --ceilings "$ceil" \
     --device cpu --host-memory-gb 64
+# tensor parallel: two 24 GB cards hold the 14B resident, half of it each
+json=$("$bin" plan --model "$m" --gpu-memory-gb 24 --max-model-len 4096 --ceilings "$ceil" \
+       --device cpu --json --tensor-parallel-size 2)
+python3 - "$json" <<'PY'
+import json, sys
+p = json.loads(sys.argv[1])
+assert p["tensor_parallel_size"] == 2
+assert p["layers"] == ["resident"] * 48, p["layers"]
+m = p["memory"]
+assert m["offload"] == 0 and m["gpu_comm"] > 0
+assert abs(m["gpu_weights"] / 2**30 - 13.76) < 0.01, m["gpu_weights"]
+gpu = (m["gpu_weights"] + m["gpu_activations"] + m["gpu_workspace"] + m["gpu_comm"] +
+       m["gpu_kv"])
+assert gpu <= m["gpu_budget"] == 24 * 2**30 - 2**29
+assert all(x["tp_comm_s"] > 0 and x["tp_comm_s"] < x["step_s"] for x in p["predictions"])
+PY
+check "plan --tensor-parallel-size 2: the 14B resident in 2 x 24 GB, 13.76 GiB each" $?
+expect "plan --tensor-parallel-size 2 prints the split" 0 \
+    "tensor parallel over 2 GPUs, planned per GPU (rank 0): 20 of 40 attention heads" \
+    "$bin" plan --model "$m" --gpu-memory-gb 24 --max-model-len 4096 --ceilings "$ceil" \
+    --device cpu --tensor-parallel-size 2
+expect "--check --tensor-parallel-size 2 accepts it" 0 "ok: " \
+    "$bin" plan --model "$m" --gpu-memory-gb 24 --max-model-len 4096 --check --device cpu \
+    --tensor-parallel-size 2
+expect "a size vLLM refuses" 1 \
+    "Total number of attention heads (40) must be divisible by tensor parallel size (3)." \
+    "$bin" plan --model "$m" --gpu-memory-gb 24 --ceilings "$ceil" --device cpu \
+    --tensor-parallel-size 3
+expect "too small even split: the next size that fits" 1 "or --tensor-parallel-size 4 fits" \
+    "$bin" plan --model "$m" --gpu-memory-gb 10 --max-model-len 4096 --ceilings "$ceil" \
+    --device cpu --tensor-parallel-size 2
 expect "no GPU and no budget" 2 "--gpu-memory-gb" "$bin" plan --model "$m" --device cpu
 expect "bad policy" 2 "--offload-policy must be auto, stream or cpu" \
     "$bin" plan --model "$m" --gpu-memory-gb 24 --offload-policy fast

@@ -332,7 +332,9 @@ static void test_order_matters(void **state) {
 
 static void check_plan(const struct planner_inputs *in, const struct planner_result *r) {
     struct tl_err err;
-    if (placement_validate(&r->pl, &in->cfg, &err) != TL_OK) fail_msg("%s", err.msg);
+    struct planner_inputs gpu; /* a placement is one GPU's: with tensor parallelism, its share */
+    assert_int_equal(planner_rank_inputs(in, &gpu, &err), TL_OK);
+    if (placement_validate(&r->pl, &gpu.cfg, &err) != TL_OK) fail_msg("%s", err.msg);
     const struct planner_memory *m = &r->mem;
     assert_true(m->fits);
     assert_true(m->gpu_fixed_bytes + m->gpu_kv_bytes <= m->gpu_budget_bytes);
@@ -539,6 +541,137 @@ static void test_nothing_fits(void **state) {
     assert_int_equal(planner_plan(&t, &ce, &r, &err), TL_ERR_NOMEM);
 }
 
+/* ---------------- tensor parallel ---------------- */
+
+/* --tensor-parallel-size 2 of the 14B on two 24 GB cards: per GPU half the heads, KV heads, MLP
+ * and vocabulary rows, all norms, everything resident, no offload. */
+static void test_tp_14b_two_24gb(void **state) {
+    (void)state;
+    struct ceilings ce = h100();
+    struct planner_result r;
+    struct tl_err err;
+    struct planner_inputs in = inputs_14b(24, 4096);
+    in.tensor_parallel_size = 2;
+    assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_OK);
+    check_plan(&in, &r);
+    assert_int_equal(placement_count(&r.pl, PLACEMENT_GPU_RESIDENT), 48);
+    assert_int_equal(r.pl.embed, PLACEMENT_GPU_RESIDENT);
+    assert_int_equal(r.pl.lm_head, PLACEMENT_GPU_RESIDENT);
+    assert_int_equal(r.mem.offload_bytes, 0);
+    assert_int_equal(r.mem.host_weight_bytes, 0);
+    /* 20 q heads and 4 KV heads of 128, intermediate 6912, q/k/v biases, both norms, bf16 */
+    size_t layer = 2 * (2 * 5120 + 2560 * 5120 + 2 * 512 * 5120 + 5120 * 2560 + 2560 + 2 * 512 +
+                        3 * (size_t)6912 * 5120);
+    size_t vocab_rows = 76032; /* ceil(152064 / 2), a multiple of 64 already */
+    size_t weights = 48 * layer + 2 * vocab_rows * 5120 * 2 + 5120 * 2;
+    assert_int_equal(r.mem.gpu_weight_bytes, weights);
+    assert_true(fabs((double)weights / GIB - 13.76) < 0.01);
+    assert_int_equal(r.mem.gpu_comm_bytes, PLANNER_TP_COMM_RESERVE);
+    /* KV per GPU: 4 of the 8 KV heads, K and V, bf16, 48 layers, 16 tokens a block */
+    assert_int_equal(r.pl.kv_gpu_block_bytes, (size_t)48 * 16 * 2 * 4 * 128 * 2);
+    assert_int_equal(r.mem.gpu_fixed_bytes, r.mem.gpu_weight_bytes + r.mem.gpu_activation_bytes +
+                                                r.mem.gpu_workspace_bytes + r.mem.gpu_comm_bytes);
+    assert_non_null(strstr(r.reason, "split over 2 GPUs"));
+    /* one GPU of the same size cannot hold it resident */
+    in.tensor_parallel_size = 1;
+    in.cpu_offload_gb = 0;
+    struct planner_memory m;
+    assert_int_equal(planner_check(&in, NULL, &m, &err), TL_ERR_NOMEM);
+    assert_null(strstr(err.msg, "--tensor-parallel-size")); /* no GPU ranks to offer yet */
+}
+
+/* The all-reduce arithmetic: 2 per layer and one after the embedding, each
+ * 2 (N-1)/N x tokens x hidden x 2 bytes / link + latency, and the logits' all-gather
+ * (N-1)/N x rows x N x part x 2 bytes / link + latency; the step time includes it. */
+static void test_tp_allreduce_cost(void **state) {
+    (void)state;
+    struct ceilings ce = h100();
+    struct planner_inputs in = inputs_14b(0, 4096);
+    assert_true(planner_tp_comm_s(&in, &ce, 16, 16) == 0.0); /* one GPU: none */
+    in.tensor_parallel_size = 4;
+    in.tp_link_gbps = 25;
+    in.tp_link_latency_us = 10;
+    double ar = 2.0 * 3 / 4 * 16 * 5120 * 2 / 25e9 + 10e-6;
+    double gather = 3.0 / 4 * 16 * 4 * 38016 * 2 / 25e9 + 10e-6; /* ceil(152064/4) = 38016 */
+    double want = 97 * ar + gather;
+    assert_true(fabs(planner_tp_comm_s(&in, &ce, 16, 16) - want) < 1e-12);
+    /* the link defaults to the ceilings' PCIe rate, the latency to PLANNER_TP_LATENCY_US */
+    in.tp_link_gbps = 0, in.tp_link_latency_us = 0;
+    double ar_pcie = 2.0 * 3 / 4 * 5120 * 2 / 51.3e9 + PLANNER_TP_LATENCY_US * 1e-6;
+    double g_pcie = 3.0 / 4 * 4 * 38016 * 2 / 51.3e9 + PLANNER_TP_LATENCY_US * 1e-6;
+    assert_true(fabs(planner_tp_comm_s(&in, &ce, 1, 1) - (97 * ar_pcie + g_pcie)) < 1e-12);
+
+    struct planner_result r;
+    struct tl_err err;
+    in.tp_link_gbps = 25;
+    in.tp_link_latency_us = 10;
+    assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_OK);
+    for (int i = 0; i < PLANNER_NBATCH; i++) {
+        const struct planner_prediction *p = &r.pred[i];
+        double c = planner_tp_comm_s(&in, &ce, p->concurrency, p->concurrency);
+        assert_true(c > 0 && fabs(p->tp_comm_s - c) < 1e-15);
+        assert_true(fabs(p->step_s - (p->detail.step_s + c)) < 1e-12);
+    }
+    /* over a fast link, four GPUs decode one sequence faster than one reads all the weights;
+     * over a slow one with a high latency, the 97 all-reduces make it slower */
+    struct planner_inputs one = inputs_14b(0, 4096);
+    struct planner_result r1;
+    one.expected_batch = 1;
+    assert_int_equal(planner_plan(&one, &ce, &r1, &err), TL_OK);
+    in.tp_link_gbps = 360, in.tp_link_latency_us = 5;
+    assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_OK);
+    assert_true(r.pred[0].tok_s > 2.0 * r1.pred[0].tok_s);
+    in.tp_link_gbps = 10, in.tp_link_latency_us = 200;
+    assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_OK);
+    assert_true(r.pred[0].tok_s < r1.pred[0].tok_s);
+}
+
+/* Fewer KV heads than GPUs: each holds one, replicated, and pays for it in KV per GPU. */
+static void test_tp_kv_replicated(void **state) {
+    (void)state;
+    struct ceilings ce = h100();
+    struct planner_result r;
+    struct tl_err err;
+    struct planner_inputs in = inputs_14b(0, 4096);
+    in.cfg.n_kv_heads = 2;
+    in.tensor_parallel_size = 4;
+    assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_OK);
+    assert_int_equal(r.pl.kv_gpu_block_bytes, (size_t)48 * 16 * 2 * 1 * 128 * 2);
+    in.tensor_parallel_size = 2; /* one each, not replicated: the same bytes per GPU */
+    assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_OK);
+    assert_int_equal(r.pl.kv_gpu_block_bytes, (size_t)48 * 16 * 2 * 1 * 128 * 2);
+}
+
+/* Sizes vLLM refuses, offload with tensor parallelism, and the next size that fits. */
+static void test_tp_refusals(void **state) {
+    (void)state;
+    struct ceilings ce = h100();
+    struct planner_result r;
+    struct planner_memory m;
+    struct tl_err err;
+    struct planner_inputs in = inputs_14b(24, 4096);
+    in.tensor_parallel_size = 3;
+    assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "Total number of attention heads (40) must be divisible by "
+                                    "tensor parallel size (3)."));
+    assert_non_null(strstr(err.msg, "1, 2, 4, 8"));
+    assert_int_equal(planner_check(&in, NULL, &m, &err), TL_ERR_INVALID);
+    in.tensor_parallel_size = 2;
+    in.cpu_offload_gb = 4;
+    assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "--cpu-offload-gb"));
+    /* two 10 GB cards cannot hold 13.8 GiB each; four can (6.9 GiB each) */
+    in = inputs_14b(10, 4096);
+    in.tensor_parallel_size = 2;
+    assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_ERR_NOMEM);
+    assert_non_null(strstr(err.msg, "or --tensor-parallel-size 4 fits"));
+    assert_int_equal(planner_check(&in, NULL, &m, &err), TL_ERR_NOMEM);
+    assert_non_null(strstr(err.msg, "or --tensor-parallel-size 4 fits"));
+    in.tensor_parallel_size = 4;
+    assert_int_equal(planner_plan(&in, &ce, &r, &err), TL_OK);
+    check_plan(&in, &r);
+}
+
 static void test_validate(void **state) {
     (void)state;
     struct config c = load_cfg("DeepSeek-R1-Distill-Qwen-14B");
@@ -638,6 +771,10 @@ int main(void) {
         cmocka_unit_test(test_cpu_offload_gb),
         cmocka_unit_test(test_tied_and_small),
         cmocka_unit_test(test_nothing_fits),
+        cmocka_unit_test(test_tp_14b_two_24gb),
+        cmocka_unit_test(test_tp_allreduce_cost),
+        cmocka_unit_test(test_tp_kv_replicated),
+        cmocka_unit_test(test_tp_refusals),
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_ceilings_file),
     };
