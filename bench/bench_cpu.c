@@ -181,7 +181,7 @@ int main(int argc, char **argv) {
     double t_gemv[3] = {0}, t_gemm[3] = {0}, t_sgemv = 0, wbytes = 0, us = dispatch_us(pool);
     /* the AVX512-BF16 path (the CPU lane's matmuls) against the GEMM path at lane batch sizes */
     int ms3[] = {2, 8, 16, 64};
-    double t_dp[4] = {0}, t_gemm3[4] = {0};
+    double t_dp[4] = {0}, t_gemm3[4] = {0}, t_amx[4] = {0};
     if (!skip_gemv) {
         int64_t n = 13824, k = 5120;
         size_t ne = (size_t)(n * k);
@@ -208,7 +208,11 @@ int main(int argc, char **argv) {
             t_gemm[i] = time_matmul(pool, scratch, x, ms[i], wt, NW, y, 2);
         }
         for (int i = 0; i < 4 && cpu_matmul_bf16dp_available(); i++) {
+            if (cpu_matmul_amx_available())
+                t_amx[i] = time_matmul(pool, scratch, x, ms3[i], wt, NW, y, 3);
+            cpu_matmul_disable_amx(true);
             t_dp[i] = time_matmul(pool, scratch, x, ms3[i], wt, NW, y, 3);
+            cpu_matmul_disable_amx(false);
             t_gemm3[i] = time_matmul(pool, scratch, x, ms3[i], wt, NW, y, ms3[i] <= 8 ? 1 : 2);
         }
         double t[16];
@@ -319,6 +323,13 @@ int main(int argc, char **argv) {
             printf("%-44s %9.2f ms %12.1f %8.2f   (%.0f GFLOP/s; %s %.2f ms)\n", name,
                    t_dp[i] * 1e3, wbytes / t_dp[i] / 1e9, wbytes / t_dp[i] / 1e9 / bw,
                    fl / t_dp[i] / 1e9, ms3[i] <= 8 ? "GEMV" : "GEMM path", t_gemm3[i] * 1e3);
+        }
+        for (int i = 0; i < 4 && t_amx[i] > 0; i++) {
+            char name[64];
+            double fl = 2.0 * ms3[i] * (wbytes / 2);
+            snprintf(name, sizeof name, "m=%d 13824x5120 bf16: AMX tiles", ms3[i]);
+            printf("%-44s %9.2f ms %12.1f %8.2f   (%.0f GFLOP/s)\n", name, t_amx[i] * 1e3,
+                   wbytes / t_amx[i] / 1e9, wbytes / t_amx[i] / 1e9 / bw, fl / t_amx[i] / 1e9);
         }
         printf("%-44s %9.2f ms %12.1f %8.2f\n", "m=1 13824x5120 fp32: OpenBLAS sgemv",
                t_sgemv * 1e3, 2 * wbytes / t_sgemv / 1e9, 2 * wbytes / t_sgemv / 1e9 / bw);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 static int force_path;
+static bool no_amx; /* cpu_matmul_disable_amx: tests and benchmarks only */
 
 void cpu_matmul_force_path(int path) {
     force_path = path;
@@ -302,6 +303,199 @@ static int have_avx512bf16(void) {
 }
 #endif
 
+/* ---------------- AMX path (Sapphire Rapids and later) ----------------
+ * The same product on the tile unit: C^T (16 weight rows x 16 rows of x, fp32) += W tile (16
+ * rows x 32 k, bf16, straight from the weights) . X^T tile (x packed once per call into the
+ * pair-interleaved layout the unit reads: for each 16 rows of x and 32 k, 16 rows of k pairs by
+ * 16 x rows). Two weight tiles x two x tiles: four accumulators, 16 K FLOP per instruction, so
+ * 2..64 rows of x run at the speed the weights stream from memory. Needs k and the rows of every
+ * weight in multiples of 32, and the kernel's leave to use the tile data (arch_prctl). */
+#if defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw")))
+
+struct amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+struct amx_args {
+    const uint16_t *xp; /* packed x: (m16 groups, k / 32 chunks, 16 pairs, 16 rows, 2) bf16 */
+    int m;
+    int64_t k, n;
+    const uint16_t *w; /* (n, k) bf16 */
+    float *y;          /* (m, n) */
+};
+
+static AMX void amx_config(void) {
+    struct amx_cfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) c.rows[t] = 16, c.colsb[t] = 64;
+    _tile_loadconfig(&c);
+}
+
+/* Weight rows r0..r1 (multiples of 32) against every 16-row group of x, two groups at a time. */
+static AMX void amx_rows(const struct amx_args *a, int64_t r0, int64_t r1) {
+    const int64_t k = a->k, kc = k / 32;
+    const int groups = (a->m + 15) / 16;
+    float c[16 * 16] __attribute__((aligned(64)));
+    amx_config();
+    for (int64_t r = r0; r < r1; r += 32) {
+        const uint16_t *w0 = a->w + (size_t)r * (size_t)k, *w1 = w0 + (size_t)16 * (size_t)k;
+        for (int g = 0; g < groups; g += 2) {
+            const bool two = g + 1 < groups;
+            const uint16_t *x0 = a->xp + (size_t)g * (size_t)kc * 512;
+            const uint16_t *x1 = two ? x0 + (size_t)kc * 512 : x0;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t q = 0; q < kc; q++) {
+                _tile_loadd(4, w0 + q * 32, k * 2);
+                _tile_loadd(5, w1 + q * 32, k * 2);
+                _tile_loadd(6, x0 + q * 512, 64);
+                _tile_loadd(7, x1 + q * 512, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 5, 6);
+                _tile_dpbf16ps(2, 4, 7);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            /* tile t: weight rows (t & 1) * 16.., x rows of group g + (t >> 1) */
+            for (int t = 0; t < (two ? 4 : 2); t++) {
+                switch (t) {
+                case 0:
+                    _tile_stored(0, c, 64);
+                    break;
+                case 1:
+                    _tile_stored(1, c, 64);
+                    break;
+                case 2:
+                    _tile_stored(2, c, 64);
+                    break;
+                default:
+                    _tile_stored(3, c, 64);
+                    break;
+                }
+                const int64_t rr = r + (t & 1) * 16;
+                const int j0 = (g + (t >> 1)) * 16;
+                for (int i = 0; i < 16; i++)
+                    for (int j = 0; j < 16 && j0 + j < a->m; j++)
+                        a->y[(size_t)(j0 + j) * (size_t)a->n + (size_t)(rr + i)] = c[i * 16 + j];
+            }
+        }
+    }
+    _tile_release();
+}
+
+struct amx_pack {
+    const float *x;
+    int m;
+    int64_t k;
+    uint16_t *out;
+};
+
+/* Blocks b0..b1 (block = 16 rows of x by 32 k) of x (m, k) fp32 -> the packed bf16 layout of
+ * struct amx_args (rows past m are zeros). */
+static void amx_pack_task(void *arg, int64_t b0, int64_t b1, int tid) {
+    (void)tid;
+    const struct amx_pack *a = arg;
+    const float *x = a->x;
+    const int m = a->m;
+    const int64_t k = a->k, kc = k / 32;
+    for (int64_t b = b0; b < b1; b++) {
+        const int g = (int)(b / kc);
+        const int64_t q = b % kc;
+        uint16_t *blk = a->out + (size_t)b * 512;
+        for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 16; j++)
+                for (int t = 0; t < 2; t++) {
+                    const int row = g * 16 + j;
+                    blk[p * 32 + j * 2 + t] =
+                        row < m ? f32_to_bf16(x[(size_t)row * (size_t)k + q * 32 + p * 2 + t]) : 0;
+                }
+    }
+}
+
+static int have_amx(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        cached = 0;
+        if (__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
+            have_avx512bf16()) {
+            /* ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): once per process */
+            cached = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+        }
+    }
+    return cached;
+}
+#else
+struct amx_args {
+    const uint16_t *xp;
+    int m;
+    int64_t k, n;
+    const uint16_t *w;
+    float *y;
+};
+static void amx_rows(const struct amx_args *a, int64_t r0, int64_t r1) {
+    (void)a, (void)r0, (void)r1;
+}
+struct amx_pack {
+    const float *x;
+    int m;
+    int64_t k;
+    uint16_t *out;
+};
+static void amx_pack_task(void *arg, int64_t b0, int64_t b1, int tid) {
+    (void)arg, (void)b0, (void)b1, (void)tid;
+}
+static int have_amx(void) {
+    return 0;
+}
+#endif
+
+struct amx_group {
+    int n;
+    struct amx_args part[MATMUL_MAX_GROUP];
+    int64_t first[MATMUL_MAX_GROUP + 1]; /* in units of 32 weight rows */
+};
+
+static void amx_task(void *arg, int64_t b0, int64_t b1, int tid) {
+    (void)tid;
+    const struct amx_group *g = arg;
+    for (int p = 0; p < g->n; p++) {
+        int64_t b = b0 > g->first[p] ? b0 : g->first[p];
+        int64_t e = b1 < g->first[p + 1] ? b1 : g->first[p + 1];
+        if (b < e) amx_rows(&g->part[p], (b - g->first[p]) * 32, (e - g->first[p]) * 32);
+    }
+}
+
+static bool amx_ok(int m, int n_w, const struct tl_tensor *const *w) {
+    if (!have_amx() || m < 1 || m > MATMUL_BF16DP_MAX_M || w[0]->cols % 32) return false;
+    if ((size_t)((m + 15) / 16 * 16) * (size_t)w[0]->cols * 2 >
+        MATMUL_SCRATCH_FLOATS * sizeof(float))
+        return false;
+    for (int p = 0; p < n_w; p++)
+        if (w[p]->dtype != TL_DTYPE_BF16 || w[p]->rows % 32) return false;
+    return true;
+}
+
+static void amx_path(struct pool *pool, float *scratch, const float *x, int m, int n_w,
+                     const struct tl_tensor *const *w, float *const *y) {
+    const int64_t k = w[0]->cols;
+    uint16_t *xp = (uint16_t *)scratch;
+    struct amx_pack pk = {x, m, k, xp};
+    pool_parallel_for(pool, (int64_t)((m + 15) / 16) * (k / 32), 8, amx_pack_task, &pk);
+    struct amx_group g = {.n = n_w};
+    for (int p = 0; p < n_w; p++) {
+        g.part[p] = (struct amx_args){xp, m, k, w[p]->rows, (const uint16_t *)w[p]->data, y[p]};
+        g.first[p + 1] = g.first[p] + w[p]->rows / 32;
+    }
+    pool_parallel_for(pool, g.first[n_w], 1, amx_task, &g);
+}
+
 struct bf16dp_group {
     int n;
     struct bf16dp_args part[MATMUL_MAX_GROUP];
@@ -349,7 +543,16 @@ static void bf16dp_path(struct pool *pool, float *scratch, const float *x, int m
     }
 }
 
+void cpu_matmul_disable_amx(bool off) {
+    no_amx = off;
+}
+
+bool cpu_matmul_amx_available(void) {
+    return have_amx();
+}
+
 const char *cpu_matmul_kernel_name(void) {
+    if (have_amx() && !no_amx) return "avx2 + amx-bf16";
     if (have_avx512bf16()) return "avx2 + avx512-bf16";
     return have_avx2() ? "avx2" : "generic";
 }
@@ -430,7 +633,9 @@ static void matmul_group(struct pool *pool, float *scratch, const float *x, int 
                : m <= MATMUL_GEMV_MAX_M                                   ? 1
                                                                           : 2;
     if (path == 3 && !bf16dp_ok(m, n_w, w)) path = m <= MATMUL_GEMV_MAX_M ? 1 : 2;
-    if (path == 3) {
+    if (path == 3 && amx_ok(m, n_w, w) && !no_amx) {
+        amx_path(pool, scratch, x, m, n_w, w, y);
+    } else if (path == 3) {
         bf16dp_path(pool, scratch, x, m, n_w, w, y);
     } else if (path == 1) {
         /* GEMV handles 8 rows of x per pass; larger m (forced) runs in groups of 8. */

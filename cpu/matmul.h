@@ -51,10 +51,16 @@ void cpu_matmul_group_bf16x(struct pool *pool, float *scratch, const float *x, i
  * products (falls back to 1 or 2 where the CPU or the weights cannot take it). */
 void cpu_matmul_force_path(int path);
 
-/* Name of the kernels in use ("avx2 + avx512-bf16", "avx2" or "generic"). */
+/* Name of the kernels in use ("avx2 + amx-bf16", "avx2 + avx512-bf16", "avx2", "generic"). */
 const char *cpu_matmul_kernel_name(void);
 
 /* Whether this CPU runs the bf16 dot-product path (path 3). */
 bool cpu_matmul_bf16dp_available(void);
+
+/* Path 3 runs on AMX tiles where the CPU has them, the kernel allows them, k and every weight's
+ * rows are multiples of 32; else on AVX512-BF16. Whether AMX is usable; and a switch that keeps
+ * path 3 on AVX512-BF16 (tests and benchmarks compare the two; process-wide). */
+bool cpu_matmul_amx_available(void);
+void cpu_matmul_disable_amx(bool off);
 
 #endif

@@ -108,53 +108,58 @@ static void test_matmul_bf16dp(void **state) {
     (void)state;
     const bool have = cpu_matmul_bf16dp_available();
     int ms[] = {2, 5, 6, 7, 13, 61, 64, 130};
-    int shapes[][2] = {{37, 67}, {64, 64}, {130, 257}, {9, 5120}};
+    /* 64 x 64 and 96 x 2048 take the AMX tiles where the CPU has them (rows and k in 32s) */
+    int shapes[][2] = {{37, 67}, {64, 64}, {130, 257}, {9, 5120}, {96, 2048}};
     float *scratch = malloc(MATMUL_SCRATCH_FLOATS * sizeof(float));
     struct pool *pool;
     struct tl_err err;
     assert_int_equal(pool_create(3, false, &pool, &err), TL_OK);
     if (!have) printf("  (this CPU has no AVX512-BF16: checking the fallback only)\n");
-    for (size_t s = 0; s < 4; s++)
-        for (size_t mi = 0; mi < 8; mi++)
-            for (int how = 0; how < 2; how++) { /* forced path 3, then the _bf16x entry */
-                int n = shapes[s][0], k = shapes[s][1], m = ms[mi];
-                float *w32 = malloc((size_t)n * k * 4), *x = malloc((size_t)m * k * 4);
-                float *xr = malloc((size_t)m * k * 4), *y = malloc((size_t)m * n * 4);
-                double *ref = malloc((size_t)m * n * 8);
-                fill(w32, (size_t)n * k);
-                fill(x, (size_t)m * k);
-                void *w = make_weight(TL_DTYPE_BF16, w32, (size_t)n * k);
-                memcpy(xr, x, (size_t)m * k * 4);
-                /* the bf16 path sees x rounded; the fallback (fp32 x) the values as they are */
-                if (have) {
-                    uint16_t *t = malloc((size_t)m * k * 2);
-                    dtype_from_f32(TL_DTYPE_BF16, xr, t, (size_t)m * k);
-                    dtype_to_f32(TL_DTYPE_BF16, t, xr, (size_t)m * k);
-                    free(t);
-                }
-                for (int i = 0; i < m; i++)
-                    for (int j = 0; j < n; j++) {
-                        double acc = 0;
-                        for (int t = 0; t < k; t++)
-                            acc += (double)xr[(size_t)i * k + t] * w32[(size_t)j * k + t];
-                        ref[(size_t)i * n + j] = acc;
+    if (have) printf("  (AMX tiles: %s)\n", cpu_matmul_amx_available() ? "yes" : "no");
+    for (int amx = 0; amx < 2; amx++)
+        for (size_t s = 0; s < 5; s++)
+            for (size_t mi = 0; mi < 8; mi++)
+                for (int how = 0; how < 2; how++) { /* forced path 3, then the _bf16x entry */
+                    cpu_matmul_disable_amx(!amx);
+                    int n = shapes[s][0], k = shapes[s][1], m = ms[mi];
+                    float *w32 = malloc((size_t)n * k * 4), *x = malloc((size_t)m * k * 4);
+                    float *xr = malloc((size_t)m * k * 4), *y = malloc((size_t)m * n * 4);
+                    double *ref = malloc((size_t)m * n * 8);
+                    fill(w32, (size_t)n * k);
+                    fill(x, (size_t)m * k);
+                    void *w = make_weight(TL_DTYPE_BF16, w32, (size_t)n * k);
+                    memcpy(xr, x, (size_t)m * k * 4);
+                    /* the bf16 path sees x rounded; the fallback (fp32 x) the values as they are */
+                    if (have) {
+                        uint16_t *t = malloc((size_t)m * k * 2);
+                        dtype_from_f32(TL_DTYPE_BF16, xr, t, (size_t)m * k);
+                        dtype_to_f32(TL_DTYPE_BF16, t, xr, (size_t)m * k);
+                        free(t);
                     }
-                struct tl_tensor wt = {TL_DTYPE_BF16, n, k, w};
-                const struct tl_tensor *wp = &wt;
-                poison(y, (size_t)m * n);
-                if (how == 0) {
-                    cpu_matmul_force_path(3);
-                    cpu_matmul(pool, scratch, x, m, &wt, NULL, y);
-                    cpu_matmul_force_path(0);
-                } else {
-                    cpu_matmul_group_bf16x(pool, scratch, x, m, 1, &wp, NULL, &y);
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < n; j++) {
+                            double acc = 0;
+                            for (int t = 0; t < k; t++)
+                                acc += (double)xr[(size_t)i * k + t] * w32[(size_t)j * k + t];
+                            ref[(size_t)i * n + j] = acc;
+                        }
+                    struct tl_tensor wt = {TL_DTYPE_BF16, n, k, w};
+                    const struct tl_tensor *wp = &wt;
+                    poison(y, (size_t)m * n);
+                    if (how == 0) {
+                        cpu_matmul_force_path(3);
+                        cpu_matmul(pool, scratch, x, m, &wt, NULL, y);
+                        cpu_matmul_force_path(0);
+                    } else {
+                        cpu_matmul_group_bf16x(pool, scratch, x, m, 1, &wp, NULL, &y);
+                    }
+                    cpu_matmul_disable_amx(false);
+                    double r = rel_err_d(y, ref, (size_t)m * n);
+                    if (r > 1e-5)
+                        fail_msg("bf16 path (%s, amx %s) m=%d n=%d k=%d: rel err %.3g",
+                                 how ? "bf16x" : "forced", amx ? "allowed" : "off", m, n, k, r);
+                    free(w32), free(x), free(xr), free(y), free(ref), free(w);
                 }
-                double r = rel_err_d(y, ref, (size_t)m * n);
-                if (r > 1e-5)
-                    fail_msg("bf16 path (%s) m=%d n=%d k=%d: rel err %.3g",
-                             how ? "bf16x" : "forced", m, n, k, r);
-                free(w32), free(x), free(xr), free(y), free(ref), free(w);
-            }
     pool_destroy(pool);
     free(scratch);
 }
