@@ -32,10 +32,19 @@
 #define STEP_FIXED_S       50e-6
 #define CPU_LAYER_DISPATCH 12
 #define HOP_LATENCY_S      20e-6
-#define SAMPLE_S_PER_LOGIT 0.25e-9
-#define GEMV_MAX_M         16 /* the GPU's GEMV/cuBLAS switch (kern_matmul) */
-#define CPU_GEMV_MAX_M     8  /* MATMUL_GEMV_MAX_M (cpu/matmul.h) */
-#define PROBE_PARAMS       (13824.0 * 5120.0)
+/* Sampling: the engine samples on the GPU when the GPU computes lm_head (kern_sample: ~40 us
+ * a step, only the ids come back); with lm_head on the CPU the logits are on the host and the
+ * host sampler takes 16 ns a logit at temperature 1 (test_gpu_sample on the H100 host: 157 ms
+ * for 64 rows of 152,064). */
+#define GPU_SAMPLE_S            40e-6
+#define HOST_SAMPLE_S_PER_LOGIT 16e-9
+/* DMA from pinned memory takes this much of the host's read bandwidth per byte it moves (the
+ * H100 host: 96 GB/s of CPU reads alone, 64 while PCIe pulled 47 GB/s); used when the
+ * calibration's loaded read is no measurement (faster than the unloaded one). */
+#define DMA_READ_SHARE 0.7
+#define GEMV_MAX_M     16 /* the GPU's GEMV/cuBLAS switch (kern_matmul) */
+#define CPU_GEMV_MAX_M 8  /* MATMUL_GEMV_MAX_M (cpu/matmul.h) */
+#define PROBE_PARAMS   (13824.0 * 5120.0)
 
 #define NSTEPS    6
 #define MAX_UNITS (PLACEMENT_MAX_LAYERS + 2)
@@ -172,16 +181,19 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
      * measured while the other one ran. */
     if (n_cpu > 0 && n_str > 0) {
         if (ce->pcie_h2d_busy_gbps > 0) r.pcie = ce->pcie_h2d_busy_gbps * 1e9;
-        if (ce->cpu_read_busy_gbps > 0 && ce->cpu_read_gbps > 0)
-            r.cpu_slow = max2(1.0, ce->cpu_read_gbps / ce->cpu_read_busy_gbps);
+        double busy = ce->cpu_read_busy_gbps;
+        if (!(busy > 0 && busy < ce->cpu_read_gbps)) /* read from cache, not shared memory */
+            busy = max2(ce->cpu_read_gbps - DMA_READ_SHARE * r.pcie / 1e9, 0.5 * ce->cpu_read_gbps);
+        if (busy > 0 && ce->cpu_read_gbps > 0) r.cpu_slow = max2(1.0, ce->cpu_read_gbps / busy);
     }
     struct unit u[MAX_UNITS];
     int nu = build_units(c, p, &r, s, u);
     double hop = hop_s(c, &r, s);
     /* what the host does between steps: logits down (GPU lm_head), sampling */
     double logits = (double)s->n_seqs * c->vocab_size;
-    double tail = STEP_FIXED_S + logits * SAMPLE_S_PER_LOGIT +
-                  (p->lm_head == PLACEMENT_CPU ? 0 : logits * 4.0 / r.d2h);
+    const double sample_s =
+        p->lm_head == PLACEMENT_CPU ? logits * HOST_SAMPLE_S_PER_LOGIT : GPU_SAMPLE_S;
+    double tail = STEP_FIXED_S + sample_s;
 
     /* Replay. done_ring[n % slots]: when the unit of streamed copy n finished computing, which
      * frees its slot for copy n + slots; copies are issued in ring order as soon as PCIe and
@@ -233,5 +245,5 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
         if (u[i].loc == LOC_CPU) out->cpu_s += u[i].dur_s;
         if (u[i].streamed) out->pcie_s += u[i].copy_s;
     }
-    out->cpu_s += logits * SAMPLE_S_PER_LOGIT;
+    if (p->lm_head == PLACEMENT_CPU) out->cpu_s += sample_s;
 }
