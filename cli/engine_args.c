@@ -73,8 +73,10 @@ void engine_args_help(FILE *f) {
             "  --preemption-mode M      auto | swap | recompute: when KV runs out, swap a\n"
             "                           sequence out or recompute it later (auto: the cheaper,\n"
             "                           per sequence; swap needs the flags above)   [auto]\n"
-            "  --kv-crc-threads N       threads checksumming swapped KV blocks (0: the engine's\n"
-            "                           own thread)   [cores/4, 1..4]\n"
+            "  --kv-crc-threads N       host threads checksumming swapped KV blocks (0: the\n"
+            "                           engine's own thread)   [cores/4, 1..4]\n"
+            "  --kv-host-crc            checksum swapped KV blocks on the host even where the GPU\n"
+            "                           checksums them beside its copies (the default there)\n"
             "  --disable-log-stats      no 5-second throughput line\n"
             "  --quiet                  no progress or start-up lines\n");
 }
@@ -114,6 +116,7 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
     if (!strcmp(f, "--disable-log-stats")) return a->disable_log_stats = true, 1;
     if (!strcmp(f, "--quiet")) return a->quiet = true, 1;
     if (!strcmp(f, "--recalibrate")) return a->recalibrate = true, 1;
+    if (!strcmp(f, "--kv-host-crc")) return a->kv_host_crc = true, 1;
     static const char *const with_value[] = {"--model",
                                              "--tokenizer",
                                              "--load-format",
@@ -267,6 +270,7 @@ static enum tl_status open_tiers(const struct engine_args *a, struct engine_boot
                              .nvme_bytes = (size_t)(a->nvme_swap_gb * GIB),
                              .max_blocks_per_seq = (max_len + a->block_size - 1) / a->block_size,
                              .crc_threads = crc,
+                             .host_crc = a->kv_host_crc,
                              .quiet = a->quiet};
     return kvswap_create(&ko, &b->kvswap, err);
 }

@@ -43,6 +43,7 @@ struct engine_args {
     double nvme_swap_gb;       /* its size */
     enum engine_preemption preemption_mode;
     int kv_crc_threads; /* -1: default */
+    bool kv_host_crc;   /* host checksums even where the backend checksums on the device */
 };
 
 void engine_args_default(struct engine_args *a);

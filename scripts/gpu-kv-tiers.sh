@@ -1,8 +1,9 @@
 #!/bin/bash
 # The KV tiers on the GPU machine (issue 7 §4-5), in one call per stage:
-#   scripts/gpu-kv-tiers.sh test        build, then test_gpu_kv_tiers + test_kv_tiers
+#   scripts/gpu-kv-tiers.sh test        build, then test_gpu_kvcrc + test_gpu_kv_tiers + test_kv_tiers
 #   scripts/gpu-kv-tiers.sh bench       tierlm bench kv-tiers, 14B shape bf16: swap rates vs pinned
-#                                       copies, NVMe tier vs raw io_uring O_DIRECT (same run)
+#                                       copies, NVMe tier vs raw io_uring O_DIRECT (same run); CRC32C
+#                                       on the GPU (the default), then on host threads (--kv-host-crc)
 #   scripts/gpu-kv-tiers.sh throughput  bench throughput with KV demand 3x the GPU KV: unpressured,
 #                                       recompute only, swap (host), swap (auto), swap (host+NVMe)
 #   scripts/gpu-kv-tiers.sh all         the three (about 10 minutes)
@@ -29,6 +30,9 @@ if [ ! -x build-gpu/tierlm ] || [ "$stage" = test ] || [ "$stage" = all ]; then
 fi
 
 if [ "$stage" = test ] || [ "$stage" = all ]; then
+    build-gpu/tests/test_gpu_kvcrc > "$out/test_gpu_kvcrc.log" 2>&1
+    echo "test_gpu_kvcrc: rc=$?"
+    grep -vE "^  ok " "$out/test_gpu_kvcrc.log" | head -20
     for t in test_gpu_kv_tiers test_kv_tiers; do
         TMPDIR=$nvme build-gpu/tests/$t > "$out/$t.log" 2>&1
         echo "$t: rc=$? ($(grep -c '\[       OK \]' "$out/$t.log") ok)"
@@ -38,11 +42,16 @@ if [ "$stage" = test ] || [ "$stage" = all ]; then
 fi
 
 if [ "$stage" = bench ] || [ "$stage" = all ]; then
-    build-gpu/tierlm bench kv-tiers --model $model --load-format dummy --dtype bfloat16 \
-        --swap-space 16 --nvme-swap-dir "$nvme" --nvme-swap-gb 12 --gib 8 --repeats 3 \
-        > "$out/bench_kv_tiers.log" 2>&1
-    echo "bench kv-tiers: rc=$?"
-    cat "$out/bench_kv_tiers.log"
+    for crc in gpu host; do
+        extra=()
+        [ $crc = host ] && extra=(--kv-host-crc)
+        build-gpu/tierlm bench kv-tiers --model $model --load-format dummy --dtype bfloat16 \
+            --swap-space 16 --nvme-swap-dir "$nvme" --nvme-swap-gb 12 --gib 8 --repeats 3 \
+            "${extra[@]}" > "$out/bench_kv_tiers_$crc.log" 2>&1
+        echo "bench kv-tiers, CRC32C on the $crc: rc=$?"
+        cat "$out/bench_kv_tiers_$crc.log"
+        echo
+    done
 fi
 
 if [ "$stage" = throughput ] || [ "$stage" = all ]; then
