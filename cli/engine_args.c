@@ -73,6 +73,10 @@ void engine_args_help(FILE *f) {
             "  --preemption-mode M      auto | swap | recompute: when KV runs out, swap a\n"
             "                           sequence out or recompute it later (auto: the cheaper,\n"
             "                           per sequence; swap needs the flags above)   [auto]\n"
+            "  --scheduling-policy P    fcfs | fair | auto: who goes first when KV blocks run\n"
+            "                           short: arrival order (vLLM's), or least service so far\n"
+            "                           (all advance together; auto: fair when sequences are\n"
+            "                           swapped rather than recomputed)   [auto]\n"
             "  --kv-crc-threads N       host threads checksumming swapped KV blocks (0: the\n"
             "                           engine's own thread)   [cores/4, 1..4]\n"
             "  --kv-host-crc            checksum swapped KV blocks on the host even where the GPU\n"
@@ -134,6 +138,7 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
                                              "--nvme-swap-dir",
                                              "--nvme-swap-gb",
                                              "--preemption-mode",
+                                             "--scheduling-policy",
                                              "--kv-crc-threads",
                                              "--cpu-offload-gb",
                                              "--offload-policy",
@@ -224,6 +229,23 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
         else {
             tl_fail(err, TL_ERR_INVALID,
                     "--preemption-mode must be auto, swap or recompute, got '%s'", v);
+            return -1;
+        }
+        return 1;
+    }
+    if (!strcmp(f, "--scheduling-policy")) {
+        if (!strcmp(v, "auto"))
+            a->sched = ENGINE_SCHED_AUTO;
+        else if (!strcmp(v, "fcfs"))
+            a->sched = ENGINE_SCHED_FCFS;
+        else if (!strcmp(v, "fair"))
+            a->sched = ENGINE_SCHED_FAIR;
+        else {
+            tl_fail(err, TL_ERR_INVALID,
+                    "--scheduling-policy must be auto, fcfs or fair, got '%s'%s", v,
+                    strcmp(v, "priority") ? ""
+                                          : " (requests carry no priority here: vLLM's "
+                                            "'priority' has nothing to order by)");
             return -1;
         }
         return 1;
@@ -469,7 +491,8 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
                              .tok = b->tok,
                              .log_interval_s = a->disable_log_stats ? 0.0 : 5.0,
                              .kvswap = b->kvswap,
-                             .preemption_mode = a->preemption_mode};
+                             .preemption_mode = a->preemption_mode,
+                             .sched = a->sched};
     if ((st = engine_create(b->fwd, b->kv, c->vocab_size, &eo, &b->engine, err)) != TL_OK)
         goto fail;
     return TL_OK;

@@ -5,7 +5,8 @@
 #                                       copies, NVMe tier vs raw io_uring O_DIRECT (same run); CRC32C
 #                                       on the GPU (the default), then on host threads (--kv-host-crc)
 #   scripts/gpu-kv-tiers.sh throughput  bench throughput with KV demand 3x the GPU KV: unpressured,
-#                                       recompute only, swap (host), swap (auto), swap (host+NVMe)
+#                                       recompute only, swap (host), swap (auto), swap (host+NVMe),
+#                                       swap (host) with vLLM's fcfs order instead of fair
 #   scripts/gpu-kv-tiers.sh all         the three (about 10 minutes)
 # NVME_DIR (default /tmp) is where swap files go; NP (128) prompts; BLOCKS (2048) the pressured
 # GPU KV blocks (64 sequences x 1536 tokens need 6144). Logs go to $OUT (or /tmp/tierlm-out).
@@ -63,13 +64,14 @@ if [ "$stage" = throughput ] || [ "$stage" = all ]; then
         [3-swap-host]="--num-gpu-blocks-override $blocks --swap-space 24 --preemption-mode swap"
         [4-auto-host]="--num-gpu-blocks-override $blocks --swap-space 24"
         [5-swap-nvme]="--num-gpu-blocks-override $blocks --swap-space 2 --nvme-swap-dir $nvme --nvme-swap-gb 24 --preemption-mode swap"
+        [6-swap-host-fcfs]="--num-gpu-blocks-override $blocks --swap-space 24 --preemption-mode swap --scheduling-policy fcfs"
     )
     for k in $(printf '%s\n' "${!runs[@]}" | sort); do
         # shellcheck disable=SC2086
         build-gpu/tierlm bench throughput "${common[@]}" ${runs[$k]} \
             --output-json "$out/tp_$k.json" > "$out/tp_$k.log" 2>&1
         echo "$k (rc=$?): $(grep -E '^Throughput' "$out/tp_$k.log")"
-        grep -E "^Steps|^KV tiers" "$out/tp_$k.log"
+        grep -E "^Steps|^KV tiers|^KV blocks|^Decode-only" "$out/tp_$k.log"
     done
     base=$(grep -oE '[0-9.]+ total tokens/s' "$out/tp_1-unpressured.log" | cut -d' ' -f1)
     echo
