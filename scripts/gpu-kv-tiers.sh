@@ -76,9 +76,22 @@ if [ "$stage" = throughput ] || [ "$stage" = all ]; then
     base=$(grep -oE '[0-9.]+ total tokens/s' "$out/tp_1-unpressured.log" | cut -d' ' -f1)
     echo
     echo "== bench throughput, KV demand 3x the GPU KV ($blocks blocks), $np prompts 512 -> 1024 =="
+    # What a perfect scheduler would reach at the same step costs: the run's time less its steps
+    # beyond the memory bound (the "KV blocks" line) at its mean step time.
+    elapsed() { awk -v np="$np" '/^Throughput:/ { print np / $2 }' "$1"; }
+    tu=$(elapsed "$out/tp_1-unpressured.log")
     for k in $(printf '%s\n' "${!runs[@]}" | sort); do
         v=$(grep -oE '[0-9.]+ total tokens/s' "$out/tp_$k.log" | cut -d' ' -f1)
-        [ -n "$v" ] && [ -n "$base" ] &&
-            echo "$k: $v total tokens/s = $(echo "scale=3; $v / $base" | bc) of unpressured"
+        [ -n "$v" ] && [ -n "$base" ] || continue
+        line="$k: $v total tokens/s = $(echo "scale=3; $v / $base" | bc) of unpressured"
+        if [ "$k" != 1-unpressured ] && [ -n "$tu" ]; then
+            line+=$(awk -v tu="$tu" -v tp="$(elapsed "$out/tp_$k.log")" '
+                /^Steps:/ { n = $2; ms = substr($3, 2) }
+                /^KV blocks:/ { for (i = 1; i <= NF; i++) if ($i == "than") s = $(i + 1) }
+                END { if (n >= s && s > 0)
+                          printf "; %d steps, memory bound %d: a perfect scheduler %.3f", n, s,
+                                 tu / (tp - (n - s) * ms / 1e3) }' "$out/tp_$k.log")
+        fi
+        echo "$line"
     done
 fi
