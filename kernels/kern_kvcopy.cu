@@ -2,9 +2,10 @@
  * cudaMemcpy2DAsync (rows: its pieces, one per layer and K/V; pitch: the stride between
  * layers' pools), so a batch of B blocks is B copy commands, whatever the layer count.
  * Checksums run on a stream of their own, forked from the copy's start (out) or from each group
- * of copies (in) and joined back before the batch's event, so a ticket is done when its copies
- * and checksums are. Their results go to a ring of words in mapped pinned memory (written by
- * the kernel, read by the host once the ticket's event has fired), handed out in ticket order. */
+ * of copies (in), with an event of their own per batch: a ticket is done when both its events
+ * have fired, and the copy stream goes on to the next batch meanwhile. Their results go to a ring
+ * of words in mapped pinned memory (written by the kernel, read by the host once the ticket is
+ * done), handed out in ticket order. */
 #include <stdlib.h>
 
 #include "kern_impl.h"
@@ -29,7 +30,9 @@ struct kern_kvcopier {
     size_t crc_piece_bytes;
     int crc_n_pieces;
     cudaStream_t crc_stream;
-    cudaEvent_t crc_fork, crc_join;
+    cudaEvent_t crc_fork;
+    cudaEvent_t crc_ev[RING]; /* per batch with checksums, on crc_stream */
+    bool has_crc[RING];
     uint32_t *res;                         /* (RES) pinned, mapped: the kernels' results */
     uint32_t *res_dev;                     /* its device address */
     uint32_t **dst;                        /* (RES) where each result goes */
@@ -72,7 +75,8 @@ extern "C" enum tl_status kern_kvcopy_enable_crc(struct kern_kvcopier *c, size_t
     c->crc_n_pieces = n_pieces;
     KERN_CUDA(err, cudaStreamCreateWithFlags(&c->crc_stream, cudaStreamNonBlocking));
     KERN_CUDA(err, cudaEventCreateWithFlags(&c->crc_fork, cudaEventDisableTiming));
-    KERN_CUDA(err, cudaEventCreateWithFlags(&c->crc_join, cudaEventDisableTiming));
+    for (int i = 0; i < RING; i++)
+        KERN_CUDA(err, cudaEventCreateWithFlags(&c->crc_ev[i], cudaEventDisableTiming));
     KERN_CUDA(err, cudaHostAlloc((void **)&c->res, RES * sizeof *c->res,
                                  cudaHostAllocMapped | cudaHostAllocPortable));
     KERN_CUDA(err, cudaHostGetDevicePointer((void **)&c->res_dev, c->res, 0));
@@ -103,7 +107,8 @@ extern "C" void kern_kvcopy_destroy(struct kern_kvcopier *c) {
     for (int i = 0; i < RING; i++)
         if (c->ev[i]) (void)cudaEventDestroy(c->ev[i]);
     if (c->crc_fork) (void)cudaEventDestroy(c->crc_fork);
-    if (c->crc_join) (void)cudaEventDestroy(c->crc_join);
+    for (int i = 0; i < RING; i++)
+        if (c->crc_ev[i]) (void)cudaEventDestroy(c->crc_ev[i]);
     kern_kvcrc_destroy(c->crc);
     free(c->dst);
     free(c);
@@ -116,17 +121,27 @@ static void deliver(struct kern_kvcopier *c, uint64_t t) {
     if (n) c->res_tail = s + n;
 }
 
-/* Moves c->done past every batch whose event has fired; with upto > done, first waits for
- * that batch. */
+/* Whether batch t has finished (copies and checksums); wait: block until it has. */
+static cudaError_t finished(struct kern_kvcopier *c, uint64_t t, bool wait) {
+    cudaEvent_t ev[2] = {c->ev[t % RING], c->has_crc[t % RING] ? c->crc_ev[t % RING] : NULL};
+    for (int k = 0; k < 2 && ev[k]; k++) {
+        cudaError_t e = wait ? cudaEventSynchronize(ev[k]) : cudaEventQuery(ev[k]);
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+}
+
+/* Moves c->done past every batch that has finished; with upto > done, first waits for the
+ * batches up to that one. */
 static enum tl_status advance(struct kern_kvcopier *c, uint64_t upto) {
     enum tl_status st = TL_OK;
     if (upto > c->next) upto = c->next;
-    if (upto > c->done) {
-        KERN_CUDA(c->ctx->err, cudaEventSynchronize(c->ev[upto % RING]));
-        while (c->done < upto) deliver(c, ++c->done);
+    while (c->done < upto) {
+        KERN_CUDA(c->ctx->err, finished(c, c->done + 1, true));
+        deliver(c, ++c->done);
     }
     while (c->done < c->next) {
-        cudaError_t e = cudaEventQuery(c->ev[(c->done + 1) % RING]);
+        cudaError_t e = finished(c, c->done + 1, false);
         if (e == cudaErrorNotReady) break;
         KERN_CUDA(c->ctx->err, e);
         deliver(c, ++c->done);
@@ -205,17 +220,19 @@ static enum tl_status batch(struct kern_kvcopier *c, int dir, char *dev, size_t 
         }
     }
     if (crc) {
-        KERN_CUDA(ctx->err, cudaEventRecord(c->crc_join, c->crc_stream));
-        KERN_CUDA(ctx->err, cudaStreamWaitEvent(c->stream, c->crc_join, 0));
+        KERN_CUDA(ctx->err, cudaEventRecord(c->crc_ev[t % RING], c->crc_stream));
         c->res_head = start + (uint64_t)n;
     }
+    c->has_crc[t % RING] = crc != NULL;
     c->res_start[t % RING] = start;
     c->res_n[t % RING] = crc ? (uint64_t)n : 0;
     KERN_CUDA(ctx->err, cudaEventRecord(c->ev[t % RING], c->stream));
     c->next = t;
     *ticket = t;
-    /* the next forward may write blocks just copied out: it waits for the copy */
+    /* the next forward may write blocks just copied out: it waits for the copy (and for the
+     * checksum reading them) */
     if (!dir) KERN_CUDA(ctx->err, cudaStreamWaitEvent(ctx->stream, c->ev[t % RING], 0));
+    if (!dir && crc) KERN_CUDA(ctx->err, cudaStreamWaitEvent(ctx->stream, c->crc_ev[t % RING], 0));
 cleanup:
     return st;
 }

@@ -4,9 +4,10 @@
  * waits for the work queued there before it, and after a copy out the context's stream waits
  * for the copy, so blocks copied out may be overwritten by the next forward at once. Each batch
  * gets a ticket; kern_kvcopy_done reports the highest finished one. A batch may also checksum
- * its blocks in device memory (kern_kvcrc, on a third stream): before the copy out, beside it;
- * after the copy in, group by group behind it; the CRCs land in a pinned ring the device writes
- * and are handed to the caller when the ticket is seen done. One host thread at a time. */
+ * its blocks in device memory (kern_kvcrc, on a third stream): a copy out's beside the copy
+ * (the context's stream waits for both), a copy in's group by group behind it; the CRCs land in
+ * a pinned ring the device writes and are handed to the caller when the ticket is seen done
+ * (copies and checksums finished). One host thread at a time. */
 #ifndef TL_KERN_KVCOPY_H
 #define TL_KERN_KVCOPY_H
 
