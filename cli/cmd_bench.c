@@ -224,6 +224,15 @@ static int bench_throughput(int argc, char **argv) {
     printf("Steps: %lld (%.2f ms each), preemptions: %lld, engine busy %.1f%% of the wall time\n",
            steps, steps ? 1e3 * busy / steps : 0.0,
            (long long)(m1.num_preemptions_total - m0.num_preemptions_total), 100.0 * busy / el);
+    /* Every step's sequences must hold their KV on the GPU: the blocks they held, summed over
+     * the steps, over the cache's blocks is the fewest steps any schedule needs. */
+    double held = (double)(m1.step_blocks_total - m0.step_blocks_total);
+    double min_steps = m1.kv_blocks_total > 0 ? held / m1.kv_blocks_total : 0.0;
+    if (steps > 0 && m1.kv_blocks_total > 0)
+        printf("KV blocks: the steps held %.1f%% of the %d GPU blocks on average; no schedule "
+               "needs fewer than %.0f steps (%.2f of the %lld run)\n",
+               100.0 * held / steps / m1.kv_blocks_total, m1.kv_blocks_total, min_steps,
+               min_steps / steps, steps);
     long long dsteps = m1.decode_steps - m0.decode_steps;
     long long dtok = m1.decode_tokens - m0.decode_tokens;
     double ds = m1.decode_s - m0.decode_s;
@@ -286,6 +295,8 @@ static int bench_throughput(int argc, char **argv) {
         json_object_set_new(j, "output_len", json_integer(a.output_len));
         json_object_set_new(j, "num_preemptions",
                             json_integer(m1.num_preemptions_total - m0.num_preemptions_total));
+        json_object_set_new(j, "num_steps", json_integer(steps));
+        json_object_set_new(j, "kv_bound_steps", json_real(min_steps));
         json_object_set_new(j, "decode_tokens_per_second", json_real(ds > 0 ? dtok / ds : 0.0));
         json_object_set_new(j, "decode_step_ms", json_real(dsteps > 0 ? 1e3 * ds / dsteps : 0.0));
         json_object_set_new(j, "gpu_span_fraction", json_real(busy > 0 ? dev / busy : 0.0));

@@ -1,5 +1,6 @@
 /* cmd_bench_kv: `tierlm bench kv-tiers`, the KV tiers' transfer rates against the ceilings
- * measured in the same run (DESIGN.md: every figure is a ratio to a ceiling): swap-out (copies
+ * measured in the same run (DESIGN.md: every figure is a ratio to a ceiling): the backend's
+ * block copies alone and with its checksums (kv_copy_crc, where it has them), swap-out (copies
  * out plus CRC32C) and swap-in (copies in, verified) of whole sequences through kvswap against
  * the pinned D2H / H2D rate of one large copy, and the NVMe tier's writes and reads against
  * raw io_uring O_DIRECT I/O of the same request size and depth on the same file system. The
@@ -171,24 +172,26 @@ out:
     return rc;
 }
 
-/* Copies n blocks out of the device and back with the backend's kv_copy alone (no kvswap):
- * bytes/s of each direction. */
-static int copy_rates(const struct ops *o, const struct hostmem *hm, int n, double *out_bps,
-                      double *in_bps) {
+/* Copies n blocks out of the device and back with the backend's kv_copy alone (no kvswap), or
+ * with kv_copy_crc when crc: bytes/s of each direction. */
+static int copy_rates(const struct ops *o, const struct hostmem *hm, int n, bool crc,
+                      double *out_bps, double *in_bps) {
     int32_t *blocks = malloc((size_t)n * sizeof *blocks);
     void **host = malloc((size_t)n * sizeof *host);
+    uint32_t *sums = malloc((size_t)n * sizeof *sums), **sum = malloc((size_t)n * sizeof *sum);
     int rc = -1;
-    if (!blocks || !host) goto out;
+    if (!blocks || !host || !sums || !sum) goto out;
     for (int i = 0; i < n; i++) {
         blocks[i] = i;
         host[i] = hostmem_slot(hm, i);
+        sum[i] = &sums[i];
     }
     for (int dir = 0; dir < 2; dir++) {
         uint64_t t, fin;
         double t0 = now_s();
-        if (o->kv_copy(o->ctx, dir, blocks, host, n, &t) != TL_OK ||
-            o->kv_copy_done(o->ctx, t, &fin) != TL_OK)
-            goto out;
+        enum tl_status st = crc ? o->kv_copy_crc(o->ctx, dir, blocks, host, sum, n, &t)
+                                : o->kv_copy(o->ctx, dir, blocks, host, n, &t);
+        if (st != TL_OK || o->kv_copy_done(o->ctx, t, &fin) != TL_OK) goto out;
         double bps = (double)o->kv_block_bytes * n / (now_s() - t0);
         *(dir ? in_bps : out_bps) = bps;
     }
@@ -196,6 +199,8 @@ static int copy_rates(const struct ops *o, const struct hostmem *hm, int n, doub
 out:
     free(blocks);
     free(host);
+    free(sums);
+    free(sum);
     return rc;
 }
 
@@ -357,22 +362,29 @@ int bench_kv_tiers(int argc, char **argv) {
     }
     int n = n_seq * seq;
     size_t bytes = (size_t)n * o->kv_block_bytes;
+    char crc_where[96];
+    if (st.crc_on_device)
+        snprintf(crc_where, sizeof crc_where, "on the %s beside its copies", o->name);
+    else
+        snprintf(crc_where, sizeof crc_where, "on the host (%s, --kv-crc-threads)", crc32c_impl());
     printf("KV tiers on %s: block %zu bytes, %d sequences of %d blocks = %.2f GiB per repeat, "
            "%d repeats (medians), CRC32C %s\n",
-           o->name, o->kv_block_bytes, n_seq, seq, bytes / 1073741824.0, repeats, crc32c_impl());
+           o->name, o->kv_block_bytes, n_seq, seq, bytes / 1073741824.0, repeats, crc_where);
     double d2h = 0, h2d = 0;
     char cwhat[96];
     if (ceiling(b.be.cuda, bytes < ((size_t)1 << 30) ? bytes : (size_t)1 << 30, &d2h, &h2d, cwhat,
                 sizeof cwhat) != 0)
         fprintf(stderr, "tierlm bench kv-tiers: the copy ceiling could not be measured\n");
-    double *v = calloc((size_t)repeats * 8, sizeof *v);
+    double *v = calloc((size_t)repeats * 10, sizeof *v);
     if (!v) goto out;
     double *c_out = v, *c_in = v + repeats, *s_out = v + 2 * repeats, *s_in = v + 3 * repeats;
     double *t_w = v + 4 * repeats, *t_r = v + 5 * repeats, *r_w = v + 6 * repeats,
-           *r_r = v + 7 * repeats;
+           *r_r = v + 7 * repeats, *k_out = v + 8 * repeats, *k_in = v + 9 * repeats;
+    bool has_crc = o->kv_copy_crc != NULL;
     for (int r = 0; r < repeats; r++) {
         double os, is;
-        if (copy_rates(o, hm, n, &c_out[r], &c_in[r]) != 0 ||
+        if (copy_rates(o, hm, n, false, &c_out[r], &c_in[r]) != 0 ||
+            (has_crc && copy_rates(o, hm, n, true, &k_out[r], &k_in[r]) != 0) ||
             swap_round(ks, n_seq, seq, &os, &is) != 0) {
             fprintf(stderr, "tierlm bench kv-tiers: a transfer failed: %s\n",
                     o->last_error(o->ctx));
@@ -386,8 +398,14 @@ int bench_kv_tiers(int argc, char **argv) {
            "ratio");
     row("kv_copy out (one batch)", median(c_out, repeats), cwhat, d2h);
     row("kv_copy in (one batch)", median(c_in, repeats), cwhat, h2d);
-    row("swap-out: copies out + CRC32C", median(s_out, repeats), cwhat, d2h);
-    row("swap-in: copies in + CRC32C check", median(s_in, repeats), cwhat, h2d);
+    if (has_crc) {
+        row("kv_copy_crc out (copies + GPU CRC)", median(k_out, repeats), cwhat, d2h);
+        row("kv_copy_crc in (copies + GPU CRC)", median(k_in, repeats), cwhat, h2d);
+    }
+    row(st.crc_on_device ? "swap-out: copies out + CRC32C (GPU)" : "swap-out: copies out + CRC32C",
+        median(s_out, repeats), cwhat, d2h);
+    row(st.crc_on_device ? "swap-in: copies in + CRC32C (GPU)" : "swap-in: copies in + CRC32C",
+        median(s_in, repeats), cwhat, h2d);
     if (kvswap_nvme_tier(ks)) {
         struct tier *t = kvswap_nvme_tier(ks);
         int m = n < st.nvme_slots ? n : st.nvme_slots;
@@ -416,7 +434,9 @@ int bench_kv_tiers(int argc, char **argv) {
         row("NVMe tier write (registered bufs)", median(t_w, repeats), rw, median(r_w, repeats));
         row("NVMe tier read", median(t_r, repeats), rr, median(r_r, repeats));
     }
-    row("CRC32C, all threads (start-up calib.)", st.crc_bps, "", 0);
+    row(st.crc_on_device ? "host CRC32C, 1 thread (start-up calib.)"
+                         : "host CRC32C, all threads (start-up calib.)",
+        st.crc_bps, "", 0);
     free(v);
     rc = 0;
 out:

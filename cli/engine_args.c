@@ -78,8 +78,14 @@ void engine_args_help(FILE *f) {
             "  --preemption-mode M      auto | swap | recompute: when KV runs out, swap a\n"
             "                           sequence out or recompute it later (auto: the cheaper,\n"
             "                           per sequence; swap needs the flags above)   [auto]\n"
-            "  --kv-crc-threads N       threads checksumming swapped KV blocks (0: the engine's\n"
-            "                           own thread)   [cores/4, 1..4]\n"
+            "  --scheduling-policy P    fcfs | fair | auto: who goes first when KV blocks run\n"
+            "                           short: arrival order (vLLM's), or least service so far\n"
+            "                           (all advance together; auto: fair when sequences are\n"
+            "                           swapped rather than recomputed)   [auto]\n"
+            "  --kv-crc-threads N       host threads checksumming swapped KV blocks (0: the\n"
+            "                           engine's own thread)   [cores/4, 1..4]\n"
+            "  --kv-host-crc            checksum swapped KV blocks on the host even where the GPU\n"
+            "                           checksums them beside its copies (the default there)\n"
             "  --tensor-parallel-size N split the model over N ranks as vLLM does (heads, KV\n"
             "                           heads, MLP and vocabulary); --device cpu runs them in\n"
             "                           threads of this process; GPUs: not yet   [1]\n"
@@ -122,6 +128,7 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
     if (!strcmp(f, "--disable-log-stats")) return a->disable_log_stats = true, 1;
     if (!strcmp(f, "--quiet")) return a->quiet = true, 1;
     if (!strcmp(f, "--recalibrate")) return a->recalibrate = true, 1;
+    if (!strcmp(f, "--kv-host-crc")) return a->kv_host_crc = true, 1;
     static const char *const with_value[] = {"--model",
                                              "--tokenizer",
                                              "--load-format",
@@ -139,6 +146,7 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
                                              "--nvme-swap-dir",
                                              "--nvme-swap-gb",
                                              "--preemption-mode",
+                                             "--scheduling-policy",
                                              "--kv-crc-threads",
                                              "--cpu-offload-gb",
                                              "--offload-policy",
@@ -239,6 +247,23 @@ int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, stru
         }
         return 1;
     }
+    if (!strcmp(f, "--scheduling-policy")) {
+        if (!strcmp(v, "auto"))
+            a->sched = ENGINE_SCHED_AUTO;
+        else if (!strcmp(v, "fcfs"))
+            a->sched = ENGINE_SCHED_FCFS;
+        else if (!strcmp(v, "fair"))
+            a->sched = ENGINE_SCHED_FAIR;
+        else {
+            tl_fail(err, TL_ERR_INVALID,
+                    "--scheduling-policy must be auto, fcfs or fair, got '%s'%s", v,
+                    strcmp(v, "priority") ? ""
+                                          : " (requests carry no priority here: vLLM's "
+                                            "'priority' has nothing to order by)");
+            return -1;
+        }
+        return 1;
+    }
     return 0;
 }
 
@@ -281,6 +306,7 @@ static enum tl_status open_tiers(const struct engine_args *a, struct engine_boot
                              .nvme_bytes = (size_t)(a->nvme_swap_gb * GIB),
                              .max_blocks_per_seq = (max_len + a->block_size - 1) / a->block_size,
                              .crc_threads = crc,
+                             .host_crc = a->kv_host_crc,
                              .quiet = a->quiet};
     return kvswap_create(&ko, &b->kvswap, err);
 }
@@ -488,7 +514,8 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
                              .tok = b->tok,
                              .log_interval_s = a->disable_log_stats ? 0.0 : 5.0,
                              .kvswap = b->kvswap,
-                             .preemption_mode = a->preemption_mode};
+                             .preemption_mode = a->preemption_mode,
+                             .sched = a->sched};
     if ((st = engine_create(b->fwd, b->kv, c->vocab_size, &eo, &b->engine, err)) != TL_OK)
         goto fail;
     return TL_OK;

@@ -43,7 +43,9 @@ struct engine_args {
     const char *nvme_swap_dir; /* NVMe KV tier: a swap file there (NULL: none) */
     double nvme_swap_gb;       /* its size */
     enum engine_preemption preemption_mode;
+    enum engine_sched sched;
     int kv_crc_threads;       /* -1: default */
+    bool kv_host_crc;         /* host checksums even where the backend checksums on the device */
     int tensor_parallel_size; /* ranks the model is split over (vLLM's meaning); 1: none */
 };
 

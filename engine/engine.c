@@ -78,7 +78,7 @@ void req_queue_remove_at(struct req_queue *q, int i) {
 enum tl_status req_queue_insert_ordered(struct req_queue *q, struct engine_request *r) {
     if (req_queue_push(q, r) != TL_OK) return TL_ERR_NOMEM;
     int i = q->n - 1;
-    while (i > 0 && q->v[i - 1]->seq_no > r->seq_no) {
+    while (i > 0 && req_before(r, q->v[i - 1])) {
         q->v[i] = q->v[i - 1];
         i--;
     }
@@ -436,6 +436,8 @@ enum tl_status engine_create(struct forward *f, struct kvcache *kv, int vocab_si
     e->vocab = vocab_size;
     e->o = *o;
     e->pad_block = -1;
+    e->fair = o->sched == ENGINE_SCHED_FAIR || (o->sched == ENGINE_SCHED_AUTO && o->kvswap &&
+                                                o->preemption_mode != ENGINE_PREEMPT_RECOMPUTE);
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     pthread_mutex_init(&e->metrics_mu, NULL);

@@ -28,6 +28,21 @@ struct kvswap; /* offload/kvswap.h: the KV tiers */
 #define ENGINE_MAX_STOP     16
 #define ENGINE_MAX_STOP_LEN 256
 
+/* Which sequences go first when they compete for KV blocks (--scheduling-policy). */
+enum engine_sched {
+    ENGINE_SCHED_AUTO = 0, /* fair where preempted sequences are swapped (KV tiers and a
+                            * preemption mode other than recompute), else fcfs */
+    ENGINE_SCHED_FCFS,     /* vLLM's: arrival order; the latest arrival is preempted */
+    /* Least attained service first: a sequence's key is the step it arrived at plus the steps
+     * it has run. Sequences that ran since they arrived tie with new arrivals (then arrival
+     * order decides), a preempted one gains on the running ones while it waits, and the one
+     * that has run most is preempted. Under KV pressure all advance at about the same rate,
+     * the shortest contexts run (more fit), and none is left to finish alone at the end with
+     * the cache mostly empty (docs/perf-notes.md). Recomputation makes the most-run victim the
+     * costliest, hence fcfs without swapping. */
+    ENGINE_SCHED_FAIR,
+};
+
 /* How a sequence is preempted when KV blocks run out (vLLM's --preemption-mode, plus auto). */
 enum engine_preemption {
     ENGINE_PREEMPT_AUTO = 0,  /* per sequence, the cheaper: bytes to move or tokens to recompute */
@@ -55,6 +70,7 @@ struct engine_opts {
      * only, as without --swap-space / --nvme-swap-dir. */
     struct kvswap *kvswap;
     enum engine_preemption preemption_mode; /* with kvswap */
+    enum engine_sched sched;
 };
 
 /* What a request asks for; copied at submit. */
@@ -129,6 +145,8 @@ struct engine_metrics {
     int kv_blocks_total, kv_blocks_used;
     struct engine_hist ttft, tpot, e2e; /* seconds */
     int64_t steps_total;
+    int64_t step_blocks_total; /* KV blocks held by the sequences of each step, summed over steps:
+                                * over the cache's blocks, the steps a perfect scheduler needs */
     double busy_s;             /* wall time spent in steps */
     int64_t decode_steps;      /* steps that carried no prompt token */
     int64_t decode_tokens;     /* tokens those steps generated */

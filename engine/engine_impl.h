@@ -16,6 +16,8 @@ enum req_state { REQ_INBOX = 0, REQ_WAITING, REQ_RUNNING, REQ_DONE, REQ_SWAPPED 
 struct engine_request {
     struct engine *e;
     uint64_t seq_no; /* arrival order: FCFS and preemption priority */
+    uint64_t prio;   /* scheduling key, lower first (then seq_no): 0 with fcfs; with fair the step
+                      * it arrived at plus the steps it has run */
     atomic_int refs; /* the engine's + the submitter's */
     atomic_bool abort_requested;
     double t_arrival;
@@ -82,6 +84,8 @@ struct engine {
     int32_t *eos; /* owned copy of o.eos_ids */
     int32_t pad_block;
     int max_blocks_per_seq;
+    bool fair;        /* ENGINE_SCHED_FAIR in effect */
+    uint64_t n_steps; /* forward steps run */
 
     /* engine thread only */
     struct req_queue waiting, running;
@@ -118,11 +122,17 @@ struct engine {
     struct engine_metrics m;
 };
 
+/* Whether a goes before b in the queues: the lower key, then the earlier arrival. */
+static inline bool req_before(const struct engine_request *a, const struct engine_request *b) {
+    return a->prio < b->prio || (a->prio == b->prio && a->seq_no < b->seq_no);
+}
+
 /* engine.c */
 double engine_now(void);
 enum tl_status req_queue_push(struct req_queue *q, struct engine_request *r);
 void req_queue_remove_at(struct req_queue *q, int i);
-/* Inserts r keeping arrival order (a preempted request goes back ahead of later arrivals). */
+/* Inserts r keeping the queue's order (req_before: a preempted request goes back ahead of
+ * later arrivals). */
 enum tl_status req_queue_insert_ordered(struct req_queue *q, struct engine_request *r);
 /* Appends text (the reader sees it once made visible by req_publish). */
 enum tl_status req_text_append(struct engine_request *r, const char *s, size_t n);

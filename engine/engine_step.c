@@ -1,7 +1,8 @@
 /* engine_step: one iteration of the engine loop. Schedule (decodes first, then chunks of
- * prefills already running, then new admissions in arrival order while budget, sequences and
- * KV blocks last; when KV runs out the latest arrival is preempted and recomputed later), run
- * the forward, sample, then detokenize, check stops, publish, and account. A sequence's state
+ * prefills already running, then admissions in queue order while budget, sequences and KV
+ * blocks last; when KV runs out the last in queue order is preempted, swapped out or recomputed
+ * later), run the forward, sample, then detokenize, check stops, publish, and account. Queue
+ * order is arrival order (fcfs) or least attained service (fair: engine.h). A sequence's state
  * is one number: n_computed of its n_prompt + n_out tokens have KV in the cache, so a fresh
  * prompt, a chunked prefill, a decode and a recomputation after preemption are the same step. */
 #include <math.h>
@@ -112,12 +113,25 @@ static bool make_room(struct engine *e, int *i, int tokens, bool *preempted) {
     return true;
 }
 
+/* Restores running's order after a step changed keys (fair: the sequences that ran gained one;
+ * a few steps' budget may have left some out). Insertion sort: it is nearly sorted. */
+static void sort_running(struct engine *e) {
+    struct req_queue *q = &e->running;
+    for (int i = 1; i < q->n; i++) {
+        struct engine_request *r = q->v[i];
+        int j = i;
+        for (; j > 0 && req_before(r, q->v[j - 1]); j--) q->v[j] = q->v[j - 1];
+        q->v[j] = r;
+    }
+}
+
 /* Fills fs_req[0..ns) with this step's requests (step_take set). */
 static int schedule(struct engine *e) {
     int budget = e->o.max_num_batched_tokens;
     int ns = 0;
     bool preempted = false;
     struct tl_err err;
+    if (e->fair) sort_running(e);
     for (int i = 0; i < e->running.n; i++) e->running.v[i]->step_take = 0;
     /* running: decodes first, then prefill chunks */
     for (int pass = 0; pass < 2; pass++) {
@@ -136,11 +150,11 @@ static int schedule(struct engine *e) {
             budget -= take;
         }
     }
-    /* admissions, in arrival order over the waiting and the swapped (a swapped one starts
+    /* admissions, in queue order over the waiting and the swapped (a swapped one starts
      * loading and joins a later step); none while this step had to preempt */
     while (!preempted && budget > 0 && e->running.n + e->n_loading < e->o.max_num_seqs) {
         struct engine_request *s = engine_swap_head(e);
-        if (s && (e->waiting.n == 0 || s->seq_no < e->waiting.v[0]->seq_no)) {
+        if (s && (e->waiting.n == 0 || req_before(s, e->waiting.v[0]))) {
             if (!engine_swap_in(e, s)) break;
             continue;
         }
@@ -305,7 +319,8 @@ static void accept_token(struct engine *e, struct engine_request *r, int32_t t, 
 
 /* ---- metrics ---- */
 
-static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, double dt, double dev) {
+static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, int64_t blocks, double dt,
+                          double dev) {
     double lane_cpu = 0, lane_cross = 0;
     if (dt > 0) forward_lane_seconds(e->fwd, &lane_cpu, &lane_cross);
     int total = kvcache_num_blocks(e->kv);
@@ -326,6 +341,7 @@ static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, double 
     if (e->o.kvswap) engine_swap_gauges(e, &e->m, engine_now());
     if (dt > 0) {
         e->m.steps_total++;
+        e->m.step_blocks_total += blocks;
         e->m.busy_s += dt;
         e->m.device_s += dev;
         if (prompt == 0) {
@@ -382,6 +398,7 @@ static void take_inbox(struct engine *e) {
     for (int i = 0; i < e->inbox.n; i++) {
         struct engine_request *r = e->inbox.v[i];
         r->state = REQ_WAITING;
+        r->prio = e->fair ? e->n_steps : 0; /* no later than any key in the queues */
         if (req_queue_push(&e->waiting, r) != TL_OK) {
             snprintf(r->error, sizeof r->error, "out of host memory while queueing");
             engine_finish_request(e, r, ENGINE_FINISH_ERROR);
@@ -410,13 +427,13 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
     reap_aborts(e, &e->swapped);
     engine_swap_poll(e, false);
     if (e->running.n == 0 && e->waiting.n == 0 && e->swapped.n == 0) {
-        update_gauges(e, 0, 0, 0, 0);
+        update_gauges(e, 0, 0, 0, 0, 0);
         return TL_OK;
     }
     int ns = schedule(e);
     if (ns == 0) {
         engine_swap_poll(e, true); /* only a transfer can move things on: wait for one */
-        update_gauges(e, 0, 0, 0, 0);
+        update_gauges(e, 0, 0, 0, 0, 0);
         return TL_OK;
     }
     *busy = true;
@@ -508,8 +525,14 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
             accept_token(e, r, t, now);
         }
     }
-    int64_t gen = 0;
-    for (int j = 0; j < ns; j++) gen += e->fs[j].want_logits && st == TL_OK;
+    int64_t gen = 0, blocks = 0;
+    for (int j = 0; j < ns; j++) {
+        struct engine_request *r = e->fs_req[j];
+        gen += e->fs[j].want_logits && st == TL_OK;
+        blocks += r->kv.n_blocks;
+        if (e->fair) r->prio++; /* one more step of service */
+    }
+    e->n_steps++;
     /* publish and finish */
     for (int j = 0; j < ns; j++) {
         struct engine_request *r = e->fs_req[j];
@@ -529,7 +552,8 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
     if (st == TL_OK) engine_swap_observe_step(e, dt, nt, prompt_tok);
     e->log_prompt += prompt_tok;
     e->log_gen += gen;
-    update_gauges(e, prompt_tok, gen, dt, st == TL_OK ? forward_device_seconds(e->fwd) : 0.0);
+    update_gauges(e, prompt_tok, gen, blocks, dt,
+                  st == TL_OK ? forward_device_seconds(e->fwd) : 0.0);
     log_line(e, engine_now());
     return st;
 }

@@ -2,10 +2,10 @@
  * moves the bytes). A preempted sequence is swapped out when the tiers have room and moving
  * its blocks out and back costs less than recomputing its tokens (measured rates: the tiers
  * calibrate theirs, the engine times its prefill steps); it waits in the swapped queue in
- * arrival order, starts loading into fresh device blocks when its turn comes (published full
- * blocks still in the prefix cache are taken from there instead), and joins running once the
- * copy has landed, so the forward never waits for it. Any failure on the way sends it back to
- * waiting with nothing computed: it is recomputed from its tokens. Engine thread only. */
+ * queue order (engine_step.c), starts loading into fresh device blocks when its turn comes
+ * (published full blocks still in the prefix cache are taken from there instead), and joins running
+ * once the copy has landed, so the forward never waits for it. Any failure on the way sends it back
+ * to waiting with nothing computed: it is recomputed from its tokens. Engine thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +31,12 @@ void engine_swap_forget(struct engine *e, struct engine_request *r) {
     recount(e, r);
 }
 
+/* kvswap orders swapped sequences by one number (lower: needed sooner, kept in host memory):
+ * the queue order's. */
+static int64_t swap_key(const struct engine *e, const struct engine_request *r) {
+    return e->fair ? (int64_t)(r->prio << 20 | (r->seq_no & 0xfffff)) : (int64_t)r->seq_no;
+}
+
 bool engine_swap_out(struct engine *e, struct engine_request *r) {
     struct kvswap *ks = e->o.kvswap;
     if (!ks || e->o.preemption_mode == ENGINE_PREEMPT_RECOMPUTE || r->n_computed == 0) return false;
@@ -43,7 +49,7 @@ bool engine_swap_out(struct engine *e, struct engine_request *r) {
         return false;
     struct tl_err err;
     int32_t h;
-    enum tl_status st = kvswap_out(ks, r->kv.blocks, nb, (int64_t)r->seq_no, &h, &err);
+    enum tl_status st = kvswap_out(ks, r->kv.blocks, nb, swap_key(e, r), &h, &err);
     if (st != TL_OK) {
         if (st == TL_ERR_IO) e->n_recovered++; /* the copy failed: recomputed instead */
         return false;

@@ -147,6 +147,13 @@ struct ops {
     /* *done = the highest ticket whose copies, and all earlier ones, have finished. wait > 0:
      * blocks until ticket `wait` has. A failed copy is reported here (or by kv_copy). */
     enum tl_status (*kv_copy_done)(void *ctx, uint64_t wait, uint64_t *done);
+    /* Optional (NULL: whoever needs checksums computes them on the host images): kv_copy that
+     * also checksums each block where it lies, *crc[i] = crc32c(0, image, kv_block_bytes)
+     * (offload/crc32c.h) of block i's image as the backend holds it: dir 0 the bytes copied out,
+     * dir 1 the bytes that landed. crc[i] is any host memory, written by the time kv_copy_done
+     * reports the ticket and kept valid by the caller until then. Ordering as kv_copy. */
+    enum tl_status (*kv_copy_crc)(void *ctx, int dir, const int32_t *blocks, void *const *host,
+                                  uint32_t *const *crc, int n, uint64_t *ticket);
     /* Makes host memory [p, p + bytes) fast for kv_copy (CUDA: page-locks it). NULL when any
      * memory will do. */
     enum tl_status (*host_register)(void *ctx, void *p, size_t bytes);

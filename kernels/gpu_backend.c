@@ -376,15 +376,25 @@ static int kv_layers_held(const struct gpu_backend *be) {
 /* A block's image: its piece of the K pool, then the V pool, of each layer whose KV is here
  * (n_kv, block_size, hd each, in the activation dtype), in layer order; one 2D copy per block
  * on the copy stream. */
-static enum tl_status op_kv_copy(void *ctx, int dir, const int32_t *blocks, void *const *host,
-                                 int n, uint64_t *ticket) {
-    struct gpu_backend *be = ctx;
+static enum tl_status kv_copy(struct gpu_backend *be, int dir, const int32_t *blocks,
+                              void *const *host, uint32_t *const *crc, int n, uint64_t *ticket) {
     for (int i = 0; i < n; i++)
         if (blocks[i] < 0 || blocks[i] >= be->num_blocks)
             return be_fail(be, TL_ERR_INTERNAL, "kv_copy: block id %d out of range", blocks[i]);
     size_t piece = be->kv_layer_bytes / (size_t)be->num_blocks;
     return kfail(be, kern_kvcopy_blocks(be->kvcopy, dir, be->kv, piece, be->kv_layer_bytes,
-                                        2 * kv_layers_held(be), blocks, host, n, ticket));
+                                        2 * kv_layers_held(be), blocks, host, crc, n, ticket));
+}
+
+static enum tl_status op_kv_copy(void *ctx, int dir, const int32_t *blocks, void *const *host,
+                                 int n, uint64_t *ticket) {
+    return kv_copy(ctx, dir, blocks, host, NULL, n, ticket);
+}
+
+/* The same, checksumming each image in device memory (kern_kvcrc) beside the copy. */
+static enum tl_status op_kv_copy_crc(void *ctx, int dir, const int32_t *blocks, void *const *host,
+                                     uint32_t *const *crc, int n, uint64_t *ticket) {
+    return kv_copy(ctx, dir, blocks, host, crc, n, ticket);
 }
 
 static enum tl_status op_kv_copy_done(void *ctx, uint64_t wait, uint64_t *done) {
@@ -414,6 +424,10 @@ static void kv_copy_ops(struct gpu_backend *be, struct ops *out, size_t block_by
     out->kv_block_bytes = block_bytes;
     out->kv_copy = op_kv_copy;
     out->kv_copy_done = op_kv_copy_done;
+    /* checksums on the device are optional too: without them the tiers checksum on the host */
+    size_t piece = be->kv_layer_bytes / (size_t)be->num_blocks;
+    if (kern_kvcopy_enable_crc(be->kvcopy, piece, 2 * kv_layers_held(be), &err) == TL_OK)
+        out->kv_copy_crc = op_kv_copy_crc;
     out->host_register = op_host_register;
     out->host_unregister = op_host_unregister;
     out->pci_bus_id = op_pci_bus_id;

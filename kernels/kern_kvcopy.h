@@ -3,7 +3,11 @@
  * stream runs the forward) and are ordered against the context's stream by events: a batch
  * waits for the work queued there before it, and after a copy out the context's stream waits
  * for the copy, so blocks copied out may be overwritten by the next forward at once. Each batch
- * gets a ticket; kern_kvcopy_done reports the highest finished one. One host thread at a time. */
+ * gets a ticket; kern_kvcopy_done reports the highest finished one. A batch may also checksum
+ * its blocks in device memory (kern_kvcrc, on a third stream): a copy out's beside the copy
+ * (the context's stream waits for both), a copy in's group by group behind it; the CRCs land in
+ * a pinned ring the device writes and are handed to the caller when the ticket is seen done
+ * (copies and checksums finished). One host thread at a time. */
 #ifndef TL_KERN_KVCOPY_H
 #define TL_KERN_KVCOPY_H
 
@@ -25,17 +29,26 @@ enum tl_status kern_kvcopy_create(const struct kern_ctx *ctx, struct kern_kvcopi
 /* Waits for the copies in flight, frees. NULL is fine. */
 void kern_kvcopy_destroy(struct kern_kvcopier *c);
 
+/* Lets batches checksum images of n_pieces pieces of piece_bytes (the geometry every later
+ * batch with crc passes): creates the checksum stream, scratch and result ring. */
+enum tl_status kern_kvcopy_enable_crc(struct kern_kvcopier *c, size_t piece_bytes, int n_pieces,
+                                      struct tl_err *err);
+
 /* Queues copies of n blocks. A block's image is n_pieces pieces of piece_bytes: piece p of
  * block b is at dev + p * piece_stride + b * piece_bytes on the device and at
  * host[i] + p * piece_bytes on the host (one 2D copy per block). dir 0: device -> host, 1:
  * host -> device. Host memory must be page-locked (kern_host_register) and stay valid until
- * the ticket is done. Does not block. Errors go to the context's last error. */
+ * the ticket is done. crc (NULL: no checksums; needs kern_kvcopy_enable_crc): *crc[i] gets the
+ * CRC-32C of block i's image as the device holds it (dir 0: what is copied out, dir 1: what
+ * landed) by the time kern_kvcopy_done reports the ticket; any host memory, kept valid until
+ * then. A batch too large for the result ring becomes several; *ticket is the last. Does not
+ * block (but for a full ring). Errors go to the context's last error. */
 enum tl_status kern_kvcopy_blocks(struct kern_kvcopier *c, int dir, char *dev, size_t piece_bytes,
                                   size_t piece_stride, int n_pieces, const int32_t *blocks,
-                                  void *const *host, int n, uint64_t *ticket);
+                                  void *const *host, uint32_t *const *crc, int n, uint64_t *ticket);
 
-/* *done = the highest ticket finished (with every earlier one). wait > 0: blocks until that
- * ticket is. A failed copy (reported by the device) is an error here. */
+/* *done = the highest ticket finished (with every earlier one), its checksums delivered. wait >
+ * 0: blocks until that ticket is. A failed copy (reported by the device) is an error here. */
 enum tl_status kern_kvcopy_done(struct kern_kvcopier *c, uint64_t wait, uint64_t *done);
 
 /* Page-locks [p, p + bytes) for asynchronous copies (cudaHostRegister); undo with

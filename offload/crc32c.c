@@ -16,6 +16,7 @@ static uint32_t table[8][256]; /* slice-by-8 */
 #define SEG_LONG  8192u        /* bytes per stream in the long loop */
 #define SEG_SHORT 256u         /* ... and in the short loop */
 static uint32_t zeros_long[4][256], zeros_short[4][256];
+static uint32_t x2n[64]; /* x^(2^k) mod P, reflected: the combine's powers */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int have_hw;
 
@@ -52,6 +53,20 @@ static uint32_t shift(const uint32_t t[4][256], uint32_t crc) {
     return t[0][crc & 0xff] ^ t[1][(crc >> 8) & 0xff] ^ t[2][(crc >> 16) & 0xff] ^ t[3][crc >> 24];
 }
 
+/* a * b mod P, both reflected (x^0 is the top bit); a != 0 */
+static uint32_t mult_mod(uint32_t a, uint32_t b) {
+    uint32_t m = 1u << 31, p = 0;
+    for (;;) {
+        if (a & m) {
+            p ^= b;
+            if ((a & (m - 1)) == 0) break;
+        }
+        m >>= 1;
+        b = b & 1 ? (b >> 1) ^ POLY : b >> 1;
+    }
+    return p;
+}
+
 static void init(void) {
     for (uint32_t n = 0; n < 256; n++) {
         uint32_t c = n;
@@ -63,6 +78,8 @@ static void init(void) {
             table[k][n] = (table[k - 1][n] >> 8) ^ table[0][table[k - 1][n] & 0xff];
     op_tables(zeros_long, 16);  /* 8192 bytes = 2^16 bits */
     op_tables(zeros_short, 11); /* 256 bytes = 2^11 bits */
+    x2n[0] = 1u << 30;          /* x^1 */
+    for (int k = 1; k < 64; k++) x2n[k] = mult_mod(x2n[k - 1], x2n[k - 1]);
 #if defined(__x86_64__)
     __builtin_cpu_init();
     have_hw = __builtin_cpu_supports("sse4.2");
@@ -155,6 +172,15 @@ uint32_t crc32c(uint32_t crc, const void *buf, size_t len) {
     if (have_hw) return ~hw_raw(~crc, buf, len);
 #endif
     return ~sw_raw(~crc, buf, len);
+}
+
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
+    pthread_once(&once, init);
+    /* crc(a b) = crc(a) * x^(8 len_b) + crc(b) mod P: the pre- and post-inversions cancel */
+    uint32_t p = 1u << 31; /* x^0 */
+    for (int k = 3; len_b && k < 64; k++, len_b >>= 1)
+        if (len_b & 1) p = mult_mod(x2n[k], p);
+    return mult_mod(p, crc_a) ^ crc_b;
 }
 
 const char *crc32c_impl(void) {

@@ -13,6 +13,11 @@
  * CRC of a followed by b. crc32c(0, "123456789", 9) == 0xE3069283. */
 uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
 
+/* The CRC-32C of a followed by b, given crc_a = crc32c(0, a), crc_b = crc32c(0, b) and b's
+ * length (zlib's crc32_combine for this polynomial): how checksums of pieces computed apart
+ * (device threads, two backends' parts of a block) become the checksum of the whole. */
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
+
 /* The portable table implementation (the reference the fast path is tested against). */
 uint32_t crc32c_sw(uint32_t crc, const void *buf, size_t len);
 

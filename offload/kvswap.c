@@ -6,6 +6,10 @@
  *   spill: stored --write--> NVMe slot, host slot freed      (sequences needed last)
  *   fetch: NVMe slot --read--> host slot --verify--> stored  (sequences needed first)
  *   in:    host slot --copy--> device, verified alongside   -> loaded, slots freed
+ * Where the device tier checksums (tier.crc), the CRC of a copy out comes with its completion
+ * (no host pass), a fetched block is not verified on the host, and a copy in completes with the
+ * CRC of what landed, compared with the one taken at copy out: every image is still checked
+ * once on its way back, after the last place it could have been damaged.
  * A handle fails as a whole at its first error; its slots are freed once nothing is in flight
  * on them. Slots and records come from fixed pools sized at create, so nothing allocates on
  * the way except a handle's block list. */
@@ -75,6 +79,7 @@ struct kvswap {
     struct hostmem hm;
     struct tier dev, nvme;
     bool has_nvme;
+    bool dev_crc; /* the device tier checksums (tier.crc) */
     struct tier_nvme_info nvme_info;
     struct crcpool *crc;
     struct slots host_slots, nvme_slots;
@@ -210,7 +215,7 @@ static void start(struct kvswap *ks, int op, int32_t b, int32_t slot, enum tier_
     ks->io[(*n_io)++] = (struct tier_io){tag(op, b), slot, dir, hostmem_slot(&ks->hm, k->host)};
 }
 
-static void on_copy(struct kvswap *ks, int op, struct blk *b, int64_t res) {
+static void on_copy(struct kvswap *ks, int op, struct blk *b, int64_t res, uint32_t crc) {
     struct handle *h = &ks->h[b->h];
     b->busy--;
     h->busy--;
@@ -225,12 +230,27 @@ static void on_copy(struct kvswap *ks, int op, struct blk *b, int64_t res) {
     }
     if (op == OP_COPY_OUT) {
         ks->st.out_bytes += (int64_t)ks->block_bytes;
-        submit_crc(ks, (int32_t)(b - ks->blk), JOB_SUM);
+        if (ks->dev_crc) {
+            b->crc = crc;
+            b->flags |= B_HOST;
+        } else {
+            submit_crc(ks, (int32_t)(b - ks->blk), JOB_SUM);
+        }
     } else {
         ks->st.in_bytes += (int64_t)ks->block_bytes;
+        if (ks->dev_crc && crc != b->crc) {
+            fail_handle(ks, h, KVSWAP_FAIL_CRC);
+            return;
+        }
         b->flags |= B_ONDEV;
-        if (b->flags & B_CHECKED) h->todo--;
+        if (ks->dev_crc || (b->flags & B_CHECKED)) h->todo--;
     }
+}
+
+static void on_copies(struct kvswap *ks, int k) {
+    for (int i = 0; i < k; i++)
+        on_copy(ks, (int)(ks->done[i].tag >> 32), &ks->blk[(uint32_t)ks->done[i].tag],
+                ks->done[i].res, ks->done[i].crc);
 }
 
 static void on_crc(struct kvswap *ks, const struct crc_job *j) {
@@ -301,7 +321,10 @@ static void on_io(struct kvswap *ks, int op, struct blk *b, int64_t res) {
         return;
     }
     ks->st.nvme_read_bytes += whole;
-    submit_crc(ks, (int32_t)(b - ks->blk), JOB_VERIFY); /* B_FETCH stays until verified */
+    if (ks->dev_crc) /* checked where it lands in the device */
+        b->flags = (uint8_t)((b->flags & ~B_FETCH) | B_HOST);
+    else
+        submit_crc(ks, (int32_t)(b - ks->blk), JOB_VERIFY); /* B_FETCH stays until verified */
 }
 
 /* Reaps whatever has finished; returns how many completions were handled. */
@@ -309,9 +332,7 @@ static int reap_all(struct kvswap *ks) {
     int total = 0, k, cap = ks->host_slots.n;
     do {
         k = ks->dev.reap(ks->dev.ctx, ks->done, cap, 0);
-        for (int i = 0; i < k; i++)
-            on_copy(ks, (int)(ks->done[i].tag >> 32), &ks->blk[(uint32_t)ks->done[i].tag],
-                    ks->done[i].res);
+        on_copies(ks, k);
         total += k;
     } while (k == cap);
     do {
@@ -433,10 +454,7 @@ void kvswap_poll(struct kvswap *ks, bool wait) {
             int k = crcpool_reap(ks->crc, ks->jobs, cap, 1);
             for (int i = 0; i < k; i++) on_crc(ks, &ks->jobs[i]);
         } else if (ks->dev.in_flight(ks->dev.ctx) > 0) {
-            int k = ks->dev.reap(ks->dev.ctx, ks->done, cap, 1);
-            for (int i = 0; i < k; i++)
-                on_copy(ks, (int)(ks->done[i].tag >> 32), &ks->blk[(uint32_t)ks->done[i].tag],
-                        ks->done[i].res);
+            on_copies(ks, ks->dev.reap(ks->dev.ctx, ks->done, cap, 1));
         } else {
             int k = ks->nvme.reap(ks->nvme.ctx, ks->done, cap, 1);
             for (int i = 0; i < k; i++)
@@ -460,7 +478,7 @@ bool kvswap_can_out(const struct kvswap *ks, int n) {
 double kvswap_estimate_s(const struct kvswap *ks, int n) {
     const struct kvswap_stats *s = &ks->st;
     double bytes = (double)n * (double)ks->block_bytes;
-    double t = 2.0 * bytes / s->copy_bps + 2.0 * bytes / s->crc_bps;
+    double t = 2.0 * bytes / s->copy_bps + (ks->dev_crc ? 0.0 : 2.0 * bytes / s->crc_bps);
     if (ks->has_nvme && s->nvme_writable && ks->host_slots.n_free - n < ks->reserve)
         t += (double)n * (double)ks->nvme.io_bytes *
              (1.0 / s->nvme_write_bps + 1.0 / s->nvme_read_bps);
@@ -511,10 +529,11 @@ enum tl_status kvswap_in(struct kvswap *ks, int32_t id, const int32_t *dev, int 
         h->todo++;
         h->dev_busy++;
         start(ks, OP_COPY_IN, bi, dev[i], TIER_STORE, &n_io);
-        if (!(b->flags & B_CHECKED)) {
+        if (ks->dev_crc || !(b->flags & B_CHECKED)) {
             if (fault(ks, KVSWAP_FAULT_CORRUPT_HOST))
                 ((unsigned char *)hostmem_slot(&ks->hm, b->host))[ks->block_bytes / 2] ^= 0x01;
-            submit_crc(ks, bi, JOB_VERIFY); /* alongside the copy: both must finish */
+            /* alongside the copy: both must finish (on the device, the copy checks itself) */
+            if (!ks->dev_crc) submit_crc(ks, bi, JOB_VERIFY);
         }
     }
     if (n_io) ks->dev.submit(ks->dev.ctx, ks->io, n_io);
@@ -545,9 +564,7 @@ void kvswap_release(struct kvswap *ks, int32_t id) {
     struct handle *h = &ks->h[id];
     while (h->dev_busy > 0) { /* the device blocks go back to the caller: finish copying */
         int k = ks->dev.reap(ks->dev.ctx, ks->done, ks->host_slots.n, 1);
-        for (int i = 0; i < k; i++)
-            on_copy(ks, (int)(ks->done[i].tag >> 32), &ks->blk[(uint32_t)ks->done[i].tag],
-                    ks->done[i].res);
+        on_copies(ks, k);
         if (k == 0) break;
     }
     h->released = true;
@@ -556,6 +573,7 @@ void kvswap_release(struct kvswap *ks, int32_t id) {
 
 void kvswap_stats(const struct kvswap *ks, struct kvswap_stats *st) {
     *st = ks->st;
+    st->crc_on_device = ks->dev_crc;
     st->host_slots = ks->host_slots.n;
     st->host_used = ks->host_slots.n - ks->host_slots.n_free;
     st->nvme_slots = ks->nvme_slots.n;
@@ -677,7 +695,10 @@ enum tl_status kvswap_create(const struct kvswap_opts *o, struct kvswap **out, s
                      (double)o->host_bytes / (1 << 30), ks->block_bytes);
         goto fail;
     }
-    if ((st = tier_device_create(both, o->ops2 ? 2 : 1, n_host, &ks->dev, err)) != TL_OK) goto fail;
+    if ((st = tier_device_create(both, o->ops2 ? 2 : 1, n_host, !o->host_crc, &ks->dev, err)) !=
+        TL_OK)
+        goto fail;
+    ks->dev_crc = ks->dev.crc;
     if ((st = hostmem_create(ops, n_host, ks->slot_bytes, &ks->hm, err)) != TL_OK) goto fail;
     if (ks->has_nvme) {
         /* fixed buffers of at most 1 GiB each, cut on slot boundaries */
@@ -697,7 +718,9 @@ enum tl_status kvswap_create(const struct kvswap_opts *o, struct kvswap **out, s
         ks->st.nvme_writable = true;
     }
     int32_t n_rec = n_host + n_nvme;
-    if ((st = crcpool_create(o->crc_threads, n_host, &ks->crc, err)) != TL_OK) goto fail;
+    /* no host checksums where the device computes them */
+    if ((st = crcpool_create(ks->dev_crc ? 0 : o->crc_threads, n_host, &ks->crc, err)) != TL_OK)
+        goto fail;
     ks->blk = calloc((size_t)n_rec, sizeof *ks->blk);
     ks->blk_free = malloc((size_t)n_rec * sizeof *ks->blk_free);
     ks->h = calloc((size_t)n_rec, sizeof *ks->h);
@@ -721,13 +744,16 @@ enum tl_status kvswap_create(const struct kvswap_opts *o, struct kvswap **out, s
     ks->n_blk_free = ks->n_h_free = n_rec;
     calibrate(ks);
 
-    char line[900];
+    char line[900], crc_where[80];
+    if (ks->dev_crc)
+        snprintf(crc_where, sizeof crc_where, "by the %s backend beside its copies", ops->name);
+    else
+        snprintf(crc_where, sizeof crc_where, "%s on %d thread(s)", crc32c_impl(),
+                 crcpool_threads(ks->crc));
     int l = snprintf(line, sizeof line,
-                     "KV swap: host tier %.2f GiB = %d blocks of %zu bytes (%s, %s), CRC32C %s "
-                     "on %d thread(s)",
+                     "KV swap: host tier %.2f GiB = %d blocks of %zu bytes (%s, %s), CRC32C %s",
                      (double)ks->hm.bytes / (1 << 30), n_host, ks->block_bytes,
-                     ks->hm.pinned ? "pinned" : "pageable", ks->hm.where, crc32c_impl(),
-                     crcpool_threads(ks->crc));
+                     ks->hm.pinned ? "pinned" : "pageable", ks->hm.where, crc_where);
     if (ks->has_nvme)
         snprintf(line + l, sizeof line - (size_t)l,
                  "; NVMe tier %s %.2f GiB = %d blocks (%s, %zu-byte alignment, %s buffers, %s%s%s)",

@@ -1,12 +1,13 @@
 /* kvswap: the KV tiers' mechanism. A preempted sequence's KV blocks are copied out of the
- * device into pinned host memory (the host tier), checksummed (CRC32C), spilled to the NVMe
+ * device into pinned host memory (the host tier), checksummed (CRC32C: on the device beside the
+ * copy where the backend can, else on host threads), spilled to the NVMe
  * tier when host memory runs short (the sequences needed last go first), read back ahead of
- * need (the sequences needed first come first), checked again, and copied into fresh device
- * blocks. Anything that fails on the way (a CRC mismatch, a failed or short read or write, a
- * full disk, a failed copy) fails that sequence alone: its state says so and the caller
- * recomputes it from its tokens. The scheduler decides who is swapped and when; this module
- * only moves bytes and keeps their slots. Single-threaded (the engine loop), except for the
- * CRC workers it owns. */
+ * need (the sequences needed first come first), and copied into fresh device blocks, checked
+ * again (on the device, what landed; else the host image, beside the copy). Anything that fails on
+ * the way (a CRC mismatch, a failed or short read or write, a full disk, a failed copy) fails that
+ * sequence alone: its state says so and the caller recomputes it from its tokens. The scheduler
+ * decides who is swapped and when; this module only moves bytes and keeps their slots.
+ * Single-threaded (the engine loop), except for the CRC workers it owns. */
 #ifndef TL_KVSWAP_H
 #define TL_KVSWAP_H
 
@@ -29,7 +30,8 @@ struct kvswap_opts {
     const char *nvme_dir;   /* the NVMe tier's directory (--nvme-swap-dir); NULL: none */
     size_t nvme_bytes;      /* its size (--nvme-swap-gb) */
     int max_blocks_per_seq; /* with NVMe, the host tier holds at least two such sequences */
-    int crc_threads;        /* CRC32C workers; 0: on the calling thread */
+    int crc_threads;        /* CRC32C workers; 0: on the calling thread (host checksums only) */
+    bool host_crc;          /* checksum on the host even where the backend can on the device */
     bool quiet;             /* no start-up line (trouble is still reported) */
     /* Start-up and trouble lines; NULL: stderr. */
     void (*log)(void *user, const char *line);
@@ -84,6 +86,7 @@ struct kvswap_stats {
      * threads) */
     double copy_bps, nvme_write_bps, nvme_read_bps, crc_bps;
     bool nvme_writable; /* false after a full disk or repeated write errors: no more spills */
+    bool crc_on_device; /* blocks are checksummed by the backend beside its copies */
 };
 
 /* Creates the tiers: the host tier always (at least what the NVMe tier needs for staging),
@@ -96,8 +99,8 @@ void kvswap_destroy(struct kvswap *ks);
 
 /* Whether n blocks can be copied out now (free host slots). */
 bool kvswap_can_out(const struct kvswap *ks, int n);
-/* Estimated seconds to swap n blocks out and back in (copies, checksums and, when the host
- * tier is about full, the NVMe round trip). */
+/* Estimated seconds to swap n blocks out and back in (copies, host checksums and, when the
+ * host tier is about full, the NVMe round trip). */
 double kvswap_estimate_s(const struct kvswap *ks, int n);
 
 /* Starts copying device blocks dev[0..n) out; they may be given to other sequences at once

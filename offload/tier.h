@@ -7,6 +7,7 @@
 #ifndef TL_TIER_H
 #define TL_TIER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,7 +26,9 @@ struct tier_io {
 
 struct tier_done {
     uint64_t tag;
-    int64_t res; /* bytes moved (io_bytes when whole) or -errno */
+    int64_t res;  /* bytes moved (io_bytes when whole) or -errno */
+    uint32_t crc; /* with tier.crc, when whole: crc32c(0, image) of the block as the tier held it
+                   * (a load: what it sent; a store: what landed) */
 };
 
 struct tier {
@@ -33,6 +36,7 @@ struct tier {
     void *ctx;       /* owned; freed by destroy */
     int32_t n_slots; /* slots the tier holds (0 for the device tier: the KV cache owns them) */
     size_t io_bytes; /* bytes one transfer moves: the block image, padded to the tier's alignment */
+    bool crc;        /* the tier checksums each block image where it holds it (tier_done.crc) */
     /* Queues n transfers and returns at once. Never fails as a call: a transfer that cannot
      * start completes through reap with a negative res. */
     void (*submit)(void *ctx, const struct tier_io *io, int n);

@@ -1,10 +1,12 @@
 #!/bin/bash
 # The KV tiers on the GPU machine (issue 7 §4-5), in one call per stage:
-#   scripts/gpu-kv-tiers.sh test        build, then test_gpu_kv_tiers + test_kv_tiers
+#   scripts/gpu-kv-tiers.sh test        build, then test_gpu_kvcrc + test_gpu_kv_tiers + test_kv_tiers
 #   scripts/gpu-kv-tiers.sh bench       tierlm bench kv-tiers, 14B shape bf16: swap rates vs pinned
-#                                       copies, NVMe tier vs raw io_uring O_DIRECT (same run)
+#                                       copies, NVMe tier vs raw io_uring O_DIRECT (same run); CRC32C
+#                                       on the GPU (the default), then on host threads (--kv-host-crc)
 #   scripts/gpu-kv-tiers.sh throughput  bench throughput with KV demand 3x the GPU KV: unpressured,
-#                                       recompute only, swap (host), swap (auto), swap (host+NVMe)
+#                                       recompute only, swap (host), swap (auto), swap (host+NVMe),
+#                                       swap (host) with vLLM's fcfs order instead of fair
 #   scripts/gpu-kv-tiers.sh all         the three (about 10 minutes)
 # NVME_DIR (default /tmp) is where swap files go; NP (128) prompts; BLOCKS (2048) the pressured
 # GPU KV blocks (64 sequences x 1536 tokens need 6144). Logs go to $OUT (or /tmp/tierlm-out).
@@ -29,6 +31,9 @@ if [ ! -x build-gpu/tierlm ] || [ "$stage" = test ] || [ "$stage" = all ]; then
 fi
 
 if [ "$stage" = test ] || [ "$stage" = all ]; then
+    build-gpu/tests/test_gpu_kvcrc > "$out/test_gpu_kvcrc.log" 2>&1
+    echo "test_gpu_kvcrc: rc=$?"
+    grep -vE "^  ok " "$out/test_gpu_kvcrc.log" | head -20
     for t in test_gpu_kv_tiers test_kv_tiers; do
         TMPDIR=$nvme build-gpu/tests/$t > "$out/$t.log" 2>&1
         echo "$t: rc=$? ($(grep -c '\[       OK \]' "$out/$t.log") ok)"
@@ -38,11 +43,16 @@ if [ "$stage" = test ] || [ "$stage" = all ]; then
 fi
 
 if [ "$stage" = bench ] || [ "$stage" = all ]; then
-    build-gpu/tierlm bench kv-tiers --model $model --load-format dummy --dtype bfloat16 \
-        --swap-space 16 --nvme-swap-dir "$nvme" --nvme-swap-gb 12 --gib 8 --repeats 3 \
-        > "$out/bench_kv_tiers.log" 2>&1
-    echo "bench kv-tiers: rc=$?"
-    cat "$out/bench_kv_tiers.log"
+    for crc in gpu host; do
+        extra=()
+        [ $crc = host ] && extra=(--kv-host-crc)
+        build-gpu/tierlm bench kv-tiers --model $model --load-format dummy --dtype bfloat16 \
+            --swap-space 16 --nvme-swap-dir "$nvme" --nvme-swap-gb 12 --gib 8 --repeats 3 \
+            "${extra[@]}" > "$out/bench_kv_tiers_$crc.log" 2>&1
+        echo "bench kv-tiers, CRC32C on the $crc: rc=$?"
+        cat "$out/bench_kv_tiers_$crc.log"
+        echo
+    done
 fi
 
 if [ "$stage" = throughput ] || [ "$stage" = all ]; then
@@ -54,20 +64,34 @@ if [ "$stage" = throughput ] || [ "$stage" = all ]; then
         [3-swap-host]="--num-gpu-blocks-override $blocks --swap-space 24 --preemption-mode swap"
         [4-auto-host]="--num-gpu-blocks-override $blocks --swap-space 24"
         [5-swap-nvme]="--num-gpu-blocks-override $blocks --swap-space 2 --nvme-swap-dir $nvme --nvme-swap-gb 24 --preemption-mode swap"
+        [6-swap-host-fcfs]="--num-gpu-blocks-override $blocks --swap-space 24 --preemption-mode swap --scheduling-policy fcfs"
     )
     for k in $(printf '%s\n' "${!runs[@]}" | sort); do
         # shellcheck disable=SC2086
         build-gpu/tierlm bench throughput "${common[@]}" ${runs[$k]} \
             --output-json "$out/tp_$k.json" > "$out/tp_$k.log" 2>&1
         echo "$k (rc=$?): $(grep -E '^Throughput' "$out/tp_$k.log")"
-        grep -E "^Steps|^KV tiers" "$out/tp_$k.log"
+        grep -E "^Steps|^KV tiers|^KV blocks|^Decode-only" "$out/tp_$k.log"
     done
     base=$(grep -oE '[0-9.]+ total tokens/s' "$out/tp_1-unpressured.log" | cut -d' ' -f1)
     echo
     echo "== bench throughput, KV demand 3x the GPU KV ($blocks blocks), $np prompts 512 -> 1024 =="
+    # What a perfect scheduler would reach at the same step costs: the run's time less its steps
+    # beyond the memory bound (the "KV blocks" line) at its mean step time.
+    elapsed() { awk -v np="$np" '/^Throughput:/ { print np / $2 }' "$1"; }
+    tu=$(elapsed "$out/tp_1-unpressured.log")
     for k in $(printf '%s\n' "${!runs[@]}" | sort); do
         v=$(grep -oE '[0-9.]+ total tokens/s' "$out/tp_$k.log" | cut -d' ' -f1)
-        [ -n "$v" ] && [ -n "$base" ] &&
-            echo "$k: $v total tokens/s = $(echo "scale=3; $v / $base" | bc) of unpressured"
+        [ -n "$v" ] && [ -n "$base" ] || continue
+        line="$k: $v total tokens/s = $(echo "scale=3; $v / $base" | bc) of unpressured"
+        if [ "$k" != 1-unpressured ] && [ -n "$tu" ]; then
+            line+=$(awk -v tu="$tu" -v tp="$(elapsed "$out/tp_$k.log")" '
+                /^Steps:/ { n = $2; ms = substr($3, 2) }
+                /^KV blocks:/ { for (i = 1; i <= NF; i++) if ($i == "than") s = $(i + 1) }
+                END { if (n >= s && s > 0)
+                          printf "; %d steps, memory bound %d: a perfect scheduler %.3f", n, s,
+                                 tu / (tp - (n - s) * ms / 1e3) }' "$out/tp_$k.log")
+        fi
+        echo "$line"
     done
 fi

@@ -3,8 +3,11 @@
  * memory only, to host memory and NVMe, and mostly to NVMe; injected faults (a corrupted block
  * in host memory or read back from NVMe, failed and short reads, failed writes, a full disk,
  * refused and failed copies) change no token either: the sequence hit is recomputed, and the
- * failure is counted. Every slot of every tier is free at the end. Built twice: on the CPU
- * backend (CI) and, as test_gpu_kv_tiers, on the CUDA backend (skips without a GPU). */
+ * failure is counted. Every slot of every tier is free at the end. Blocks are checksummed on the
+ * host threads or by the backend beside its copies (ops.kv_copy_crc: the GPU's kernel; on the
+ * CPU build a wrapper that checksums what the copy moved, so CI runs kvswap's device-checksum
+ * path and its faults too). Built twice: on the CPU backend (CI) and, as test_gpu_kv_tiers, on
+ * the CUDA backend (skips without a GPU). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -46,7 +49,8 @@ static bool saw_nvme_off; /* the log said NVMe writes stopped */
 
 struct rig {
     struct ops ops;
-    struct ops lane; /* the CPU lane of a split placement (ctx NULL when none) */
+    struct ops crc_ops; /* ops with the test's kv_copy_crc (CPU build, dev_crc) */
+    struct ops lane;    /* the CPU lane of a split placement (ctx NULL when none) */
     const struct model *m;
     struct kvcache *kv;
     struct forward *fw;
@@ -62,7 +66,39 @@ struct tiers {
     enum kvswap_fault fault;
     int fault_every; /* 0: none */
     bool split;      /* layer 1 runs on a second CPU backend holding its KV (CPU build only) */
+    bool dev_crc;    /* CPU build: the backend checksums beside its copies (the wrapper below) */
+    bool host_crc;   /* GPU build: checksum on the host threads although the GPU can */
 };
+
+#ifndef TL_TEST_GPU
+/* The checksums a device would take, for the CPU backend: what each copy moved (out: the
+ * image as it left; in: the block read back after the copy, i.e. what landed). One rig at a
+ * time. */
+static const struct ops *crc_inner;
+static unsigned char *crc_scratch;
+
+static enum tl_status crc_wrap(void *ctx, int dir, const int32_t *blocks, void *const *host,
+                               uint32_t *const *crc, int n, uint64_t *ticket) {
+    enum tl_status st = crc_inner->kv_copy(ctx, dir, blocks, host, n, ticket);
+    size_t bb = crc_inner->kv_block_bytes;
+    for (int i = 0; st == TL_OK && i < n; i++) {
+        void *back = crc_scratch;
+        uint64_t t;
+        if (dir == 1) st = crc_inner->kv_copy(ctx, 0, blocks + i, &back, 1, &t);
+        *crc[i] = crc32c(0, dir == 1 ? crc_scratch : host[i], bb);
+    }
+    return st;
+}
+#endif
+
+/* Whether kvswap checksums on the device for tiers t. */
+static bool expect_dev_crc(const struct tiers *t) {
+#ifdef TL_TEST_GPU
+    return !t->host_crc;
+#else
+    return t->dev_crc;
+#endif
+}
 
 static void log_line(void *user, const char *line) {
     (void)user;
@@ -134,13 +170,26 @@ static void rig_open(struct rig *g, int num_blocks, const struct tiers *t) {
             fail_msg("rig: %s", err.msg);
     }
     if (t) {
-        struct kvswap_opts ko = {.ops = &g->ops,
+        const struct ops *ko_ops = &g->ops;
+#ifndef TL_TEST_GPU
+        if (t->dev_crc) {
+            assert_null(g->ops.kv_copy_crc); /* the CPU backend checksums on the host */
+            g->crc_ops = g->ops;
+            g->crc_ops.kv_copy_crc = crc_wrap;
+            crc_inner = &g->ops;
+            free(crc_scratch);
+            crc_scratch = malloc(g->ops.kv_block_bytes);
+            ko_ops = &g->crc_ops;
+        }
+#endif
+        struct kvswap_opts ko = {.ops = ko_ops,
                                  .ops2 = g->lane.ctx ? &g->lane : NULL,
                                  .host_bytes = (size_t)(t->host_mib * 1048576.0),
                                  .nvme_dir = t->nvme_mib > 0 ? tmpdir : NULL,
                                  .nvme_bytes = (size_t)(t->nvme_mib * 1048576.0),
                                  .max_blocks_per_seq = MAX_LEN / BS,
                                  .crc_threads = t->crc_threads,
+                                 .host_crc = t->host_crc,
                                  .log = log_line};
         if (kvswap_create(&ko, &g->ks, &err) != TL_OK) fail_msg("kvswap: %s", err.msg);
         if (t->fault_every) kvswap_set_fault(g->ks, t->fault, t->fault_every);
@@ -312,6 +361,9 @@ static struct engine_metrics pressured(const struct tiers *t, const char *what) 
     assert_int_equal(m.num_preemptions_total,
                      m.num_preemptions_swap_total + m.num_preemptions_recompute_total);
     assert_false(kvswap_busy(g.ks));
+    struct kvswap_stats st;
+    kvswap_stats(g.ks, &st);
+    assert_int_equal(st.crc_on_device, expect_dev_crc(t));
     rig_close(&g);
     return m;
 }
@@ -431,6 +483,12 @@ static void test_crc32c(void **state) {
         for (size_t off = 0; off < 9 && off + len <= n; off += 4)
             assert_int_equal(crc32c(0, b + off, len), crc32c_sw(0, b + off, len));
     assert_int_equal(crc32c(crc32c(0, b, 30000), b + 30000, 70000), crc32c(0, b, n));
+    /* the checksums of two pieces joined give the whole's, at every split */
+    for (size_t len = 0; len < n; len = len * 5 + 3)
+        for (size_t cut = 0; cut <= len; cut += len / 7 + 1)
+            assert_int_equal(
+                crc32c_combine(crc32c(0, b, cut), crc32c(0, b + cut, len - cut), len - cut),
+                crc32c(0, b, len));
     free(b);
 }
 
@@ -498,6 +556,22 @@ static void test_nvme_heavy(void **state) {
     assert_int_equal(m.num_swap_recoveries_total, 0);
 }
 
+/* Checksums taken by the backend beside its copies (on the GPU build: host threads instead, so
+ * both paths run on both builds): identical tokens, nothing recovered. */
+static void test_host_only_other_crc(void **state) {
+    (void)state;
+#ifdef TL_TEST_GPU
+    struct tiers t = {
+        .host_mib = 4, .mode = ENGINE_PREEMPT_SWAP, .crc_threads = 2, .host_crc = true};
+    struct engine_metrics m = pressured(&t, "host only, CRC on host threads");
+#else
+    struct tiers t = {.host_mib = 4, .mode = ENGINE_PREEMPT_SWAP, .dev_crc = true};
+    struct engine_metrics m = pressured(&t, "host only, CRC beside the backend's copies");
+#endif
+    assert_true(m.num_preemptions_swap_total > 0);
+    assert_int_equal(m.num_swap_recoveries_total, 0);
+}
+
 /* A split placement (layer 1 on a second backend with its own KV under the same block ids):
  * a swapped block carries both backends' parts. */
 static void test_split_placement(void **state) {
@@ -521,16 +595,26 @@ static void test_split_placement(void **state) {
 
 /* ---- faults: identical tokens through recomputation, each one counted ---- */
 
-static struct engine_metrics faulty(enum kvswap_fault f, int every, bool nvme, const char *what) {
+static struct engine_metrics faulty_crc(enum kvswap_fault f, int every, bool nvme, bool other_crc,
+                                        const char *what) {
     struct tiers t = {.host_mib = nvme ? 0 : 4,
                       .nvme_mib = nvme ? 64 : 0,
                       .mode = ENGINE_PREEMPT_SWAP,
                       .crc_threads = 2,
                       .fault = f,
                       .fault_every = every};
+#ifdef TL_TEST_GPU
+    t.host_crc = other_crc;
+#else
+    t.dev_crc = other_crc;
+#endif
     struct engine_metrics m = pressured(&t, what);
     assert_true(m.num_swap_recoveries_total > 0);
     return m;
+}
+
+static struct engine_metrics faulty(enum kvswap_fault f, int every, bool nvme, const char *what) {
+    return faulty_crc(f, every, nvme, false, what);
 }
 
 static void test_fault_corrupt_host(void **state) {
@@ -543,6 +627,20 @@ static void test_fault_corrupt_nvme(void **state) {
     (void)state;
     struct engine_metrics m =
         faulty(KVSWAP_FAULT_CORRUPT_NVME, 2, true, "NVMe returns altered blocks");
+    assert_true(m.kv_fail_crc_total > 0);
+}
+/* The same two corruptions caught by the other checksum path (CPU build: the backend's
+ * checksum of what landed; GPU build: the host threads). */
+static void test_fault_corrupt_host_other_crc(void **state) {
+    (void)state;
+    struct engine_metrics m = faulty_crc(KVSWAP_FAULT_CORRUPT_HOST, 3, false, true,
+                                         "bit flips in host memory, the other CRC path");
+    assert_true(m.kv_fail_crc_total > 0);
+}
+static void test_fault_corrupt_nvme_other_crc(void **state) {
+    (void)state;
+    struct engine_metrics m = faulty_crc(KVSWAP_FAULT_CORRUPT_NVME, 2, true, true,
+                                         "NVMe returns altered blocks, the other CRC path");
     assert_true(m.kv_fail_crc_total > 0);
 }
 static void test_fault_write_eio(void **state) {
@@ -603,6 +701,9 @@ static int teardown(void **state) {
     (void)state;
     fixture_close(&fx);
     rmdir(tmpdir);
+#ifndef TL_TEST_GPU
+    free(crc_scratch);
+#endif
     return 0;
 }
 
@@ -616,9 +717,12 @@ int main(void) {
         cmocka_unit_test(test_host_only_auto_inline_crc),
         cmocka_unit_test(test_host_and_nvme),
         cmocka_unit_test(test_nvme_heavy),
+        cmocka_unit_test(test_host_only_other_crc),
         cmocka_unit_test(test_split_placement),
         cmocka_unit_test(test_fault_corrupt_host),
         cmocka_unit_test(test_fault_corrupt_nvme),
+        cmocka_unit_test(test_fault_corrupt_host_other_crc),
+        cmocka_unit_test(test_fault_corrupt_nvme_other_crc),
         cmocka_unit_test(test_fault_write_eio),
         cmocka_unit_test(test_fault_full_disk),
         cmocka_unit_test(test_fault_short_read),
