@@ -7,7 +7,7 @@
 #   scripts/gpu-kv-tiers.sh throughput  bench throughput with KV demand 3x the GPU KV: unpressured,
 #                                       recompute only, swap (host), swap (auto), swap (host+NVMe),
 #                                       swap (host) with vLLM's fcfs order instead of fair
-#   scripts/gpu-kv-tiers.sh all         the three (about 10 minutes)
+#   scripts/gpu-kv-tiers.sh all         the three (about 10 minutes); RUNS="1 3" picks throughput runs
 # NVME_DIR (default /tmp) is where swap files go; NP (128) prompts; BLOCKS (2048) the pressured
 # GPU KV blocks (64 sequences x 1536 tokens need 6144). Logs go to $OUT (or /tmp/tierlm-out).
 set -uo pipefail
@@ -66,7 +66,9 @@ if [ "$stage" = throughput ] || [ "$stage" = all ]; then
         [5-swap-nvme]="--num-gpu-blocks-override $blocks --swap-space 2 --nvme-swap-dir $nvme --nvme-swap-gb 24 --preemption-mode swap"
         [6-swap-host-fcfs]="--num-gpu-blocks-override $blocks --swap-space 24 --preemption-mode swap --scheduling-policy fcfs"
     )
+    # RUNS="1 3 6" runs only those (by number)
     for k in $(printf '%s\n' "${!runs[@]}" | sort); do
+        [ -n "${RUNS:-}" ] && [[ " $RUNS " != *" ${k%%-*} "* ]] && continue
         # shellcheck disable=SC2086
         build-gpu/tierlm bench throughput "${common[@]}" ${runs[$k]} \
             --output-json "$out/tp_$k.json" > "$out/tp_$k.log" 2>&1
@@ -83,7 +85,7 @@ if [ "$stage" = throughput ] || [ "$stage" = all ]; then
     for k in $(printf '%s\n' "${!runs[@]}" | sort); do
         v=$(grep -oE '[0-9.]+ total tokens/s' "$out/tp_$k.log" | cut -d' ' -f1)
         [ -n "$v" ] && [ -n "$base" ] || continue
-        line="$k: $v total tokens/s = $(echo "scale=3; $v / $base" | bc) of unpressured"
+        line="$k: $v total tokens/s = $(awk -v v="$v" -v b="$base" 'BEGIN { printf "%.3f", v / b }') of unpressured"
         if [ "$k" != 1-unpressured ] && [ -n "$tu" ]; then
             line+=$(awk -v tu="$tu" -v tp="$(elapsed "$out/tp_$k.log")" '
                 /^Steps:/ { n = $2; ms = substr($3, 2) }
