@@ -374,9 +374,11 @@ static enum tl_status plan_memory(const struct engine_args *a, const struct conf
             b->pcie_h2d_gbps = ce.pcie_h2d_gbps;
             placement_describe(&r.pl, b->placement, sizeof b->placement);
             if (!a->quiet) {
-                fprintf(stderr, "tierlm: ceilings %s\n",
-                        cached ? "from this machine's cache (--recalibrate measures again)"
-                               : "measured now");
+                if (cached)
+                    fprintf(stderr, "tierlm: ceilings from this machine's cache (--recalibrate "
+                                    "measures again)\n");
+                else
+                    fprintf(stderr, "tierlm: ceilings measured now, in %.1f s\n", ce.seconds);
                 planner_print(stderr, &in, &ce, &r);
             }
         }
