@@ -10,6 +10,7 @@
 #include "pool.h"
 #include "tp.h"
 #include "tp_local.h"
+#include "tp_net.h"
 #ifdef TL_HAVE_CUDA
 #include "gpu_backend.h"
 #include "kern.h"
@@ -31,10 +32,12 @@ int backend_gpu_count(void) {
  * and model). */
 struct backend_tp {
     int world;
-    struct tp_local *group;
-    struct model **shard; /* (world) owned */
-    struct ops *ops;      /* (world) [0] unused: rank 0's are backend.ops */
-    struct forward **fwd; /* (world) [0] NULL: rank 0's is the caller's */
+    struct tp_local *group; /* threads, or: */
+    struct tp_net *net;     /* processes (ranks 1.. in workers; pids of this node's) */
+    pid_t *pids;            /* (world) 0: not a child of this process */
+    struct model **shard;   /* (world) owned */
+    struct ops *ops;        /* (world) [0] unused: rank 0's are backend.ops */
+    struct forward **fwd;   /* (world) [0] NULL: rank 0's is the caller's */
 };
 
 enum tl_status backend_tp_check(const struct config *c, const char *device, int n,
@@ -58,6 +61,12 @@ enum tl_status backend_tp_check(const struct config *c, const char *device, int 
 
 static void tp_close(struct backend_tp *t) {
     if (!t) return;
+    if (t->net) {
+        tp_net_shutdown(t->net);
+        if (t->pids) tp_launch_reap(t->pids, t->world, 30);
+        tp_net_destroy(t->net);
+        free(t->pids);
+    }
     if (t->group) tp_local_shutdown(t->group, NULL);
     for (int r = 1; r < t->world; r++) {
         if (t->fwd) forward_destroy(t->fwd[r]);
@@ -116,6 +125,73 @@ static enum tl_status open_tp_cpu(const struct model *m, const struct backend_ar
     return TL_OK;
 }
 
+/* --tensor-parallel-size N as processes (--tp-processes, --nnodes): this process is rank 0;
+ * it starts the other ranks of its node as `tierlm tp-worker`, waits for every rank (other
+ * nodes' too) to connect, sends them its settings and waits until each has built its shard. */
+static enum tl_status open_tp_procs(const struct model *m, const struct backend_args *a, int nb,
+                                    struct backend *b, struct tl_err *err) {
+    const struct tp_dist_args *d = &a->dist;
+    int n = a->tensor_parallel_size, per = n / d->nnodes;
+    enum tl_status st = backend_tp_check(&m->cfg, "cpu", n, err);
+    if (st == TL_OK) st = tp_dist_check(d, n, "cpu", err);
+    if (st != TL_OK) return st;
+    if (!a->model_dir)
+        return tl_fail(err, TL_ERR_INVALID, "tensor parallel processes need the model directory");
+    struct backend_tp *t = calloc(1, sizeof *t);
+    if (!t) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+    b->tp = t;
+    t->world = n;
+    t->shard = calloc((size_t)n, sizeof *t->shard);
+    t->pids = calloc((size_t)n, sizeof *t->pids);
+    if (!t->shard || !t->pids) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+    /* one node: loopback and a free port; several: where the other nodes were told to go */
+    const char *addr = d->nnodes > 1 ? d->master_addr : "127.0.0.1";
+    int port = d->master_port > 0 ? d->master_port : d->nnodes > 1 ? 29501 : 0;
+    if ((st = tp_net_listen(addr, port, n, &t->net, err)) != TL_OK) return st;
+    if ((st = tp_launch_spawn(addr, tp_net_port(t->net), 1, per - 1, n, t->pids, err)) != TL_OK)
+        return st;
+    struct tp_launch_kids kids = {t->pids, n};
+    if ((st = tp_net_accept(t->net, d->nnodes > 1 ? 600 : 120, tp_launch_alive, &kids, err)) !=
+        TL_OK)
+        return st;
+    int cores = a->threads > 0 ? a->threads : pool_physical_cores();
+    int threads = cores / per > 0 ? cores / per : 1;
+    struct tp_worker_cfg wc = {.load_format = a->load_format,
+                               .dtype = a->load_dtype,
+                               .threads = threads,
+                               .block_size = a->block_size,
+                               .num_blocks = nb,
+                               .max_model_len = a->max_model_len,
+                               .max_tokens = a->max_tokens,
+                               .max_seqs = a->max_seqs,
+                               .quiet = a->quiet};
+    if (strlen(a->model_dir) >= sizeof wc.model)
+        return tl_fail(err, TL_ERR_INVALID, "the model directory's path is too long");
+    snprintf(wc.model, sizeof wc.model, "%s", a->model_dir);
+    if ((st = tp_net_send_blob(t->net, &wc, sizeof wc, err)) != TL_OK) return st;
+    struct cpu_backend_opts co = {.n_threads = threads,
+                                  .pin = false,
+                                  .num_blocks = nb,
+                                  .block_size = a->block_size,
+                                  .max_ctx = a->max_model_len};
+    st = tp_shard(m, n, 0, &t->shard[0], err);
+    if (st == TL_OK) st = cpu_backend_create(&t->shard[0]->cfg, &co, &b->ops, err);
+    struct tl_err why = {{0}};
+    if (st != TL_OK) why = *err;
+    enum tl_status rd = tp_net_ready(t->net, st == TL_OK, why.msg, err);
+    if (st != TL_OK) return tl_fail(err, st, "%s", why.msg);
+    if (rd != TL_OK) return rd;
+    t->world = n;
+    b->model = t->shard[0];
+    b->num_blocks = nb;
+    if (!a->quiet)
+        fprintf(stderr,
+                "tierlm: cpu, tensor parallel: %d ranks in processes over TCP (%d node%s, %d "
+                "here), %d threads each and KV %d blocks of %d tokens\n",
+                n, d->nnodes, d->nnodes > 1 ? "s" : "", per, threads, nb, a->block_size);
+    return TL_OK;
+}
+
 enum tl_status backend_forward_create(const struct backend *b, const struct model *host,
                                       int max_tokens, int max_seqs, struct forward **out,
                                       struct tl_err *err) {
@@ -124,7 +200,9 @@ enum tl_status backend_forward_create(const struct backend *b, const struct mode
                                     max_seqs, out, err);
     enum tl_status st = forward_create(b->model, &b->ops, max_tokens, max_seqs, out, err);
     if (st == TL_OK && b->tp) {
-        st = forward_set_collective(*out, tp_local_collective(b->tp->group, 0), err);
+        st = forward_set_collective(
+            *out, b->tp->net ? tp_net_collective(b->tp->net) : tp_local_collective(b->tp->group, 0),
+            err);
         if (st != TL_OK) {
             forward_destroy(*out);
             *out = NULL;
@@ -245,7 +323,9 @@ enum tl_status backend_open(const struct model *m, const struct backend_args *a,
                        dtype_torch_name(a->dtype), dtype_torch_name(m->embed.dtype));
     int nb = a->num_blocks ? a->num_blocks : a->cpu_blocks;
     if (a->tensor_parallel_size > 1) {
-        enum tl_status st = open_tp_cpu(m, a, nb, b, err);
+        enum tl_status st = tp_dist_uses_processes(&a->dist, a->tensor_parallel_size)
+                                ? open_tp_procs(m, a, nb, b, err)
+                                : open_tp_cpu(m, a, nb, b, err);
         if (st != TL_OK) backend_close(b);
         return st;
     }
