@@ -530,7 +530,7 @@ enum tl_status tp_net_accept(struct tp_net *g, double timeout_s,
         put_u32(p, VERSION), put_u32(p + 4, 0), put_u32(p + 8, (uint32_t)g->world);
         if (q < 0 || !send_msg(fd, MSG_HELLO, p, sizeof p)) {
             /* a stranger (or a port scan) does not end the group: rank 0 waits on */
-            snprintf(rejected, sizeof rejected, "rejected a connection from %s: %s", host,
+            snprintf(rejected, sizeof rejected, "rejected a connection from %.64s: %.150s", host,
                      q < 0 ? why : "it closed");
             close(fd);
             continue;
