@@ -27,7 +27,7 @@ struct backend_args {
     /* --tensor-parallel-size (0 or 1: one rank). With --device cpu the ranks run in threads of
      * this process (tp_local.h), or as processes over TCP with dist.processes or dist.nnodes
      * > 1 (tp_launch.h; the workers load model_dir with load_format / load_dtype themselves);
-     * GPUs need one process per GPU, not wired in yet. */
+     * on GPUs always one process per GPU, joined by NCCL (tp_nccl.h). */
     int tensor_parallel_size;
     struct tp_dist_args dist;
     const char *model_dir;

@@ -17,6 +17,10 @@
 #include "cpu_ops.h"
 #include "forward.h"
 #include "tp.h"
+#ifdef TL_HAVE_NCCL
+#include "gpu_backend.h"
+#include "tp_nccl.h"
+#endif
 
 #define CONNECT_TIMEOUT_S 120.0
 
@@ -78,10 +82,14 @@ enum tl_status tp_dist_check(const struct tp_dist_args *d, int tp, const char *d
     if (d->nnodes > 1 && tp < 2)
         return tl_fail(err, TL_ERR_INVALID,
                        "--nnodes %d needs --tensor-parallel-size of at least 2", d->nnodes);
+#ifndef TL_HAVE_NCCL
     if (tp_dist_uses_processes(d, tp) && strcmp(device, "cpu"))
         return tl_fail(err, TL_ERR_UNSUPPORTED,
-                       "--tp-processes / --nnodes: ranks as processes run on --device cpu in "
-                       "this build (NCCL ranks on GPUs are compiled but not wired in yet)");
+                       "--tp-processes / --nnodes off the CPU need NCCL, which this build was "
+                       "configured without");
+#else
+    (void)device;
+#endif
     return TL_OK;
 }
 
@@ -155,56 +163,96 @@ int tp_launch_reap(pid_t *pids, int n, double timeout_s) {
     return ok;
 }
 
-/* Builds this rank's shard and forward from rank 0's settings. */
-static enum tl_status worker_build(struct tp_net *g, int rank, int world, struct model **m,
-                                   struct model **sh, struct ops *o, struct forward **f,
-                                   struct tl_err *err) {
+/* One worker's state. */
+struct worker {
     struct tp_worker_cfg wc;
+    struct model *m, *sh;
+    const struct model *dev; /* what the forward runs: sh, or the GPU backend's copy (its own) */
+    struct ops o;
+    struct forward *f;
+#ifdef TL_HAVE_NCCL
+    struct tp_nccl *nccl;
+#endif
+};
+
+/* Builds this rank's shard, backend and forward from rank 0's settings. */
+static enum tl_status worker_build(struct worker *w, struct tp_net *g, int rank, int world,
+                                   struct tl_err *err) {
+    struct tp_worker_cfg *wc = &w->wc;
     size_t n = 0;
-    enum tl_status st = tp_net_recv_blob(g, &wc, sizeof wc, &n, err);
+    enum tl_status st = tp_net_recv_blob(g, wc, sizeof *wc, &n, err);
     if (st != TL_OK) return st;
-    if (n != sizeof wc || !memchr(wc.model, 0, sizeof wc.model) || wc.max_tokens < 1 ||
-        wc.max_seqs < 1 || wc.block_size < 1 || wc.num_blocks < 1 || wc.dtype < 0 ||
-        wc.dtype > TL_DTYPE_COUNT)
+    if (n != sizeof *wc || !memchr(wc->model, 0, sizeof wc->model) || wc->max_tokens < 1 ||
+        wc->max_seqs < 1 || wc->block_size < 1 || wc->num_blocks < 1 || wc->dtype < 0 ||
+        wc->dtype > TL_DTYPE_COUNT || wc->per_node < 1 || wc->per_node > world)
         return tl_fail(err, TL_ERR_FORMAT, "rank 0's settings are malformed (another build?)");
-    struct model_load_opts lo = {.format = (enum model_load_format)wc.load_format,
-                                 .dtype = (enum tl_dtype)wc.dtype,
+    struct model_load_opts lo = {.format = (enum model_load_format)wc->load_format,
+                                 .dtype = (enum tl_dtype)wc->dtype,
                                  .seed = 0,
-                                 .n_threads = wc.threads};
-    if ((st = model_load(wc.model, &lo, m, err)) != TL_OK) return st;
-    if ((st = tp_shard(*m, world, rank, sh, err)) != TL_OK) return st;
-    struct cpu_backend_opts co = {.n_threads = wc.threads > 0 ? wc.threads : 1,
-                                  .pin = false,
-                                  .num_blocks = wc.num_blocks,
-                                  .block_size = wc.block_size,
-                                  .max_ctx = wc.max_model_len};
-    if ((st = cpu_backend_create(&(*sh)->cfg, &co, o, err)) != TL_OK) return st;
-    if ((st = forward_create(*sh, o, wc.max_tokens, wc.max_seqs, f, err)) != TL_OK) return st;
-    return forward_set_collective(*f, tp_net_collective(g), err);
+                                 .n_threads = wc->threads};
+    if ((st = model_load(wc->model, &lo, &w->m, err)) != TL_OK) return st;
+    if ((st = tp_shard(w->m, world, rank, &w->sh, err)) != TL_OK) return st;
+    w->dev = w->sh;
+    if (wc->cuda) {
+#ifdef TL_HAVE_NCCL
+        struct gpu_backend_opts go = {.device = rank % wc->per_node,
+                                      .gpu_memory_utilization = wc->gpu_util,
+                                      .gpu_memory_gb = wc->gpu_gb,
+                                      .dtype = (enum tl_dtype)wc->dtype,
+                                      .block_size = wc->block_size,
+                                      .max_model_len = wc->max_model_len,
+                                      .max_tokens = wc->max_tokens,
+                                      .max_seqs = wc->max_seqs,
+                                      .num_blocks_override = wc->num_blocks,
+                                      .enforce_eager = true};
+        struct gpu_plan plan;
+        if ((st = gpu_backend_create(w->sh, &go, &w->o, &w->dev, &plan, err)) != TL_OK) return st;
+#else
+        return tl_fail(err, TL_ERR_UNSUPPORTED, "this build has no NCCL: no GPU ranks");
+#endif
+    } else {
+        struct cpu_backend_opts co = {.n_threads = wc->threads > 0 ? wc->threads : 1,
+                                      .pin = false,
+                                      .num_blocks = wc->num_blocks,
+                                      .block_size = wc->block_size,
+                                      .max_ctx = wc->max_model_len};
+        if ((st = cpu_backend_create(&w->sh->cfg, &co, &w->o, err)) != TL_OK) return st;
+    }
+    if ((st = forward_create(w->dev, &w->o, wc->max_tokens, wc->max_seqs, &w->f, err)) != TL_OK)
+        return st;
+    return wc->cuda ? TL_OK : forward_set_collective(w->f, tp_net_collective(g), err);
 }
 
 int tp_worker_run(const char *addr, int port, int rank, int world) {
     struct tl_err err = {{0}};
     struct tp_net *g = NULL;
-    struct model *m = NULL, *sh = NULL;
-    struct ops o = {0};
-    struct forward *f = NULL;
+    struct worker w;
+    memset(&w, 0, sizeof w);
     int rc = 1;
     if (tp_net_connect(addr, port, rank, world, CONNECT_TIMEOUT_S, &g, &err) != TL_OK) goto out;
-    enum tl_status st = worker_build(g, rank, world, &m, &sh, &o, &f, &err);
+    enum tl_status st = worker_build(&w, g, rank, world, &err);
     if (st != TL_OK) tl_err_prefix(&err, "tensor parallel rank %d", rank);
     /* a rank that could not build its shard tells rank 0 why, which reports it */
     if (tp_net_ready(g, st == TL_OK, err.msg, st == TL_OK ? &err : &(struct tl_err){{0}}) !=
             TL_OK ||
         st != TL_OK)
         goto out;
-    if (forward_serve(f, &err) == TL_OK) rc = 0;
+#ifdef TL_HAVE_NCCL
+    if (w.wc.cuda && (tp_nccl_create(g, &w.o, rank % w.wc.per_node, &w.nccl, &err) != TL_OK ||
+                      forward_set_collective(w.f, tp_nccl_collective(w.nccl), &err) != TL_OK))
+        goto out;
+#endif
+    if (forward_serve(w.f, &err) == TL_OK) rc = 0;
 out:
     if (rc) fprintf(stderr, "tierlm tp-worker: %s\n", err.msg);
-    forward_destroy(f);
-    if (o.ctx) cpu_backend_destroy(&o);
-    model_free(sh);
-    model_free(m);
+    forward_destroy(w.f);
+#ifdef TL_HAVE_NCCL
+    tp_nccl_destroy(w.nccl);
+    if (w.wc.cuda && w.o.ctx) gpu_backend_destroy(&w.o);
+#endif
+    if (!w.wc.cuda && w.o.ctx) cpu_backend_destroy(&w.o);
+    model_free(w.sh);
+    model_free(w.m);
     tp_net_destroy(g);
     return rc;
 }

@@ -42,6 +42,9 @@ struct tp_worker_cfg {
     char model[4096];
     int32_t load_format, dtype, threads, block_size, num_blocks, max_model_len, max_tokens,
         max_seqs, quiet;
+    int32_t cuda;     /* 1: one GPU per rank, device = rank % per_node, NCCL */
+    int32_t per_node; /* ranks per node */
+    double gpu_util, gpu_gb;
 };
 
 /* Rank 0's side: the workers of ranks [first, first + count) on this host, connecting to
