@@ -10,9 +10,13 @@
 #include "pool.h"
 #include "tp.h"
 #include "tp_local.h"
+#include "tp_net.h"
 #ifdef TL_HAVE_CUDA
 #include "gpu_backend.h"
 #include "kern.h"
+#endif
+#ifdef TL_HAVE_NCCL
+#include "tp_nccl.h"
 #endif
 
 bool backend_cuda_available(void) {
@@ -31,7 +35,12 @@ int backend_gpu_count(void) {
  * and model). */
 struct backend_tp {
     int world;
-    struct tp_local *group;
+    struct tp_local *group; /* threads, or: */
+    struct tp_net *net;     /* processes (ranks 1.. in workers; pids of this node's) */
+    pid_t *pids;            /* (world) 0: not a child of this process */
+#ifdef TL_HAVE_NCCL
+    struct tp_nccl *nccl; /* GPUs: the collective over net */
+#endif
     struct model **shard; /* (world) owned */
     struct ops *ops;      /* (world) [0] unused: rank 0's are backend.ops */
     struct forward **fwd; /* (world) [0] NULL: rank 0's is the caller's */
@@ -49,15 +58,27 @@ enum tl_status backend_tp_check(const struct config *c, const char *device, int 
                        "--tensor-parallel-size %d needs %d GPUs, %d visible (--device cpu runs "
                        "the %d shards in threads of this process instead)",
                        n, n, gpus, n);
+#ifdef TL_HAVE_NCCL
+    return TL_OK;
+#else
     return tl_fail(err, TL_ERR_UNSUPPORTED,
-                   "--tensor-parallel-size %d: tensor parallelism over GPUs (one process per GPU, "
-                   "NCCL) is not implemented yet; --device cpu runs the %d shards in threads of "
-                   "this process",
+                   "--tensor-parallel-size %d: tensor parallelism over GPUs needs NCCL, which this "
+                   "build was configured without; --device cpu runs the %d shards on the CPU",
                    n, n);
+#endif
 }
 
 static void tp_close(struct backend_tp *t) {
     if (!t) return;
+#ifdef TL_HAVE_NCCL
+    tp_nccl_destroy(t->nccl);
+#endif
+    if (t->net) {
+        tp_net_shutdown(t->net);
+        if (t->pids) tp_launch_reap(t->pids, t->world, 30);
+        tp_net_destroy(t->net);
+        free(t->pids);
+    }
     if (t->group) tp_local_shutdown(t->group, NULL);
     for (int r = 1; r < t->world; r++) {
         if (t->fwd) forward_destroy(t->fwd[r]);
@@ -116,6 +137,123 @@ static enum tl_status open_tp_cpu(const struct model *m, const struct backend_ar
     return TL_OK;
 }
 
+/* Rank 0's own backend of a group of processes, on the CPU. */
+static enum tl_status open_rank0_cpu(const struct model *shard, const struct backend_args *a,
+                                     int threads, int nb, struct backend *b, struct tl_err *err) {
+    struct cpu_backend_opts co = {.n_threads = threads,
+                                  .pin = false,
+                                  .num_blocks = nb,
+                                  .block_size = a->block_size,
+                                  .max_ctx = a->max_model_len};
+    enum tl_status st = cpu_backend_create(&shard->cfg, &co, &b->ops, err);
+    if (st != TL_OK) return st;
+    b->model = shard;
+    b->num_blocks = nb;
+    return TL_OK;
+}
+
+/* Rank 0's own backend of a group of processes, on GPU 0: as many KV blocks as fit, which the
+ * other ranks then allocate too. */
+static enum tl_status open_rank0_gpu(const struct model *shard, const struct backend_args *a,
+                                     struct backend *b, struct tl_err *err) {
+#ifdef TL_HAVE_NCCL
+    struct gpu_backend_opts go = {.device = 0,
+                                  .gpu_memory_utilization = a->gpu_memory_utilization,
+                                  .gpu_memory_gb = a->gpu_memory_gb,
+                                  .dtype = a->dtype,
+                                  .block_size = a->block_size,
+                                  .max_model_len = a->max_model_len,
+                                  .max_tokens = a->max_tokens,
+                                  .max_seqs = a->max_seqs,
+                                  .num_blocks_override = a->num_blocks,
+                                  .enforce_eager = true};
+    struct gpu_plan plan;
+    enum tl_status st = gpu_backend_create(shard, &go, &b->ops, &b->model, &plan, err);
+    if (st != TL_OK) return st;
+    b->cuda = true;
+    b->num_blocks = plan.num_blocks;
+    return TL_OK;
+#else
+    (void)shard, (void)a, (void)b;
+    return tl_fail(err, TL_ERR_UNSUPPORTED, "this build has no NCCL: no tensor parallel GPUs");
+#endif
+}
+
+/* --tensor-parallel-size N as processes (--tp-processes, --nnodes): this process is rank 0;
+ * it starts the other ranks of its node as `tierlm tp-worker`, waits for every rank (other
+ * nodes' too) to connect, sends them its settings and waits until each has built its shard. */
+static enum tl_status open_tp_procs(const struct model *m, const struct backend_args *a, int nb,
+                                    bool cuda, struct backend *b, struct tl_err *err) {
+    const struct tp_dist_args *d = &a->dist;
+    int n = a->tensor_parallel_size, per = n / d->nnodes;
+    const char *dev = cuda ? "cuda" : "cpu";
+    enum tl_status st = backend_tp_check(&m->cfg, dev, n, err);
+    if (st == TL_OK) st = tp_dist_check(d, n, dev, err);
+    if (st != TL_OK) return st;
+    if (cuda && (a->layer_place || a->embed_on_host || a->head_on_host))
+        return tl_fail(err, TL_ERR_UNSUPPORTED,
+                       "tensor parallelism over GPUs with layers offloaded to the host is not "
+                       "implemented: give each GPU its whole shard");
+    if (!a->model_dir)
+        return tl_fail(err, TL_ERR_INVALID, "tensor parallel processes need the model directory");
+    struct backend_tp *t = calloc(1, sizeof *t);
+    if (!t) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+    b->tp = t;
+    t->world = n;
+    t->shard = calloc((size_t)n, sizeof *t->shard);
+    t->pids = calloc((size_t)n, sizeof *t->pids);
+    if (!t->shard || !t->pids) return tl_fail(err, TL_ERR_NOMEM, "out of host memory");
+    /* one node: loopback and a free port; several: where the other nodes were told to go */
+    const char *addr = d->nnodes > 1 ? d->master_addr : "127.0.0.1";
+    int port = d->master_port > 0 ? d->master_port : d->nnodes > 1 ? 29501 : 0;
+    if ((st = tp_net_listen(addr, port, n, &t->net, err)) != TL_OK) return st;
+    if ((st = tp_launch_spawn(addr, tp_net_port(t->net), 1, per - 1, n, t->pids, err)) != TL_OK)
+        return st;
+    struct tp_launch_kids kids = {t->pids, n};
+    if ((st = tp_net_accept(t->net, d->nnodes > 1 ? 600 : 120, tp_launch_alive, &kids, err)) !=
+        TL_OK)
+        return st;
+    int cores = a->threads > 0 ? a->threads : pool_physical_cores();
+    int threads = cores / per > 0 ? cores / per : 1;
+    /* rank 0's backend first: on GPUs its KV size is what every rank allocates */
+    st = tp_shard(m, n, 0, &t->shard[0], err);
+    if (st == TL_OK)
+        st = cuda ? open_rank0_gpu(t->shard[0], a, b, err)
+                  : open_rank0_cpu(t->shard[0], a, threads, nb, b, err);
+    if (st != TL_OK) {
+        tp_net_collective(t->net)->abort(tp_net_collective(t->net)->ctx, err->msg);
+        return st;
+    }
+    struct tp_worker_cfg wc = {.load_format = a->load_format,
+                               .dtype = a->load_dtype,
+                               .threads = threads,
+                               .block_size = a->block_size,
+                               .num_blocks = b->num_blocks,
+                               .max_model_len = a->max_model_len,
+                               .max_tokens = a->max_tokens,
+                               .max_seqs = a->max_seqs,
+                               .quiet = a->quiet,
+                               .cuda = cuda,
+                               .per_node = per,
+                               .gpu_util = a->gpu_memory_utilization,
+                               .gpu_gb = a->gpu_memory_gb};
+    if (strlen(a->model_dir) >= sizeof wc.model)
+        return tl_fail(err, TL_ERR_INVALID, "the model directory's path is too long");
+    snprintf(wc.model, sizeof wc.model, "%s", a->model_dir);
+    if ((st = tp_net_send_blob(t->net, &wc, sizeof wc, err)) != TL_OK) return st;
+    if ((st = tp_net_ready(t->net, true, NULL, err)) != TL_OK) return st;
+#ifdef TL_HAVE_NCCL
+    if (cuda && (st = tp_nccl_create(t->net, &b->ops, 0, &t->nccl, err)) != TL_OK) return st;
+#endif
+    if (!a->quiet)
+        fprintf(stderr,
+                "tierlm: %s, tensor parallel: %d ranks in processes (%d node%s, %d here)%s%d "
+                "threads each and KV %d blocks of %d tokens\n",
+                cuda ? "cuda" : "cpu", n, d->nnodes, d->nnodes > 1 ? "s" : "", per,
+                cuda ? ", NCCL, " : " over TCP, ", threads, b->num_blocks, a->block_size);
+    return TL_OK;
+}
+
 enum tl_status backend_forward_create(const struct backend *b, const struct model *host,
                                       int max_tokens, int max_seqs, struct forward **out,
                                       struct tl_err *err) {
@@ -124,7 +262,9 @@ enum tl_status backend_forward_create(const struct backend *b, const struct mode
                                     max_seqs, out, err);
     enum tl_status st = forward_create(b->model, &b->ops, max_tokens, max_seqs, out, err);
     if (st == TL_OK && b->tp) {
-        st = forward_set_collective(*out, tp_local_collective(b->tp->group, 0), err);
+        st = forward_set_collective(
+            *out, b->tp->net ? tp_net_collective(b->tp->net) : tp_local_collective(b->tp->group, 0),
+            err);
         if (st != TL_OK) {
             forward_destroy(*out);
             *out = NULL;
@@ -181,8 +321,12 @@ static enum tl_status open_cpu_lane(const struct model *m, const struct backend_
 enum tl_status backend_open(const struct model *m, const struct backend_args *a, struct backend *b,
                             struct tl_err *err) {
     memset(b, 0, sizeof *b);
-    if (a->tensor_parallel_size > 1 && strcmp(a->device, "cpu"))
-        return backend_tp_check(&m->cfg, a->device, a->tensor_parallel_size, err);
+    if (a->tensor_parallel_size > 1 && strcmp(a->device, "cpu")) {
+        /* one process per GPU (refused before here without N GPUs or NCCL) */
+        enum tl_status st = open_tp_procs(m, a, 0, true, b, err);
+        if (st != TL_OK) backend_close(b);
+        return st;
+    }
     bool want_cuda =
         !strcmp(a->device, "cuda") || (!strcmp(a->device, "auto") && backend_cuda_available());
     if (want_cuda) {
@@ -245,7 +389,9 @@ enum tl_status backend_open(const struct model *m, const struct backend_args *a,
                        dtype_torch_name(a->dtype), dtype_torch_name(m->embed.dtype));
     int nb = a->num_blocks ? a->num_blocks : a->cpu_blocks;
     if (a->tensor_parallel_size > 1) {
-        enum tl_status st = open_tp_cpu(m, a, nb, b, err);
+        enum tl_status st = tp_dist_uses_processes(&a->dist, a->tensor_parallel_size)
+                                ? open_tp_procs(m, a, nb, false, b, err)
+                                : open_tp_cpu(m, a, nb, b, err);
         if (st != TL_OK) backend_close(b);
         return st;
     }

@@ -10,6 +10,7 @@
 #include "model.h"
 #include "ops.h"
 #include "status.h"
+#include "tp_launch.h"
 
 struct backend_args {
     const char *device; /* "auto", "cpu", "cuda" */
@@ -24,8 +25,14 @@ struct backend_args {
     bool enforce_eager;  /* no CUDA graphs */
     bool quiet;
     /* --tensor-parallel-size (0 or 1: one rank). With --device cpu the ranks run in threads of
-     * this process (tp_local.h); GPUs need one process per GPU, not implemented yet. */
+     * this process (tp_local.h), or as processes over TCP with dist.processes or dist.nnodes
+     * > 1 (tp_launch.h; the workers load model_dir with load_format / load_dtype themselves);
+     * on GPUs always one process per GPU, joined by NCCL (tp_nccl.h). */
     int tensor_parallel_size;
+    struct tp_dist_args dist;
+    const char *model_dir;
+    enum model_load_format load_format;
+    enum tl_dtype load_dtype;
     /* A placement (cuda only; NULL = everything resident): per layer enum gpu_place values
      * (resident / streamed / CPU), streaming slots, and where embedding and lm_head run. Layers
      * on the CPU get a second backend, the CPU lane, keeping only their KV. */

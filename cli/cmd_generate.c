@@ -37,6 +37,7 @@ struct gen_args {
     double gpu_util, gpu_gb;
     int enforce_eager;
     int tensor_parallel_size;
+    struct tp_dist_args dist;
     unsigned set; /* SET_* bits: sampling flags the user gave (others come from the model) */
 };
 
@@ -94,6 +95,9 @@ static void help(FILE *f) {
         "  --max-model-len N        longest sequence   [prompt + max-tokens]\n"
         "  --tensor-parallel-size N split the model over N ranks as vLLM does; with --device\n"
         "                           cpu they run in threads of this process   [1]\n"
+        "  --tp-processes           --device cpu: one process per rank instead of threads\n"
+        "  --nnodes M --node-rank R --master-addr A --master-port P\n"
+        "                           ranks over M hosts (see tierlm serve --help)\n"
         "  --quiet                  print only the ids\n"
         "  -h, --help               this help\n");
 }
@@ -156,6 +160,11 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
         O_GPUGB,
         O_EAGER,
         O_TP,
+        O_TPPROC,
+        O_NNODES,
+        O_NODERANK,
+        O_MADDR,
+        O_MPORT,
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
@@ -170,6 +179,11 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
         {"gpu-memory-gb", required_argument, 0, O_GPUGB},
         {"enforce-eager", no_argument, 0, O_EAGER},
         {"tensor-parallel-size", required_argument, 0, O_TP},
+        {"tp-processes", no_argument, 0, O_TPPROC},
+        {"nnodes", required_argument, 0, O_NNODES},
+        {"node-rank", required_argument, 0, O_NODERANK},
+        {"master-addr", required_argument, 0, O_MADDR},
+        {"master-port", required_argument, 0, O_MPORT},
         {"load-format", required_argument, 0, O_LOAD},
         {"dtype", required_argument, 0, O_DTYPE},
         {"device", required_argument, 0, O_DEVICE},
@@ -231,6 +245,19 @@ static int parse_args(int argc, char **argv, struct gen_args *a) {
         case O_TP:
             bad = parse_int("--tensor-parallel-size", optarg, 1, 1024, &a->tensor_parallel_size);
             break;
+        case O_TPPROC:
+        case O_NNODES:
+        case O_NODERANK:
+        case O_MADDR:
+        case O_MPORT: {
+            static const char *const names[] = {"--tp-processes", "--nnodes", "--node-rank",
+                                                "--master-addr", "--master-port"};
+            struct tl_err e;
+            bool used;
+            if (tp_dist_flag(names[c - O_TPPROC], optarg, &a->dist, &used, &e) < 0)
+                bad = fprintf(stderr, "tierlm generate: %s\n", e.msg);
+            break;
+        }
         case O_SYSTEM:
             a->system = optarg;
             break;
@@ -398,6 +425,7 @@ int cmd_generate(int argc, char **argv) {
                          .block_size = 16,
                          .max_step_tokens = 2048};
     sampling_params_default(&a.sp);
+    tp_dist_default(&a.dist);
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc == 1 ? 0 : rc;
 
@@ -423,6 +451,9 @@ int cmd_generate(int argc, char **argv) {
     struct config pre;
     if (config_load(a.model, &pre, &err) != TL_OK) goto fail;
     if (backend_tp_check(&pre, a.device, a.tensor_parallel_size, &err) != TL_OK) goto fail;
+    if (tp_dist_check(&a.dist, a.tensor_parallel_size, a.device, &err) != TL_OK) goto fail;
+    /* another node's ranks: they serve node 0's steps and print nothing */
+    if (a.dist.node_rank > 0) return tp_node_run(&a.dist, a.tensor_parallel_size);
     if (model_load(a.model, &lo, &m, &err) != TL_OK) goto fail;
     const struct config *c = &m->cfg;
     struct gen_config gc;
@@ -502,7 +533,11 @@ int cmd_generate(int argc, char **argv) {
                               .dtype = a.dtype,
                               .enforce_eager = a.enforce_eager,
                               .quiet = a.quiet,
-                              .tensor_parallel_size = a.tensor_parallel_size};
+                              .tensor_parallel_size = a.tensor_parallel_size,
+                              .dist = a.dist,
+                              .model_dir = a.model,
+                              .load_format = a.load_format,
+                              .load_dtype = a.dtype};
     if (backend_open(m, &ba, &be, &err) != TL_OK) goto fail;
     if (kvcache_create(be.num_blocks, a.block_size, &kv, &err) != TL_OK) goto fail;
     if (backend_forward_create(&be, m, step, a.n_prompts, &fw, &err) != TL_OK) goto fail;

@@ -221,6 +221,14 @@ int cmd_serve(int argc, char **argv) {
     if (probe_listen(a.so.host, a.so.port)) return 1;
     struct tl_err err;
     struct engine_boot b;
+    /* another node's ranks: they serve node 0's steps (node 0 runs the server) */
+    if (a.ea.dist.node_rank > 0 && a.ea.tensor_parallel_size > 1) {
+        if (tp_dist_check(&a.ea.dist, a.ea.tensor_parallel_size, a.ea.device, &err) != TL_OK) {
+            fprintf(stderr, "tierlm serve: %s\n", err.msg);
+            return 1;
+        }
+        return tp_node_run(&a.ea.dist, a.ea.tensor_parallel_size);
+    }
     if (engine_boot_open(&a.ea, &b, &err) != TL_OK) {
         fprintf(stderr, "tierlm serve: %s\n", err.msg);
         return 1;

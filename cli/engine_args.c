@@ -36,6 +36,7 @@ void engine_args_default(struct engine_args *a) {
     a->gpu_memory_utilization = 0.9;
     a->kv_crc_threads = -1;
     a->tensor_parallel_size = 1;
+    tp_dist_default(&a->dist);
     a->expected_batch = 0; /* 0: min(max-num-seqs, 16) */
 }
 
@@ -88,7 +89,14 @@ void engine_args_help(FILE *f) {
             "                           checksums them beside its copies (the default there)\n"
             "  --tensor-parallel-size N split the model over N ranks as vLLM does (heads, KV\n"
             "                           heads, MLP and vocabulary); --device cpu runs them in\n"
-            "                           threads of this process; GPUs: not yet   [1]\n"
+            "                           threads of this process; GPUs: one process\n"
+            "                           per GPU over NCCL (untested)   [1]\n"
+            "  --tp-processes           --device cpu: one process per rank instead of threads\n"
+            "                           (rank 0 starts the others; they talk over TCP)\n"
+            "  --nnodes M --node-rank R --master-addr A --master-port P\n"
+            "                           ranks over M hosts, tp/M each: run the same command on\n"
+            "                           every host with its R; node 0 listens on A:P  [1 0\n"
+            "                           127.0.0.1 29501]\n"
             "  --disable-log-stats      no 5-second throughput line\n"
             "  --quiet                  no progress or start-up lines\n");
 }
@@ -120,6 +128,12 @@ static int dbl_val(const char *flag, const char *v, double lo, double hi, double
 
 int engine_args_parse(struct engine_args *a, int argc, char **argv, int *i, struct tl_err *err) {
     const char *f = argv[*i];
+    bool used = false;
+    int dr = tp_dist_flag(f, *i + 1 < argc ? argv[*i + 1] : NULL, &a->dist, &used, err);
+    if (dr != 0) {
+        if (dr > 0 && used) ++*i;
+        return dr;
+    }
     /* flags without a value */
     if (!strcmp(f, "--enable-prefix-caching")) return a->enable_prefix_caching = true, 1;
     if (!strcmp(f, "--no-enable-prefix-caching")) return a->enable_prefix_caching = false, 1;
@@ -427,6 +441,12 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
                        max_len, cfg.max_position_embeddings);
     int tp = a->tensor_parallel_size;
     if ((st = backend_tp_check(&cfg, a->device, tp, err)) != TL_OK) return st;
+    if ((st = tp_dist_check(&a->dist, tp, a->device, err)) != TL_OK) return st;
+    if (a->dist.node_rank > 0)
+        return tl_fail(err, TL_ERR_UNSUPPORTED,
+                       "--node-rank %d: the ranks of nodes > 0 run under `tierlm serve` or "
+                       "`tierlm generate`",
+                       a->dist.node_rank);
     if (tp > 1 && (a->swap_space_gb > 0 || a->nvme_swap_dir))
         return tl_fail(err, TL_ERR_UNSUPPORTED,
                        "--swap-space / --nvme-swap-dir with --tensor-parallel-size %d: KV swap "
@@ -486,7 +506,11 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
                               .dtype = a->dtype,
                               .enforce_eager = a->enforce_eager,
                               .quiet = a->quiet,
-                              .tensor_parallel_size = tp};
+                              .tensor_parallel_size = tp,
+                              .dist = a->dist,
+                              .model_dir = a->model,
+                              .load_format = a->load_format,
+                              .load_dtype = a->dtype};
     if (have_pl) {
         ba.layer_place = pl.layer;
         ba.stream_slots = pl.stream_slots;

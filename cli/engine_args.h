@@ -47,6 +47,7 @@ struct engine_args {
     int kv_crc_threads;       /* -1: default */
     bool kv_host_crc;         /* host checksums even where the backend checksums on the device */
     int tensor_parallel_size; /* ranks the model is split over (vLLM's meaning); 1: none */
+    struct tp_dist_args dist; /* ranks as processes / over nodes (tp_launch.h) */
 };
 
 void engine_args_default(struct engine_args *a);

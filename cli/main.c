@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "tp_launch.h"
 
 #define TIERLM_VERSION "0.1.0"
 
@@ -16,6 +17,7 @@ static const struct {
     {"detokenize", cmd_detokenize, "print the text of token id lists"},
     {"serve", cmd_serve, "serve the model over vLLM's OpenAI-compatible REST API"},
     {"bench", cmd_bench, "benchmarks: throughput, serve (vLLM's benchmark_throughput / _serving)"},
+    {"tp-worker", cmd_tp_worker, "(internal) one tensor-parallel rank that rank 0 started"},
     {"plan", cmd_plan, "plan a model's placement on this machine (or a named GPU) before loading"},
 };
 

@@ -884,6 +884,10 @@ void gpu_backend_destroy(struct ops *ops) {
     ops->ctx = NULL;
 }
 
+void *gpu_backend_stream(const struct ops *ops) {
+    return kern_stream(((const struct gpu_backend *)ops->ctx)->kc);
+}
+
 enum tl_status gpu_backend_stream_stats(const struct ops *ops, size_t *bytes, double *busy_s) {
     struct gpu_backend *be = ops->ctx;
     *bytes = 0;

@@ -70,4 +70,8 @@ void gpu_backend_destroy(struct ops *ops);
  * (blocks until the queued copies finish; for reports). */
 enum tl_status gpu_backend_stream_stats(const struct ops *ops, size_t *bytes, double *busy_s);
 
+/* The compute stream every op of this backend runs on (a cudaStream_t, borrowed): where a
+ * collective enqueues its work so it orders with the layers. */
+void *gpu_backend_stream(const struct ops *ops);
+
 #endif

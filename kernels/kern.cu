@@ -36,6 +36,10 @@ cudaError_t kern_enter(const struct kern_ctx *ctx) {
     return cudaSetDevice(ctx->device);
 }
 
+void *kern_stream(const struct kern_ctx *ctx) {
+    return (void *)ctx->stream;
+}
+
 const char *kern_last_error(const struct kern_ctx *ctx) {
     return ctx && ctx->err ? ctx->err->msg : "no CUDA context";
 }

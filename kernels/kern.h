@@ -54,6 +54,10 @@ void kern_ctx_destroy(struct kern_ctx *ctx);
  * call on ctx. */
 const char *kern_last_error(const struct kern_ctx *ctx);
 
+/* The context's CUDA stream (a cudaStream_t, borrowed), for libraries that enqueue work beside
+ * the kernels (NCCL). */
+void *kern_stream(const struct kern_ctx *ctx);
+
 /* Fills *out (free_bytes is read now). Does not block on the stream. */
 enum tl_status kern_device_info(const struct kern_ctx *ctx, struct kern_device_info *out);
 

@@ -41,6 +41,30 @@ for tp in 2 4; do
     check "--tensor-parallel-size $tp batch equals one rank" \
         "$([ -n "$one" ] && [ "$one" = "$many" ]; echo $?)"
 done
+# ranks as processes over TCP (--tp-processes: rank 0 starts `tierlm tp-worker`s), and over two
+# "nodes" on loopback (--nnodes 2 --node-rank 0/1): the same greedy tokens as one rank
+got=$("$bin" generate --model "$fx/qwen2-f32" --prompt-ids "$prompt" --max-tokens 40 \
+      --temperature 0 --ignore-eos --quiet --device cpu --tensor-parallel-size 2 --tp-processes)
+check "--tp-processes 2 greedy ids equal HF transformers" "$([ "$got" = "$want" ]; echo $?)"
+batch=(--model "$fx/llama-tied-bf16" --prompt-ids 5,6,7 --prompt-ids 9,1,300,4,4 --prompt-ids 77
+       --max-tokens 12 --temperature 0 --ignore-eos --quiet --device cpu)
+one=$("$bin" generate "${batch[@]}")
+for tp in 2 4; do
+    many=$(timeout 120 "$bin" generate "${batch[@]}" --tensor-parallel-size $tp --tp-processes)
+    check "--tp-processes $tp batch equals one rank" "$([ -n "$one" ] && [ "$one" = "$many" ]; echo $?)"
+done
+port=$((20000 + RANDOM % 20000))
+timeout 120 "$bin" generate "${batch[@]}" --tensor-parallel-size 4 --nnodes 2 --node-rank 1 \
+    --master-addr 127.0.0.1 --master-port $port >/dev/null 2>&1 &
+node1=$!
+many=$(timeout 120 "$bin" generate "${batch[@]}" --tensor-parallel-size 4 --nnodes 2 --node-rank 0 \
+       --master-addr 127.0.0.1 --master-port $port)
+wait $node1
+rc1=$?
+check "--nnodes 2 on loopback equals one rank (node 1 exit $rc1)" \
+    "$([ "$one" = "$many" ] && [ $rc1 = 0 ]; echo $?)"
+expect_fail "--nnodes must divide the size" 1 "--tensor-parallel-size 4 must be divisible by --nnodes 3" \
+    "$bin" generate "${batch[@]}" --tensor-parallel-size 4 --nnodes 3
 expect_fail "tensor parallel size vLLM refuses" 1 \
     "Total number of attention heads (2) must be divisible by tensor parallel size (3). Sizes that split this model (num_attention_heads 2, num_key_value_heads 1, intermediate_size 172): 1, 2" \
     "$bin" generate --model "$fx/qwen2-f32" --prompt-ids 1 --device cpu --tensor-parallel-size 3
