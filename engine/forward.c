@@ -614,7 +614,9 @@ enum tl_status forward_serve(struct forward *f, struct tl_err *err) {
         if (st == TL_OK) st = step_logits(f, &b, &nl, err);
         if (st == TL_OK && nl > 0) st = gather_logits(f, nl, NULL, err);
         if (st != TL_OK) {
-            tl_err_prefix(err, "tensor parallel rank %d", c->rank);
+            /* the collectives' messages already name the rank */
+            if (strncmp(err->msg, "tensor parallel rank", 20) != 0)
+                tl_err_prefix(err, "tensor parallel rank %d", c->rank);
             c->abort(c->ctx, err->msg);
             return st;
         }
