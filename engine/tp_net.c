@@ -50,6 +50,7 @@ struct tp_net {
     size_t cap;
     int32_t *msg; /* the last step received */
     size_t msg_cap;
+    double call_timeout_s; /* a collective's wait for a peer's data (tp_net_set_call_timeout) */
 };
 
 static double now_s(void) {
@@ -62,8 +63,19 @@ static void set_sock_opts(int fd) {
     int one = 1;
     /* steps are small messages answered at once: no Nagle delay */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    /* a host that vanishes without closing the connection is noticed eventually */
+    /* a host that vanishes without closing the connection is noticed within ~90 s, also while
+     * the group idles between steps (Linux's default would take two hours) */
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    int idle = 30, intvl = 10, cnt = 6;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+}
+
+/* The deadline of a wait for a peer's data inside a collective (< 0: none). Every rank runs the
+ * same step, so a peer that sends nothing for that long is stuck, not busy. */
+static double call_deadline(const struct tp_net *g) {
+    return g->call_timeout_s > 0 ? now_s() + g->call_timeout_s : -1.0;
 }
 
 /* Writes all n bytes; false on error (errno set). MSG_NOSIGNAL: a dead peer is an error, not a
@@ -154,7 +166,12 @@ static enum tl_status recv_msg(struct tp_net *g, int q, uint32_t want, void *buf
     if (r <= 0) {
         const char *what = r == 0 ? "closed its connection (did it exit?)" : strerror(errno);
         char why[WHY_MAX];
-        snprintf(why, sizeof why, "rank %d %s%s", q, r == 0 ? "" : "is unreachable: ", what);
+        if (r < 0 && errno == ETIMEDOUT && deadline >= 0)
+            snprintf(why, sizeof why,
+                     "rank %d sent nothing for %.3g s in the middle of a step (is it stuck?)", q,
+                     g->call_timeout_s);
+        else
+            snprintf(why, sizeof why, "rank %d %s%s", q, r == 0 ? "" : "is unreachable: ", what);
         fail(g, TL_ERR_IO, "%s", why);
         break_group(g, why, q);
         return TL_ERR_IO;
@@ -257,7 +274,8 @@ static enum tl_status op_all_reduce_sum(void *ctx, const struct ops *o, void *bu
         /* as tp_local: rank 0's values, then each rank's added in rank order */
         float *sum = g->stage;
         for (int q = 1; q < g->world; q++) {
-            if ((st = recv_msg(g, q, MSG_DATA, g->tmp, bytes, false, NULL, NULL, -1)) != TL_OK)
+            if ((st = recv_msg(g, q, MSG_DATA, g->tmp, bytes, false, NULL, NULL,
+                               call_deadline(g))) != TL_OK)
                 return st;
             const float *s = g->tmp;
             for (size_t i = 0; i < n; i++) sum[i] += s[i];
@@ -266,7 +284,8 @@ static enum tl_status op_all_reduce_sum(void *ctx, const struct ops *o, void *bu
             if ((st = send_to(g, q, MSG_DATA, sum, bytes)) != TL_OK) return st;
     } else {
         if ((st = send_to(g, 0, MSG_DATA, g->stage, bytes)) != TL_OK) return st;
-        if ((st = recv_msg(g, 0, MSG_DATA, g->stage, bytes, false, NULL, NULL, -1)) != TL_OK)
+        if ((st = recv_msg(g, 0, MSG_DATA, g->stage, bytes, false, NULL, NULL, call_deadline(g))) !=
+            TL_OK)
             return st;
     }
     if ((st = o->write_f32(o->ctx, g->stage, n, buf)) != TL_OK) {
@@ -290,7 +309,7 @@ static enum tl_status op_all_gather_f32(void *ctx, const struct ops *o, const vo
         if ((st = stage_in(g, o, src, n, dst)) != TL_OK) return st;
         for (int q = 1; q < g->world; q++)
             if ((st = recv_msg(g, q, MSG_DATA, dst + (size_t)q * n, bytes, false, NULL, NULL,
-                               -1)) != TL_OK)
+                               call_deadline(g))) != TL_OK)
                 return st;
         for (int q = 1; q < g->world; q++)
             if ((st = send_to(g, q, MSG_DATA, dst, all)) != TL_OK) return st;
@@ -298,7 +317,7 @@ static enum tl_status op_all_gather_f32(void *ctx, const struct ops *o, const vo
     }
     if ((st = stage_in(g, o, src, n, g->stage)) != TL_OK) return st;
     if ((st = send_to(g, 0, MSG_DATA, g->stage, bytes)) != TL_OK) return st;
-    return recv_msg(g, 0, MSG_DATA, dst, all, false, NULL, NULL, -1);
+    return recv_msg(g, 0, MSG_DATA, dst, all, false, NULL, NULL, call_deadline(g));
 }
 
 static enum tl_status op_broadcast_step(void *ctx, const int32_t **msg, int *n) {
@@ -382,6 +401,7 @@ static struct tp_net *group_new(int rank, int world) {
     struct tp_net *g = calloc(1, sizeof *g);
     if (!g) return NULL;
     g->rank = rank;
+    g->call_timeout_s = TP_NET_CALL_TIMEOUT_S;
     g->world = world;
     g->listen_fd = -1;
     for (int q = 0; q < TP_MAX_WORLD; q++) g->peer[q] = -1;
@@ -668,4 +688,8 @@ void tp_net_destroy(struct tp_net *g) {
     free(g->tmp);
     free(g->msg);
     free(g);
+}
+
+void tp_net_set_call_timeout(struct tp_net *g, double seconds) {
+    g->call_timeout_s = seconds;
 }

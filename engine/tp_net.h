@@ -54,6 +54,13 @@ enum tl_status tp_net_recv_blob(struct tp_net *g, void *buf, size_t cap, size_t 
  * aborts the group so the others do not wait for steps). Blocks. */
 enum tl_status tp_net_ready(struct tp_net *g, bool ok, const char *why, struct tl_err *err);
 
+/* How long a collective waits for a peer's data (all-reduce, all-gather) before it fails the
+ * group naming that peer as stuck: every rank runs the same step, so silence that long is a
+ * hang, not work. Waiting for the next step is not timed (a server idles); a peer that dies or
+ * a host that vanishes is noticed by the closed socket or TCP keepalive (~90 s). */
+#define TP_NET_CALL_TIMEOUT_S 300.0
+void tp_net_set_call_timeout(struct tp_net *g, double seconds); /* <= 0: no limit */
+
 /* This rank's collective (collective.h): borrowed, valid until tp_net_destroy. */
 const struct tl_collective *tp_net_collective(struct tp_net *g);
 

@@ -426,6 +426,39 @@ static void test_garbage_to_worker(void **state) {
     }
 }
 
+/* A rank that joins and then stays alive without ever sending its partial sums: rank 0's
+ * all-reduce gives up after the call timeout, naming the rank as stuck, and the group stays
+ * failed. */
+static void test_worker_hangs(void **state) {
+    (void)state;
+    struct tl_err err = {{0}};
+    struct model *m = dummy(5), *sh = NULL;
+    struct lane l;
+    assert_int_equal(tp_shard(m, 2, 0, &sh, &err), TL_OK);
+    assert_int_equal(lane_open(&l, sh, &err), TL_OK);
+    struct tp_net *g = NULL;
+    assert_int_equal(tp_net_listen("127.0.0.1", 0, 2, &g, &err), TL_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) raw_client(tp_net_port(g), true, NULL, 0); /* joins, then only listens */
+    assert_int_equal(tp_net_accept(g, 10, NULL, NULL, &err), TL_OK);
+    tp_net_set_call_timeout(g, 0.5);
+    const struct tl_collective *c = tp_net_collective(g);
+    float buf[64] = {1};
+    alarm(30); /* a hang fails the test */
+    assert_int_not_equal(c->all_reduce_sum(c->ctx, &l.ops, buf, 64), TL_OK);
+    alarm(0);
+    printf("stuck rank: %s\n", c->last_error(c->ctx));
+    assert_non_null(strstr(c->last_error(c->ctx), "rank 1 sent nothing for 0.5 s"));
+    assert_int_not_equal(c->all_reduce_sum(c->ctx, &l.ops, buf, 64), TL_OK);
+    tp_net_destroy(g); /* closes the socket: the client's read ends, it exits */
+    int ws = 0;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    lane_close(&l);
+    model_free(sh);
+    model_free(m);
+}
+
 /* Nobody listening: the connect gives up after its timeout, naming the address. */
 static void test_connect_timeout(void **state) {
     (void)state;
@@ -444,6 +477,7 @@ int main(void) {
         cmocka_unit_test(test_rank0_dies),
         cmocka_unit_test(test_garbage_to_rank0),
         cmocka_unit_test(test_garbage_to_worker),
+        cmocka_unit_test(test_worker_hangs),
         cmocka_unit_test(test_connect_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
