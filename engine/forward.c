@@ -302,10 +302,10 @@ static enum tl_status fused_mm(const struct ops *o, const void *in, int T,
     return o->matmul_fused(o->ctx, &fm);
 }
 
-/* run_layer with three kernels fewer: the rmsnorms ride in the GEMVs that read their output
- * (when T <= fused_norm_max_m), silu * up in the gate/up GEMV, and each residual add in the o /
- * down GEMV that produces it, so nothing is pending after the layer. A layer after one that
- * left its MLP output pending (the CPU lane's) starts with a plain rmsnorm that adds it. */
+/* run_layer with three kernels fewer: the rmsnorms ride in the GEMVs that read their output,
+ * silu * up in the gate/up GEMV, and each residual add in the o / down GEMV that produces it, so
+ * nothing is pending after the layer. After a layer that left its MLP output pending (the CPU
+ * lane's), the attention norm is a plain rmsnorm that adds it. */
 static enum tl_status fused_layer(struct forward *f, const struct fwd_lane *ln, int l, int T,
                                   bool pending, struct tl_err *err) {
     const struct config *c = &f->m->cfg;
@@ -313,17 +313,14 @@ static enum tl_status fused_layer(struct forward *f, const struct fwd_lane *ln, 
     const struct ops *o = ln->o;
     void *x = o->ctx;
     const float eps = c->rms_norm_eps;
-    bool norm_in = T <= o->fused_norm_max_m && !pending;
     if (o->layer_begin) OP(o->layer_begin(x, l), "layer begin");
-    if (!norm_in)
-        OP(o->rmsnorm(x, ln->res, pending ? ln->proj : NULL, &L->attn_norm, eps, T, ln->xn),
-           "rmsnorm");
+    if (pending) OP(o->rmsnorm(x, ln->res, ln->proj, &L->attn_norm, eps, T, ln->xn), "rmsnorm");
     OP(hook_call(f, o, ln->res, l), "read hidden state");
     {
         const struct tl_tensor *w[3] = {&L->wq, &L->wk, &L->wv};
         const struct tl_tensor *b[3] = {opt(&L->bq), opt(&L->bk), opt(&L->bv)};
         void *y[3] = {ln->q, ln->k, ln->v};
-        OP(fused_mm(o, norm_in ? ln->res : ln->xn, T, norm_in ? &L->attn_norm : NULL, eps, 3, w, b,
+        OP(fused_mm(o, pending ? ln->xn : ln->res, T, pending ? NULL : &L->attn_norm, eps, 3, w, b,
                     y, OP_EPI_STORE),
            "rmsnorm + q/k/v_proj");
     }
@@ -334,13 +331,10 @@ static enum tl_status fused_layer(struct forward *f, const struct fwd_lane *ln, 
         void *y[1] = {ln->res};
         OP(fused_mm(o, ln->attn, T, NULL, eps, 1, w, b, y, OP_EPI_RESADD), "o_proj + residual");
     }
-    norm_in = T <= o->fused_norm_max_m;
-    if (!norm_in) OP(o->rmsnorm(x, ln->res, NULL, &L->mlp_norm, eps, T, ln->xn), "rmsnorm");
     {
         const struct tl_tensor *w[2] = {&L->w_gate, &L->w_up};
         void *y[1] = {ln->gate};
-        OP(fused_mm(o, norm_in ? ln->res : ln->xn, T, norm_in ? &L->mlp_norm : NULL, eps, 2, w,
-                    NULL, y, OP_EPI_SILU),
+        OP(fused_mm(o, ln->res, T, &L->mlp_norm, eps, 2, w, NULL, y, OP_EPI_SILU),
            "rmsnorm + gate/up_proj + silu*mul");
     }
     {

@@ -122,11 +122,10 @@ struct ops {
     double (*step_device_seconds)(void *ctx);
 
     /* Optional (NULL when absent): matmul with the rmsnorm before it and the silu * up or the
-     * residual add after it in one kernel, for steps of at most fused_max_m rows (with norm_w:
-     * fused_norm_max_m). The same results as the separate ops up to the order of the norm's
-     * sum of squares. */
+     * residual add after it in one kernel, for steps of at most fused_max_m rows. The same
+     * results as the separate ops up to where the norm is rounded. */
     enum tl_status (*matmul_fused)(void *ctx, const struct op_fused_mm *f);
-    int fused_max_m, fused_norm_max_m;
+    int fused_max_m;
 
     /* ---- whole KV blocks to and from host memory (the KV tiers of offload/) ---- */
     /* Bytes of one block's host image: K and V of every layer whose KV this backend keeps, in

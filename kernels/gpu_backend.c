@@ -837,7 +837,6 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
         (fc->n_heads * fc->head_dim) % 8 == 0) {
         out->matmul_fused = op_matmul_fused;
         out->fused_max_m = KERN_FUSED_MAX_M;
-        out->fused_norm_max_m = KERN_FUSED_NORM_MAX_M;
     }
     out->rope_kv_write = op_rope_kv_write;
     out->attention = op_attention;

@@ -34,8 +34,8 @@ enum tl_status kern_matmul(const struct kern_ctx *ctx, enum tl_dtype act, const 
                            const struct tl_tensor *const *bias, void *const *y);
 
 /* The GEMV with its neighbours folded in (decode at small batches: three kernels fewer per
- * layer). x (m, k) with m <= KERN_FUSED_MAX_M. With norm_w (act dtype, k; m <=
- * KERN_FUSED_NORM_MAX_M) x is the residual stream and the product is rmsnorm(x) * norm_w . W^T,
+ * layer). x (m, k) with m <= KERN_FUSED_MAX_M. With norm_w (act dtype, k) x is the residual
+ * stream and the product is rmsnorm(x) * norm_w . W^T,
  * computed as inv_rms(x) * (round(x * norm_w) . W^T): the sum of squares comes from the loads
  * the GEMV makes anyway, so no CTA waits for a norm before its first product. That is the same
  * math as kern_rmsnorm_act then kern_matmul, rounded in another place (HF rounds x * inv_rms
@@ -47,8 +47,7 @@ enum tl_status kern_matmul(const struct kern_ctx *ctx, enum tl_dtype act, const 
  *                    rounded as kern_matmul then the add of kern_rmsnorm_act would.
  * TL_ERR_UNSUPPORTED for shapes it does not take (then use the unfused ops). Queues one kernel
  * (per 16 rows) and returns; the weights follow kern_matmul's rule for PDL. */
-#define KERN_FUSED_MAX_M      16
-#define KERN_FUSED_NORM_MAX_M 16
+#define KERN_FUSED_MAX_M 16
 enum kern_epi { KERN_EPI_STORE, KERN_EPI_SILU, KERN_EPI_RESADD };
 enum tl_status kern_matmul_fused(const struct kern_ctx *ctx, enum tl_dtype act, const void *x,
                                  int m, const struct tl_tensor *norm_w, float eps, int n_w,
