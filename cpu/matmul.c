@@ -173,7 +173,43 @@ static void gemv_rows_avx2(const struct gemv_args *a, int64_t r0, int64_t r1) {
 }
 #endif
 
+/* Several weights sharing one x (q/k/v, gate/up) run as one parallel loop over their concatenated
+ * rows, in units of `unit` rows: one dispatch and one wait instead of one per weight. Every path
+ * uses it; rows runs the path's kernel on rows r0..r1 of one weight, part its arguments. */
+struct row_group {
+    int n;
+    int64_t unit;
+    int64_t first[MATMUL_MAX_GROUP + 1]; /* first unit of each weight */
+    const void *part[MATMUL_MAX_GROUP];
+    void (*rows)(const void *part, int64_t r0, int64_t r1);
+};
+
+static void row_group_task(void *arg, int64_t u0, int64_t u1, int tid) {
+    (void)tid;
+    const struct row_group *g = arg;
+    for (int p = 0; p < g->n; p++) {
+        int64_t b = u0 > g->first[p] ? u0 : g->first[p];
+        int64_t e = u1 < g->first[p + 1] ? u1 : g->first[p + 1];
+        if (b < e) g->rows(g->part[p], (b - g->first[p]) * g->unit, (e - g->first[p]) * g->unit);
+    }
+}
+
+/* Adds the next weight (rows rows, a multiple of g->unit) and its arguments to g. */
+static void row_group_add(struct row_group *g, const void *part, int64_t rows) {
+    g->part[g->n] = part;
+    g->first[g->n + 1] = g->first[g->n] + rows / g->unit;
+    g->n++;
+}
+
 /* ---------------- bf16 dot-product path (AVX512-BF16) ---------------- */
+
+struct bf16dp_args {
+    const uint16_t *x; /* (m, k) bf16 */
+    int m;
+    int64_t k, n;
+    const uint16_t *w; /* (n, k) bf16 */
+    float *y;          /* (m, n) */
+};
 
 /* For bf16 weights and 2..MATMUL_BF16DP_MAX_M rows of x on CPUs with AVX512-BF16 (Cooper Lake,
  * Sapphire Rapids and later, Zen 4): x is rounded to bf16 once, and vdpbf16ps multiplies pairs
@@ -184,14 +220,6 @@ static void gemv_rows_avx2(const struct gemv_args *a, int64_t r0, int64_t r1) {
  * read from memory once and x (at most 64 rows, ~1.7 MB at k = 13824) stays in L2. */
 #if defined(__x86_64__)
 #define BF16DP __attribute__((target("avx512f,avx512bw,avx512bf16")))
-
-struct bf16dp_args {
-    const uint16_t *x; /* (m, k) bf16 */
-    int m;
-    int64_t k, n;
-    const uint16_t *w; /* (n, k) bf16 */
-    float *y;          /* (m, n) */
-};
 
 /* y rows i0..i0+MB-1, weight rows r..r+3 (rows past the thread's end repeat its last row and
  * are not stored). MB is a constant after inlining, so the 4 x MB sums stay in registers. */
@@ -241,7 +269,8 @@ bf16dp_tile(const struct bf16dp_args *a, int i0, int64_t r, int64_t r_end, const
                     _mm512_reduce_add_ps(acc[i][j]);
 }
 
-static BF16DP void bf16dp_rows(const struct bf16dp_args *a, int64_t r0, int64_t r1) {
+static BF16DP void bf16dp_rows(const void *arg, int64_t r0, int64_t r1) {
+    const struct bf16dp_args *a = arg;
     for (int64_t r = r0; r < r1; r += 4) {
         int i = 0;
         for (; i + 6 <= a->m; i += 6) bf16dp_tile(a, i, r, r1, 6);
@@ -285,14 +314,7 @@ static int have_avx512bf16(void) {
     return cached;
 }
 #else
-struct bf16dp_args {
-    const uint16_t *x;
-    int m;
-    int64_t k, n;
-    const uint16_t *w;
-    float *y;
-};
-static void bf16dp_rows(const struct bf16dp_args *a, int64_t r0, int64_t r1) {
+static void bf16dp_rows(const void *a, int64_t r0, int64_t r1) {
     (void)a, (void)r0, (void)r1;
 }
 static void bf16dp_round_x(const float *x, size_t n, uint16_t *out) {
@@ -310,6 +332,43 @@ static int have_avx512bf16(void) {
  * 16 x rows). Two weight tiles x two x tiles: four accumulators, 16 K FLOP per instruction, so
  * 2..64 rows of x run at the speed the weights stream from memory. Needs k and the rows of every
  * weight in multiples of 32, and the kernel's leave to use the tile data (arch_prctl). */
+struct amx_args {
+    const uint16_t *xp; /* packed x: (m16 groups, k / 32 chunks, 16 pairs, 16 rows, 2) bf16 */
+    int m;
+    int64_t k, n;
+    const uint16_t *w; /* (n, k) bf16 */
+    float *y;          /* (m, n) */
+};
+
+struct amx_pack {
+    const float *x;
+    int m;
+    int64_t k;
+    uint16_t *out;
+};
+
+/* Blocks b0..b1 (block = 16 rows of x by 32 k) of x (m, k) fp32 -> the packed bf16 layout of
+ * struct amx_args (rows past m are zeros). */
+static void amx_pack_task(void *arg, int64_t b0, int64_t b1, int tid) {
+    (void)tid;
+    const struct amx_pack *a = arg;
+    const float *x = a->x;
+    const int m = a->m;
+    const int64_t k = a->k, kc = k / 32;
+    for (int64_t b = b0; b < b1; b++) {
+        const int g = (int)(b / kc);
+        const int64_t q = b % kc;
+        uint16_t *blk = a->out + (size_t)b * 512;
+        for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 16; j++)
+                for (int t = 0; t < 2; t++) {
+                    const int row = g * 16 + j;
+                    blk[p * 32 + j * 2 + t] =
+                        row < m ? f32_to_bf16(x[(size_t)row * (size_t)k + q * 32 + p * 2 + t]) : 0;
+                }
+    }
+}
+
 #if defined(__x86_64__)
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -321,14 +380,6 @@ struct amx_cfg {
     uint8_t rows[16];
 };
 
-struct amx_args {
-    const uint16_t *xp; /* packed x: (m16 groups, k / 32 chunks, 16 pairs, 16 rows, 2) bf16 */
-    int m;
-    int64_t k, n;
-    const uint16_t *w; /* (n, k) bf16 */
-    float *y;          /* (m, n) */
-};
-
 static AMX void amx_config(void) {
     struct amx_cfg c;
     memset(&c, 0, sizeof c);
@@ -338,7 +389,8 @@ static AMX void amx_config(void) {
 }
 
 /* Weight rows r0..r1 (multiples of 32) against every 16-row group of x, two groups at a time. */
-static AMX void amx_rows(const struct amx_args *a, int64_t r0, int64_t r1) {
+static AMX void amx_rows(const void *arg, int64_t r0, int64_t r1) {
+    const struct amx_args *a = arg;
     const int64_t k = a->k, kc = k / 32;
     const int groups = (a->m + 15) / 16;
     float c[16 * 16] __attribute__((aligned(64)));
@@ -390,35 +442,6 @@ static AMX void amx_rows(const struct amx_args *a, int64_t r0, int64_t r1) {
     _tile_release();
 }
 
-struct amx_pack {
-    const float *x;
-    int m;
-    int64_t k;
-    uint16_t *out;
-};
-
-/* Blocks b0..b1 (block = 16 rows of x by 32 k) of x (m, k) fp32 -> the packed bf16 layout of
- * struct amx_args (rows past m are zeros). */
-static void amx_pack_task(void *arg, int64_t b0, int64_t b1, int tid) {
-    (void)tid;
-    const struct amx_pack *a = arg;
-    const float *x = a->x;
-    const int m = a->m;
-    const int64_t k = a->k, kc = k / 32;
-    for (int64_t b = b0; b < b1; b++) {
-        const int g = (int)(b / kc);
-        const int64_t q = b % kc;
-        uint16_t *blk = a->out + (size_t)b * 512;
-        for (int p = 0; p < 16; p++)
-            for (int j = 0; j < 16; j++)
-                for (int t = 0; t < 2; t++) {
-                    const int row = g * 16 + j;
-                    blk[p * 32 + j * 2 + t] =
-                        row < m ? f32_to_bf16(x[(size_t)row * (size_t)k + q * 32 + p * 2 + t]) : 0;
-                }
-    }
-}
-
 static int have_amx(void) {
     static int cached = -1;
     if (cached < 0) {
@@ -432,45 +455,13 @@ static int have_amx(void) {
     return cached;
 }
 #else
-struct amx_args {
-    const uint16_t *xp;
-    int m;
-    int64_t k, n;
-    const uint16_t *w;
-    float *y;
-};
-static void amx_rows(const struct amx_args *a, int64_t r0, int64_t r1) {
+static void amx_rows(const void *a, int64_t r0, int64_t r1) {
     (void)a, (void)r0, (void)r1;
-}
-struct amx_pack {
-    const float *x;
-    int m;
-    int64_t k;
-    uint16_t *out;
-};
-static void amx_pack_task(void *arg, int64_t b0, int64_t b1, int tid) {
-    (void)arg, (void)b0, (void)b1, (void)tid;
 }
 static int have_amx(void) {
     return 0;
 }
 #endif
-
-struct amx_group {
-    int n;
-    struct amx_args part[MATMUL_MAX_GROUP];
-    int64_t first[MATMUL_MAX_GROUP + 1]; /* in units of 32 weight rows */
-};
-
-static void amx_task(void *arg, int64_t b0, int64_t b1, int tid) {
-    (void)tid;
-    const struct amx_group *g = arg;
-    for (int p = 0; p < g->n; p++) {
-        int64_t b = b0 > g->first[p] ? b0 : g->first[p];
-        int64_t e = b1 < g->first[p + 1] ? b1 : g->first[p + 1];
-        if (b < e) amx_rows(&g->part[p], (b - g->first[p]) * 32, (e - g->first[p]) * 32);
-    }
-}
 
 static bool amx_ok(int m, int n_w, const struct tl_tensor *const *w) {
     if (!have_amx() || m < 1 || m > MATMUL_BF16DP_MAX_M || w[0]->cols % 32) return false;
@@ -488,28 +479,13 @@ static void amx_path(struct pool *pool, float *scratch, const float *x, int m, i
     uint16_t *xp = (uint16_t *)scratch;
     struct amx_pack pk = {x, m, k, xp};
     pool_parallel_for(pool, (int64_t)((m + 15) / 16) * (k / 32), 8, amx_pack_task, &pk);
-    struct amx_group g = {.n = n_w};
+    struct amx_args args[MATMUL_MAX_GROUP];
+    struct row_group g = {.unit = 32, .rows = amx_rows}; /* AMX takes weight rows in 32s */
     for (int p = 0; p < n_w; p++) {
-        g.part[p] = (struct amx_args){xp, m, k, w[p]->rows, (const uint16_t *)w[p]->data, y[p]};
-        g.first[p + 1] = g.first[p] + w[p]->rows / 32;
+        args[p] = (struct amx_args){xp, m, k, w[p]->rows, (const uint16_t *)w[p]->data, y[p]};
+        row_group_add(&g, &args[p], w[p]->rows);
     }
-    pool_parallel_for(pool, g.first[n_w], 1, amx_task, &g);
-}
-
-struct bf16dp_group {
-    int n;
-    struct bf16dp_args part[MATMUL_MAX_GROUP];
-    int64_t first[MATMUL_MAX_GROUP + 1];
-};
-
-static void bf16dp_task(void *arg, int64_t r0, int64_t r1, int tid) {
-    (void)tid;
-    const struct bf16dp_group *g = arg;
-    for (int p = 0; p < g->n; p++) {
-        int64_t b = r0 > g->first[p] ? r0 : g->first[p];
-        int64_t e = r1 < g->first[p + 1] ? r1 : g->first[p + 1];
-        if (b < e) bf16dp_rows(&g->part[p], b - g->first[p], e - g->first[p]);
-    }
+    pool_parallel_for(pool, g.first[n_w], 1, row_group_task, &g);
 }
 
 /* Whether the bf16 path can take these weights (same k, bf16) and m. */
@@ -529,17 +505,18 @@ static void bf16dp_path(struct pool *pool, float *scratch, const float *x, int m
     /* rows of x in chunks of 60 (ten 6-row blocks), so x stays in L2 */
     for (int i0 = 0; i0 < m; i0 += 60) {
         const int mi = m - i0 < 60 ? m - i0 : 60;
-        struct bf16dp_group g = {.n = n_w};
+        struct bf16dp_args args[MATMUL_MAX_GROUP];
+        struct row_group g = {.unit = 1, .rows = bf16dp_rows};
         for (int p = 0; p < n_w; p++) {
-            g.part[p] = (struct bf16dp_args){xb + (size_t)i0 * (size_t)k,
-                                             mi,
-                                             k,
-                                             w[p]->rows,
-                                             (const uint16_t *)w[p]->data,
-                                             y[p] + (size_t)i0 * (size_t)w[p]->rows};
-            g.first[p + 1] = g.first[p] + w[p]->rows;
+            args[p] = (struct bf16dp_args){xb + (size_t)i0 * (size_t)k,
+                                           mi,
+                                           k,
+                                           w[p]->rows,
+                                           (const uint16_t *)w[p]->data,
+                                           y[p] + (size_t)i0 * (size_t)w[p]->rows};
+            row_group_add(&g, &args[p], w[p]->rows);
         }
-        pool_parallel_for(pool, g.first[n_w], 16, bf16dp_task, &g);
+        pool_parallel_for(pool, g.first[n_w], 16, row_group_task, &g);
     }
 }
 
@@ -557,26 +534,11 @@ const char *cpu_matmul_kernel_name(void) {
     return have_avx2() ? "avx2" : "generic";
 }
 
-/* Several weights sharing one x (q/k/v, gate/up) run as one loop over their concatenated rows:
- * one dispatch and one wait instead of one per weight. */
-struct gemv_group {
-    int n;
-    struct gemv_args part[MATMUL_MAX_GROUP];
-    int64_t first[MATMUL_MAX_GROUP + 1]; /* first concatenated row of each part */
-};
-
-static void gemv_task(void *arg, int64_t r0, int64_t r1, int tid) {
-    (void)tid;
-    const struct gemv_group *g = arg;
-    for (int p = 0; p < g->n; p++) {
-        int64_t b = r0 > g->first[p] ? r0 : g->first[p];
-        int64_t e = r1 < g->first[p + 1] ? r1 : g->first[p + 1];
-        if (b >= e) continue;
-        if (have_avx2())
-            gemv_rows_avx2(&g->part[p], b - g->first[p], e - g->first[p]);
-        else
-            gemv_rows_generic(&g->part[p], b - g->first[p], e - g->first[p]);
-    }
+static void gemv_rows(const void *arg, int64_t r0, int64_t r1) {
+    if (have_avx2())
+        gemv_rows_avx2(arg, r0, r1);
+    else
+        gemv_rows_generic(arg, r0, r1);
 }
 
 /* ---------------- GEMM path ---------------- */
@@ -641,18 +603,19 @@ static void matmul_group(struct pool *pool, float *scratch, const float *x, int 
         /* GEMV handles 8 rows of x per pass; larger m (forced) runs in groups of 8. */
         for (int i0 = 0; i0 < m; i0 += MATMUL_GEMV_MAX_M) {
             int mi = m - i0 < MATMUL_GEMV_MAX_M ? m - i0 : MATMUL_GEMV_MAX_M;
-            struct gemv_group g = {.n = n_w};
+            struct gemv_args args[MATMUL_MAX_GROUP];
+            struct row_group g = {.unit = 1, .rows = gemv_rows};
             for (int p = 0; p < n_w; p++) {
-                g.part[p] = (struct gemv_args){x + (size_t)i0 * (size_t)w[p]->cols,
-                                               mi,
-                                               w[p]->cols,
-                                               w[p]->rows,
-                                               w[p]->data,
-                                               w[p]->dtype,
-                                               y[p] + (size_t)i0 * (size_t)w[p]->rows};
-                g.first[p + 1] = g.first[p] + w[p]->rows;
+                args[p] = (struct gemv_args){x + (size_t)i0 * (size_t)w[p]->cols,
+                                             mi,
+                                             w[p]->cols,
+                                             w[p]->rows,
+                                             w[p]->data,
+                                             w[p]->dtype,
+                                             y[p] + (size_t)i0 * (size_t)w[p]->rows};
+                row_group_add(&g, &args[p], w[p]->rows);
             }
-            pool_parallel_for(pool, g.first[n_w], 16, gemv_task, &g);
+            pool_parallel_for(pool, g.first[n_w], 16, row_group_task, &g);
         }
     } else {
         for (int p = 0; p < n_w; p++) gemm_path(pool, scratch, x, m, w[p], y[p]);
