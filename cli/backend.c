@@ -152,21 +152,29 @@ static enum tl_status open_rank0_cpu(const struct model *shard, const struct bac
     return TL_OK;
 }
 
+#ifdef TL_HAVE_CUDA
+/* The GPU backend's options every backend on GPU 0 shares: the memory and sequence limits. */
+static struct gpu_backend_opts gpu_opts(const struct backend_args *a) {
+    return (struct gpu_backend_opts){.device = 0,
+                                     .gpu_memory_utilization = a->gpu_memory_utilization,
+                                     .gpu_memory_gb = a->gpu_memory_gb,
+                                     .dtype = a->dtype,
+                                     .block_size = a->block_size,
+                                     .max_model_len = a->max_model_len,
+                                     .max_tokens = a->max_tokens,
+                                     .max_seqs = a->max_seqs,
+                                     .num_blocks_override = a->num_blocks,
+                                     .enforce_eager = a->enforce_eager};
+}
+#endif
+
 /* Rank 0's own backend of a group of processes, on GPU 0: as many KV blocks as fit, which the
  * other ranks then allocate too. */
 static enum tl_status open_rank0_gpu(const struct model *shard, const struct backend_args *a,
                                      struct backend *b, struct tl_err *err) {
 #ifdef TL_HAVE_NCCL
-    struct gpu_backend_opts go = {.device = 0,
-                                  .gpu_memory_utilization = a->gpu_memory_utilization,
-                                  .gpu_memory_gb = a->gpu_memory_gb,
-                                  .dtype = a->dtype,
-                                  .block_size = a->block_size,
-                                  .max_model_len = a->max_model_len,
-                                  .max_tokens = a->max_tokens,
-                                  .max_seqs = a->max_seqs,
-                                  .num_blocks_override = a->num_blocks,
-                                  .enforce_eager = true};
+    struct gpu_backend_opts go = gpu_opts(a);
+    go.enforce_eager = true; /* a rank of a group replays no graphs */
     struct gpu_plan plan;
     enum tl_status st = gpu_backend_create(shard, &go, &b->ops, &b->model, &plan, err);
     if (st != TL_OK) return st;
@@ -334,22 +342,13 @@ enum tl_status backend_open(const struct model *m, const struct backend_args *a,
         struct tl_err why;
         if (kern_device_probe(&why) == 0)
             return tl_fail(err, TL_ERR_UNSUPPORTED, "--device cuda: no usable GPU (%s)", why.msg);
-        struct gpu_backend_opts go = {.device = 0,
-                                      .gpu_memory_utilization = a->gpu_memory_utilization,
-                                      .gpu_memory_gb = a->gpu_memory_gb,
-                                      .dtype = a->dtype,
-                                      .block_size = a->block_size,
-                                      .max_model_len = a->max_model_len,
-                                      .max_tokens = a->max_tokens,
-                                      .max_seqs = a->max_seqs,
-                                      .num_blocks_override = a->num_blocks,
-                                      .enforce_eager = a->enforce_eager,
-                                      .layer_place = a->layer_place,
-                                      .stream_slots = a->stream_slots,
-                                      .embed_on_host = a->embed_on_host,
-                                      .head_on_host = a->head_on_host,
-                                      .head_streamed = a->head_streamed,
-                                      .progress = a->quiet ? NULL : upload_progress};
+        struct gpu_backend_opts go = gpu_opts(a);
+        go.layer_place = a->layer_place;
+        go.stream_slots = a->stream_slots;
+        go.embed_on_host = a->embed_on_host;
+        go.head_on_host = a->head_on_host;
+        go.head_streamed = a->head_streamed;
+        go.progress = a->quiet ? NULL : upload_progress;
         struct gpu_plan plan;
         enum tl_status st = gpu_backend_create(m, &go, &b->ops, &b->model, &plan, err);
         if (st != TL_OK) return st;
