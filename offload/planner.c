@@ -253,6 +253,15 @@ static void arrange(struct placement *pl, int R, int S, int C, int order) {
 
 /* ---------------- evaluation and search ---------------- */
 
+/* One prefill step of `tokens` prompt tokens of one sequence under pl, communication included. */
+static double prefill_chunk_s(const struct planner_inputs *in, const struct ceilings *ce,
+                              const struct placement *pl, int tokens) {
+    struct stepmodel_step c = {1, tokens, tokens};
+    struct stepmodel_result r;
+    stepmodel_predict(&in->cfg, pl, ce, &c, &r);
+    return r.step_s + planner_tp_comm_s(in, ce, tokens, 1);
+}
+
 static void predict(const struct planner_inputs *in, const struct ceilings *ce,
                     const struct placement *pl, int batch, struct planner_prediction *p) {
     int E = expected_len_of(in), per_seq = (E + in->block_size - 1) / in->block_size;
@@ -274,17 +283,8 @@ static void predict(const struct planner_inputs *in, const struct ceilings *ce,
     if (P > 0 && chunk > 0) {
         int64_t tokens = conc * P, full = tokens / chunk;
         int rest = (int)(tokens % chunk);
-        struct stepmodel_result r;
-        if (full > 0) {
-            struct stepmodel_step c = {1, chunk, chunk};
-            stepmodel_predict(&in->cfg, pl, ce, &c, &r);
-            p->prefill_s += (r.step_s + planner_tp_comm_s(in, ce, chunk, 1)) * (double)full;
-        }
-        if (rest > 0) {
-            struct stepmodel_step c = {1, rest, rest};
-            stepmodel_predict(&in->cfg, pl, ce, &c, &r);
-            p->prefill_s += r.step_s + planner_tp_comm_s(in, ce, rest, 1);
-        }
+        if (full > 0) p->prefill_s += prefill_chunk_s(in, ce, pl, chunk) * (double)full;
+        if (rest > 0) p->prefill_s += prefill_chunk_s(in, ce, pl, rest);
     }
     double t = p->prefill_s + (O > 0 ? O : 1) * p->step_s;
     p->e2e_tok_s = t > 0 ? (double)conc * (O > 0 ? O : 1) / t : 0;
@@ -692,15 +692,14 @@ static enum tl_status plan_view(const struct planner_inputs *in, const struct ce
     }
     /* one prefill chunk of one sequence; and, with CPU layers, the same chunk if they streamed
      * for it (what a prefill mode of the executors would gain) */
-    struct stepmodel_step chunk = {1, in->max_num_batched_tokens, in->max_num_batched_tokens};
-    struct stepmodel_result pr;
-    stepmodel_predict(&in->cfg, &out->pl, ce, &chunk, &pr);
-    out->prefill_s = pr.step_s + planner_tp_comm_s(in, ce, in->max_num_batched_tokens, 1);
+    out->prefill_s = prefill_chunk_s(in, ce, &out->pl, in->max_num_batched_tokens);
     if (placement_count(&out->pl, PLACEMENT_CPU) > 0) {
         struct placement alt = out->pl;
         for (int l = 0; l < alt.n_layers; l++)
             if (alt.layer[l] == PLACEMENT_CPU) alt.layer[l] = PLACEMENT_GPU_STREAMED;
         alt.stream_slots = 1;
+        struct stepmodel_step chunk = {1, in->max_num_batched_tokens, in->max_num_batched_tokens};
+        struct stepmodel_result pr;
         stepmodel_predict(&in->cfg, &alt, ce, &chunk, &pr);
         out->prefill_cpu_streamed_s = pr.step_s;
     }
