@@ -1,5 +1,9 @@
-/* fixture: expected.json through jansson; the model through model_load. */
+/* fixture: expected.json through jansson; the model through model_load; the rigs through
+ * model_create_dummy and the CPU backend. */
 #include "fixture.h"
+
+#include "config.h"
+#include "cpu_ops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -65,4 +69,33 @@ double fixture_rel_err(const float *a, const double *ref, int n) {
         den += ref[i] * ref[i];
     }
     return sqrt(num / (den > 0 ? den : 1));
+}
+
+struct model *fixture_dummy_model(const char *json, uint64_t seed, enum tl_dtype dt,
+                                  struct tl_err *err) {
+    struct config c;
+    if (config_parse(json, strlen(json), "test config", &c, err) != TL_OK) return NULL;
+    struct model_load_opts o = {
+        .format = MODEL_LOAD_DUMMY, .dtype = dt, .seed = seed, .n_threads = 1};
+    struct model *m = NULL;
+    if (model_create_dummy(&c, &o, &m, err) != TL_OK) return NULL;
+    return m;
+}
+
+enum tl_status cpu_lane_open(struct cpu_lane *l, const struct model *m, int num_blocks,
+                             int block_size, int max_ctx, int max_tokens, int max_seqs,
+                             struct tl_err *err) {
+    struct cpu_backend_opts co = {.n_threads = 1,
+                                  .pin = false,
+                                  .num_blocks = num_blocks,
+                                  .block_size = block_size,
+                                  .max_ctx = max_ctx};
+    enum tl_status st = cpu_backend_create(&m->cfg, &co, &l->ops, err);
+    if (st == TL_OK) st = forward_create(m, &l->ops, max_tokens, max_seqs, &l->fw, err);
+    return st;
+}
+
+void cpu_lane_close(struct cpu_lane *l) {
+    forward_destroy(l->fw);
+    cpu_backend_destroy(&l->ops);
 }

@@ -1,12 +1,17 @@
 /* fixture: reads the golden HF fixtures of tests/fixtures (scripts/make_fixtures.py) for the
- * CPU and GPU parity tests: the model, its prompts, and rows of recorded logits. */
+ * CPU and GPU parity tests: the model, its prompts, and rows of recorded logits. Also the small
+ * rigs several tests build: a model of random weights from a config's JSON, and a forward on
+ * one CPU backend. */
 #ifndef TL_TEST_FIXTURE_H
 #define TL_TEST_FIXTURE_H
 
 #include <jansson.h>
 #include <stdint.h>
 
+#include "forward.h"
 #include "model.h"
+#include "ops.h"
+#include "status.h"
 
 #define FIXTURE_MAX_PROMPTS 8
 #define FIXTURE_MAX_LEN     128
@@ -34,5 +39,19 @@ int fixture_greedy(const struct fixture *fx, int p, int t);
 
 /* ||a - ref|| / ||ref||; infinity when a holds NaN or Inf. */
 double fixture_rel_err(const float *a, const double *ref, int n);
+
+/* A model of dummy weights (dt, seeded) for the config in json; NULL after filling err. */
+struct model *fixture_dummy_model(const char *json, uint64_t seed, enum tl_dtype dt,
+                                  struct tl_err *err);
+
+/* A forward over one single-threaded, unpinned CPU backend (the whole model or one shard). */
+struct cpu_lane {
+    struct ops ops;
+    struct forward *fw;
+};
+enum tl_status cpu_lane_open(struct cpu_lane *l, const struct model *m, int num_blocks,
+                             int block_size, int max_ctx, int max_tokens, int max_seqs,
+                             struct tl_err *err);
+void cpu_lane_close(struct cpu_lane *l);
 
 #endif

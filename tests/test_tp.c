@@ -43,45 +43,24 @@
 #define MAXW    8
 
 static struct model *dummy(const char *json, uint64_t seed, enum tl_dtype dt) {
-    struct config c;
     struct tl_err err = {{0}};
-    if (config_parse(json, strlen(json), "test config", &c, &err) != TL_OK)
-        fail_msg("config: %s", err.msg);
-    struct model_load_opts o = {
-        .format = MODEL_LOAD_DUMMY, .dtype = dt, .seed = seed, .n_threads = 1};
-    struct model *m = NULL;
-    if (model_create_dummy(&c, &o, &m, &err) != TL_OK) fail_msg("dummy model: %s", err.msg);
+    struct model *m = fixture_dummy_model(json, seed, dt, &err);
+    if (!m) fail_msg("dummy model: %s", err.msg);
     return m;
 }
 
 /* A forward on one CPU backend: the whole model or one shard. */
-struct lane {
-    struct ops ops;
-    struct forward *fw;
-};
-
-static void lane_open(struct lane *l, const struct model *m, int max_tokens, int max_seqs) {
+static void lane_open(struct cpu_lane *l, const struct model *m, int max_tokens, int max_seqs) {
     struct tl_err err = {{0}};
-    struct cpu_backend_opts co = {.n_threads = 1,
-                                  .pin = false,
-                                  .num_blocks = NBLOCKS,
-                                  .block_size = BLOCK,
-                                  .max_ctx = MAX_CTX};
-    if (cpu_backend_create(&m->cfg, &co, &l->ops, &err) != TL_OK ||
-        forward_create(m, &l->ops, max_tokens, max_seqs, &l->fw, &err) != TL_OK)
+    if (cpu_lane_open(l, m, NBLOCKS, BLOCK, MAX_CTX, max_tokens, max_seqs, &err) != TL_OK)
         fail_msg("lane: %s", err.msg);
-}
-
-static void lane_close(struct lane *l) {
-    forward_destroy(l->fw);
-    cpu_backend_destroy(&l->ops);
 }
 
 /* N ranks in N threads; rank 0 is stepped by the test. */
 struct group {
     int world;
     struct model *shard[MAXW];
-    struct lane lane[MAXW];
+    struct cpu_lane lane[MAXW];
     struct tp_local *g;
 };
 
@@ -105,7 +84,7 @@ static void group_close(struct group *gr) {
     struct tl_err err = {{0}};
     if (tp_local_shutdown(gr->g, &err) != TL_OK) fail_msg("a serving rank failed: %s", err.msg);
     for (int r = 0; r < gr->world; r++) {
-        lane_close(&gr->lane[r]);
+        cpu_lane_close(&gr->lane[r]);
         model_free(gr->shard[r]);
     }
     tp_local_destroy(gr->g);
@@ -210,7 +189,7 @@ static double compare_steps(struct forward *ref, struct forward *tp, int V, cons
 }
 
 static void check_model(const struct model *m, int world, const char *name) {
-    struct lane ref;
+    struct cpu_lane ref;
     struct group gr;
     char what[128];
     snprintf(what, sizeof what, "%s, N=%d", name, world);
@@ -219,7 +198,7 @@ static void check_model(const struct model *m, int world, const char *name) {
     double e = compare_steps(ref.fw, gr.lane[0].fw, m->cfg.vocab_size, what);
     printf("%-58s max rel err %.2e\n", what, e);
     group_close(&gr);
-    lane_close(&ref);
+    cpu_lane_close(&ref);
 }
 
 /* Qwen2: q/k/v biases, 2 KV heads: N = 2 splits them, N = 4 and 8 replicate each on 2 and 4
@@ -281,7 +260,7 @@ static void test_fixtures_against_hf(void **state) {
             struct tl_err err = {{0}};
             if (tp_check(c, w, &err) != TL_OK) continue;
             struct group gr;
-            struct lane whole;
+            struct cpu_lane whole;
             group_open(&gr, fx.m, w, FIXTURE_MAX_LEN, 1);
             lane_open(&whole, fx.m, FIXTURE_MAX_LEN, 1);
             for (int p = 0; p < fx.n_prompts; p++) {
@@ -303,7 +282,7 @@ static void test_fixtures_against_hf(void **state) {
             printf("%-16s N=%d: %d prompts match HF and the unsharded engine\n", names[k], w,
                    fx.n_prompts);
             checked++;
-            lane_close(&whole);
+            cpu_lane_close(&whole);
             group_close(&gr);
         }
         assert_true(checked > 0); /* every fixture splits at least in two */
@@ -452,7 +431,7 @@ static void test_failure_is_reported(void **state) {
     assert_int_not_equal(tp_local_shutdown(gr.g, &err), TL_OK);
     assert_non_null(strstr(err.msg, "rank 1"));
     for (int r = 0; r < 2; r++) {
-        lane_close(&gr.lane[r]);
+        cpu_lane_close(&gr.lane[r]);
         model_free(gr.shard[r]);
     }
     tp_local_destroy(gr.g);

@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "cpu_ops.h"
+#include "fixture.h"
 #include "forward.h"
 #include "model.h"
 #include "tp.h"
@@ -44,33 +45,14 @@ static const char *QWEN2 =
     "\"rope_theta\":10000,\"tie_word_embeddings\":false,\"torch_dtype\":\"float32\"}";
 
 static struct model *dummy(uint64_t seed) {
-    struct config c;
     struct tl_err err = {{0}};
-    if (config_parse(QWEN2, strlen(QWEN2), "test config", &c, &err) != TL_OK)
-        fail_msg("config: %s", err.msg);
-    struct model_load_opts o = {
-        .format = MODEL_LOAD_DUMMY, .dtype = TL_DTYPE_F32, .seed = seed, .n_threads = 1};
-    struct model *m = NULL;
-    if (model_create_dummy(&c, &o, &m, &err) != TL_OK) fail_msg("dummy model: %s", err.msg);
+    struct model *m = fixture_dummy_model(QWEN2, seed, TL_DTYPE_F32, &err);
+    if (!m) fail_msg("dummy model: %s", err.msg);
     return m;
 }
 
-struct lane {
-    struct ops ops;
-    struct forward *fw;
-};
-
-static enum tl_status lane_open(struct lane *l, const struct model *m, struct tl_err *err) {
-    struct cpu_backend_opts co = {
-        .n_threads = 1, .pin = false, .num_blocks = NBLOCKS, .block_size = BLOCK, .max_ctx = 64};
-    enum tl_status st = cpu_backend_create(&m->cfg, &co, &l->ops, err);
-    if (st == TL_OK) st = forward_create(m, &l->ops, 16, 2, &l->fw, err);
-    return st;
-}
-
-static void lane_close(struct lane *l) {
-    forward_destroy(l->fw);
-    cpu_backend_destroy(&l->ops);
+static enum tl_status lane_open(struct cpu_lane *l, const struct model *m, struct tl_err *err) {
+    return cpu_lane_open(l, m, NBLOCKS, BLOCK, 64, 16, 2, err);
 }
 
 /* A fixed schedule (the same inputs for every run): A prefills 11 tokens beside B's first 3,
@@ -102,7 +84,7 @@ static void child_rank(const struct model *m, int port, int rank, int world, int
     struct tl_err err = {{0}};
     struct tp_net *g = NULL;
     struct model *sh = NULL;
-    struct lane l = {0};
+    struct cpu_lane l = {0};
     alarm(60); /* a child that hangs is killed; the parent sees it in the exit status */
     if (tp_net_connect("127.0.0.1", port, rank, world, 10, &g, &err) != TL_OK ||
         tp_shard(m, world, rank, &sh, &err) != TL_OK || lane_open(&l, sh, &err) != TL_OK ||
@@ -180,19 +162,19 @@ static void test_processes_equal_threads(void **state) {
         struct procs p;
         procs_open(&p, m, world, -1);
         struct model *sh0 = NULL;
-        struct lane l0;
+        struct cpu_lane l0;
         assert_int_equal(tp_shard(m, world, 0, &sh0, &err), TL_OK);
         assert_int_equal(lane_open(&l0, sh0, &err), TL_OK);
         assert_int_equal(forward_set_collective(l0.fw, tp_net_collective(p.g), &err), TL_OK);
         if (run_steps(l0.fw, net, STEPS, &err) != TL_OK) fail_msg("tcp group: %s", err.msg);
         int codes[MAXW];
         assert_int_equal(procs_close(&p, codes), world - 1);
-        lane_close(&l0);
+        cpu_lane_close(&l0);
         model_free(sh0);
 
         struct tp_local *tl = NULL;
         struct model *sh[MAXW];
-        struct lane l[MAXW];
+        struct cpu_lane l[MAXW];
         assert_int_equal(tp_local_create(world, &tl, &err), TL_OK);
         for (int r = 0; r < world; r++) {
             assert_int_equal(tp_shard(m, world, r, &sh[r], &err), TL_OK);
@@ -203,13 +185,13 @@ static void test_processes_equal_threads(void **state) {
         }
         if (run_steps(l[0].fw, thr, STEPS, &err) != TL_OK) fail_msg("threads: %s", err.msg);
         assert_int_equal(tp_local_shutdown(tl, &err), TL_OK);
-        for (int r = 0; r < world; r++) lane_close(&l[r]), model_free(sh[r]);
+        for (int r = 0; r < world; r++) cpu_lane_close(&l[r]), model_free(sh[r]);
         tp_local_destroy(tl);
 
-        struct lane w;
+        struct cpu_lane w;
         assert_int_equal(lane_open(&w, m, &err), TL_OK);
         if (run_steps(w.fw, whole, STEPS, &err) != TL_OK) fail_msg("whole: %s", err.msg);
-        lane_close(&w);
+        cpu_lane_close(&w);
 
         if (memcmp(net, thr, nlog * sizeof *net) != 0)
             fail_msg("N=%d: the processes' logits differ from the threads' bits", world);
@@ -242,7 +224,7 @@ static void test_worker_dies(void **state) {
     struct procs p;
     procs_open(&p, m, 4, 3);
     struct model *sh0 = NULL;
-    struct lane l0;
+    struct cpu_lane l0;
     assert_int_equal(tp_shard(m, 4, 0, &sh0, &err), TL_OK);
     assert_int_equal(lane_open(&l0, sh0, &err), TL_OK);
     assert_int_equal(forward_set_collective(l0.fw, tp_net_collective(p.g), &err), TL_OK);
@@ -255,7 +237,7 @@ static void test_worker_dies(void **state) {
     assert_int_equal(codes[2], 1);
     assert_int_equal(codes[3], 3);
     alarm(0);
-    lane_close(&l0);
+    cpu_lane_close(&l0);
     model_free(sh0);
     free(out);
     model_free(m);
@@ -286,7 +268,7 @@ static void test_rank0_dies(void **state) {
     tp_net_destroy(g0); /* this process's copy: no peers, only the listening socket */
     assert_int_equal(tp_net_connect("127.0.0.1", port, 1, 2, 10, &g1, &err), TL_OK);
     struct model *sh = NULL;
-    struct lane l;
+    struct cpu_lane l;
     assert_int_equal(tp_shard(m, 2, 1, &sh, &err), TL_OK);
     assert_int_equal(lane_open(&l, sh, &err), TL_OK);
     assert_int_equal(forward_set_collective(l.fw, tp_net_collective(g1), &err), TL_OK);
@@ -297,7 +279,7 @@ static void test_rank0_dies(void **state) {
     assert_int_equal(waitpid(pid, &ws, 0), pid);
     assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 3);
     alarm(0);
-    lane_close(&l);
+    cpu_lane_close(&l);
     model_free(sh);
     tp_net_destroy(g1);
     model_free(m);
@@ -339,7 +321,7 @@ static void test_garbage_to_rank0(void **state) {
     (void)state;
     struct tl_err err = {{0}};
     struct model *m = dummy(3), *sh = NULL;
-    struct lane l;
+    struct cpu_lane l;
     assert_int_equal(tp_shard(m, 2, 0, &sh, &err), TL_OK);
     assert_int_equal(lane_open(&l, sh, &err), TL_OK);
     float buf[64] = {1};
@@ -373,7 +355,7 @@ static void test_garbage_to_rank0(void **state) {
         int ws = 0;
         assert_int_equal(waitpid(pid, &ws, 0), pid);
     }
-    lane_close(&l);
+    cpu_lane_close(&l);
     model_free(sh);
     model_free(m);
 }
@@ -433,7 +415,7 @@ static void test_worker_hangs(void **state) {
     (void)state;
     struct tl_err err = {{0}};
     struct model *m = dummy(5), *sh = NULL;
-    struct lane l;
+    struct cpu_lane l;
     assert_int_equal(tp_shard(m, 2, 0, &sh, &err), TL_OK);
     assert_int_equal(lane_open(&l, sh, &err), TL_OK);
     struct tp_net *g = NULL;
@@ -454,7 +436,7 @@ static void test_worker_hangs(void **state) {
     tp_net_destroy(g); /* closes the socket: the client's read ends, it exits */
     int ws = 0;
     assert_int_equal(waitpid(pid, &ws, 0), pid);
-    lane_close(&l);
+    cpu_lane_close(&l);
     model_free(sh);
     model_free(m);
 }
