@@ -15,18 +15,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "cpu_ops.h"
 #include "forward.h"
 #include "kvcache.h"
 #include "matmul.h"
 #include "model.h"
 #include "pool.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -82,9 +77,9 @@ static double read_bandwidth(struct pool *pool) {
     double t[7];
     pool_parallel_for(pool, (int64_t)n, 1 << 16, bw_task, &a); /* warm-up */
     for (int r = 0; r < 7; r++) {
-        double t0 = now_s();
+        double t0 = tl_now_s();
         pool_parallel_for(pool, (int64_t)n, 1 << 16, bw_task, &a);
-        t[r] = now_s() - t0;
+        t[r] = tl_now_s() - t0;
     }
     uint64_t x = 0;
     for (int i = 0; i < 1024; i++) x ^= a.sums[i];
@@ -103,9 +98,9 @@ static double sgemm_rate(void) {
     double t[3];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
     for (int r = 0; r < 3; r++) {
-        double t0 = now_s();
+        double t0 = tl_now_s();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        t[r] = now_s() - t0;
+        t[r] = tl_now_s() - t0;
     }
     free(a), free(b), free(c);
     return 2.0 * n * n * (double)n / median(t, 3) / 1e9;
@@ -119,9 +114,9 @@ static double time_matmul(struct pool *pool, float *scratch, const float *x, int
     cpu_matmul_force_path(path);
     cpu_matmul(pool, scratch, x, m, &w[n_w - 1], NULL, y);
     for (int r = 0; r < 16; r++) {
-        double t0 = now_s();
+        double t0 = tl_now_s();
         cpu_matmul(pool, scratch, x, m, &w[r % n_w], NULL, y);
-        t[r] = now_s() - t0;
+        t[r] = tl_now_s() - t0;
     }
     cpu_matmul_force_path(0);
     return median(t, 16);
@@ -135,9 +130,9 @@ static void empty_task(void *arg, int64_t b, int64_t e, int tid) {
 static double dispatch_us(struct pool *pool) {
     double t[2001];
     for (int r = 0; r < 2001; r++) {
-        double t0 = now_s();
+        double t0 = tl_now_s();
         pool_parallel_for(pool, pool_size(pool), 1, empty_task, NULL);
-        t[r] = now_s() - t0;
+        t[r] = tl_now_s() - t0;
     }
     return median(t, 2001) * 1e6;
 }
@@ -217,10 +212,10 @@ int main(int argc, char **argv) {
         }
         double t[16];
         for (int i = 0; i < 17; i++) {
-            double t0 = now_s();
+            double t0 = tl_now_s();
             cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)k, 1.0f, w32 + ne * (i % NW),
                         (int)k, x, 1, 0.0f, y, 1);
-            if (i) t[i - 1] = now_s() - t0;
+            if (i) t[i - 1] = tl_now_s() - t0;
         }
         t_sgemv = median(t, 16);
         free(w32), free(x), free(y), free(w16), free(scratch);
@@ -266,12 +261,12 @@ int main(int argc, char **argv) {
             toks[0] = (i * 977) % m->cfg.vocab_size;
             pos[0] = prompt + i;
             b = (struct fwd_batch){1, &fs, 1, toks, pos};
-            double t0 = now_s();
+            double t0 = tl_now_s();
             if (forward_step(fw, &b, logits, &err) != TL_OK) {
                 fprintf(stderr, "bench_cpu: %s\n", err.msg);
                 return 1;
             }
-            t[i] = now_s() - t0;
+            t[i] = tl_now_s() - t0;
         }
         tok_s = 1.0 / median(t, tokens);
         /* prefill: one step of `prefill` tokens from position 0, median of 3 after a warm-up */
@@ -283,9 +278,9 @@ int main(int argc, char **argv) {
         double pt[3];
         forward_step(fw, &pb, logits, &err);
         for (int r = 0; r < 3; r++) {
-            double t0 = now_s();
+            double t0 = tl_now_s();
             forward_step(fw, &pb, logits, &err);
-            pt[r] = now_s() - t0;
+            pt[r] = tl_now_s() - t0;
         }
         prefill_s = median(pt, 3);
         /* matmul work: every layer weight once per token, lm_head once (last token only) */

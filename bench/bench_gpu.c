@@ -17,18 +17,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "forward.h"
 #include "gpu_backend.h"
 #include "kern.h"
 #include "kern_ceiling.h"
 #include "kvcache.h"
 #include "model.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -98,11 +93,11 @@ static double decode_steps(struct bench *b, int n_seqs, int ctx, int steps) {
             b->smp[s] = (struct fwd_sample){&b->sp, &b->rng[s], NULL, 0, NULL, 0};
         }
         struct fwd_batch fb = {n_seqs, b->fs, n_seqs, b->tok, b->pos};
-        double t0 = now_s();
+        double t0 = tl_now_s();
         enum tl_status st = b->sample ? forward_step_sample(b->fw, &fb, b->smp, NULL, b->ids, &err)
                                       : forward_step(b->fw, &fb, b->logits, &err);
         if (st != TL_OK) die("decode", &err);
-        if (k >= 0) t[k] = now_s() - t0;
+        if (k >= 0) t[k] = tl_now_s() - t0;
     }
     double med = median(t, steps);
     free(t);
@@ -167,7 +162,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nb; i++) max_b = batches[i] > max_b ? batches[i] : max_b;
     struct model *host;
     struct model_load_opts lo = {.format = MODEL_LOAD_DUMMY, .dtype = dt};
-    double t0 = now_s();
+    double t0 = tl_now_s();
     if (model_load(dir, &lo, &host, &err) != TL_OK) die("model", &err);
     struct bench b = {.max_tokens = prefill > max_b ? prefill : max_b, .sample = sample};
     int max_len = (prefill > ctx ? prefill : ctx) + steps + 8;
@@ -182,7 +177,7 @@ int main(int argc, char **argv) {
                                   .enforce_eager = eager};
     struct gpu_plan plan;
     if (gpu_backend_create(host, &go, &b.ops, &b.m, &plan, &err) != TL_OK) die("backend", &err);
-    double t_load = now_s() - t0;
+    double t_load = tl_now_s() - t0;
     if (kvcache_create(plan.num_blocks, 16, &b.kv, &err) != TL_OK ||
         forward_create(b.m, &b.ops, b.max_tokens, max_b, &b.fw, &err) != TL_OK)
         die("engine", &err);
@@ -210,9 +205,9 @@ int main(int argc, char **argv) {
     /* prefill of one prompt, median of 3 after a warm-up */
     double pt[4];
     for (int r = 0; r < 4; r++) {
-        double s0 = now_s();
+        double s0 = tl_now_s();
         prefill_all(&b, 1, prefill);
-        pt[r] = now_s() - s0;
+        pt[r] = tl_now_s() - s0;
         kvcache_seq_release(b.kv, &b.seqs[0]);
     }
     double t_prefill = median(pt + 1, 3);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "crc32c.h"
 #include "engine_args.h"
 #include "hostmem.h"
@@ -23,12 +24,6 @@
 #include "kern.h"
 #include "kern_ceiling.h"
 #endif
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_dbl(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -73,7 +68,7 @@ static int raw_file(const char *dir) {
  * reaps in batches, as the tier does. */
 static double raw_pass(struct io_uring *ring, int fd, char *buf, size_t req, int n, int qd,
                        bool write, bool fixed) {
-    double t0 = now_s();
+    double t0 = tl_now_s();
     int sub = 0, done = 0, inflight = 0;
     while (done < n) {
         while (inflight < qd && sub < n) {
@@ -105,7 +100,7 @@ static double raw_pass(struct io_uring *ring, int fd, char *buf, size_t req, int
         inflight -= (int)k;
         done += (int)k;
     }
-    return (double)req * n / (now_s() - t0);
+    return (double)req * n / (tl_now_s() - t0);
 }
 
 /* The file system's streaming rate through io_uring: `bytes` in requests of req bytes at depth
@@ -153,7 +148,7 @@ static int tier_rates(struct kvswap *ks, int n, double *w_bps, double *r_bps) {
     for (int dir = TIER_STORE; dir >= TIER_LOAD; dir--) {
         for (int i = 0; i < n; i++)
             io[i] = (struct tier_io){(uint64_t)i, i, (enum tier_dir)dir, hostmem_slot(hm, i)};
-        double t0 = now_s();
+        double t0 = tl_now_s();
         t->submit(t->ctx, io, n);
         int got = 0;
         while (got < n) {
@@ -162,7 +157,7 @@ static int tier_rates(struct kvswap *ks, int n, double *w_bps, double *r_bps) {
                 if (done[i].res != (int64_t)t->io_bytes) goto out;
             got += k;
         }
-        double bps = (double)t->io_bytes * n / (now_s() - t0);
+        double bps = (double)t->io_bytes * n / (tl_now_s() - t0);
         *(dir == TIER_STORE ? w_bps : r_bps) = bps;
     }
     rc = 0;
@@ -188,11 +183,11 @@ static int copy_rates(const struct ops *o, const struct hostmem *hm, int n, bool
     }
     for (int dir = 0; dir < 2; dir++) {
         uint64_t t, fin;
-        double t0 = now_s();
+        double t0 = tl_now_s();
         enum tl_status st = crc ? o->kv_copy_crc(o->ctx, dir, blocks, host, sum, n, &t)
                                 : o->kv_copy(o->ctx, dir, blocks, host, n, &t);
         if (st != TL_OK || o->kv_copy_done(o->ctx, t, &fin) != TL_OK) goto out;
-        double bps = (double)o->kv_block_bytes * n / (now_s() - t0);
+        double bps = (double)o->kv_block_bytes * n / (tl_now_s() - t0);
         *(dir ? in_bps : out_bps) = bps;
     }
     rc = 0;
@@ -213,7 +208,7 @@ static int swap_round(struct kvswap *ks, int n_seq, int seq, double *out_s, doub
     struct kvswap_stats st0, st;
     if (!h || !dev) goto out;
     kvswap_stats(ks, &st0);
-    double t0 = now_s();
+    double t0 = tl_now_s();
     for (; n_out < n_seq; n_out++) {
         for (int i = 0; i < seq; i++) dev[i] = n_out * seq + i;
         if (kvswap_out(ks, dev, seq, n_out, &h[n_out], &err) != TL_OK) {
@@ -228,8 +223,8 @@ static int swap_round(struct kvswap *ks, int n_seq, int seq, double *out_s, doub
         kvswap_stats(ks, &st);
         if (st.seqs_failed > st0.seqs_failed) goto out;
     }
-    *out_s = now_s() - t0;
-    t0 = now_s();
+    *out_s = tl_now_s() - t0;
+    t0 = tl_now_s();
     for (int s = 0; s < n_seq; s++) {
         for (int i = 0; i < seq; i++) dev[i] = s * seq + i;
         if (kvswap_in(ks, h[s], dev, seq, &err) != TL_OK) goto out;
@@ -241,7 +236,7 @@ static int swap_round(struct kvswap *ks, int n_seq, int seq, double *out_s, doub
         kvswap_stats(ks, &st);
         if (st.seqs_failed > st0.seqs_failed) goto out;
     }
-    *in_s = now_s() - t0;
+    *in_s = tl_now_s() - t0;
     rc = 0;
 out:
     for (int s = 0; h && s < n_out; s++) kvswap_release(ks, h[s]);
@@ -279,9 +274,9 @@ static int ceiling(bool cuda, size_t bytes, double *d2h, double *h2d, char *what
     memset(b, 2, bytes);
     double best = 0;
     for (int r = 0; r < 3; r++) {
-        double t0 = now_s();
+        double t0 = tl_now_s();
         memcpy(b, a, bytes);
-        double bps = (double)bytes / (now_s() - t0);
+        double bps = (double)bytes / (tl_now_s() - t0);
         if (bps > best) best = bps;
     }
     *d2h = *h2d = best;

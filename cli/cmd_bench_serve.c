@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -47,12 +48,6 @@ struct rq {
     CURL *easy;
     struct curl_slist *headers;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void help(FILE *f) {
     fprintf(
@@ -459,7 +454,7 @@ static void on_event(struct rq *r, const char *data, double t) {
 static size_t on_data(char *data, size_t size, size_t nmemb, void *user) {
     struct rq *r = user;
     size_t n = size * nmemb;
-    double t = now_s() - t0;
+    double t = tl_now_s() - t0;
     char *g = realloc(r->sse, r->sse_len + n + 1);
     if (!g) return 0;
     r->sse = g;
@@ -503,12 +498,12 @@ static int start_rq(CURLM *m, const struct bs_args *a, struct rq *r) {
     curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(r->easy, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(r->easy, CURLOPT_TIMEOUT, 6L * 3600);
-    r->start = now_s() - t0;
+    r->start = tl_now_s() - t0;
     return curl_multi_add_handle(m, r->easy) == CURLM_OK ? 0 : -1;
 }
 
 static void finish_rq(CURLM *m, struct rq *r, CURLcode rc) {
-    r->end = now_s() - t0;
+    r->end = tl_now_s() - t0;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
     if (rc != CURLE_OK)
         fail_rq(r, "transfer failed: %s", curl_easy_strerror(rc));
@@ -533,10 +528,10 @@ static double run(const struct bs_args *a, struct rq *rq, int n) {
     CURLM *m = curl_multi_init();
     long conns = a->max_concurrency ? a->max_concurrency : n;
     curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, conns + 8);
-    t0 = now_s();
+    t0 = tl_now_s();
     int next = 0, active = 0, finished = 0;
     while (finished < n) {
-        double t = now_s() - t0;
+        double t = tl_now_s() - t0;
         while (next < n && rq[next].arrival <= t &&
                (!a->max_concurrency || active < a->max_concurrency)) {
             if (start_rq(m, a, &rq[next])) {
@@ -561,12 +556,12 @@ static double run(const struct bs_args *a, struct rq *rq, int n) {
         }
         int wait_ms = 100;
         if (next < n && (!a->max_concurrency || active < a->max_concurrency)) {
-            double dt = rq[next].arrival - (now_s() - t0);
+            double dt = rq[next].arrival - (tl_now_s() - t0);
             wait_ms = dt <= 0 ? 0 : dt < 0.1 ? (int)ceil(dt * 1e3) : 100;
         }
         if (finished < n) curl_multi_poll(m, NULL, 0, wait_ms, NULL);
     }
-    double el = now_s() - t0;
+    double el = tl_now_s() - t0;
     curl_multi_cleanup(m);
     return el;
 }

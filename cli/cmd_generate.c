@@ -9,8 +9,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli.h"
 #include "backend.h"
+#include "cli.h"
+#include "clock.h"
 #include "forward.h"
 #include "generate.h"
 #include "kvcache.h"
@@ -410,12 +411,6 @@ static void stream_step(void *user, const struct gen_request *reqs, int n) {
     fflush(stdout);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int cmd_generate(int argc, char **argv) {
     struct gen_args a = {.max_tokens = 16,
                          .enable_thinking = -1,
@@ -441,7 +436,7 @@ int cmd_generate(int argc, char **argv) {
     memset(reqs, 0, sizeof reqs);
     rc = 1;
 
-    double t0 = now_s();
+    double t0 = tl_now_s();
     struct model_load_opts lo = {.format = a.load_format,
                                  .dtype = a.dtype,
                                  .seed = 0,
@@ -541,7 +536,7 @@ int cmd_generate(int argc, char **argv) {
     if (backend_open(m, &ba, &be, &err) != TL_OK) goto fail;
     if (kvcache_create(be.num_blocks, a.block_size, &kv, &err) != TL_OK) goto fail;
     if (backend_forward_create(&be, m, step, a.n_prompts, &fw, &err) != TL_OK) goto fail;
-    double t_load = now_s() - t0;
+    double t_load = tl_now_s() - t0;
     if (!a.quiet)
         fprintf(stderr, "tierlm: %s (%s, %d layers, %.1f MB of %s weights) loaded in %.2f s\n",
                 a.model, c->arch == CONFIG_ARCH_QWEN2 ? "qwen2" : "llama", c->n_layers,

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "engine_impl.h"
 
 /* vLLM's histogram buckets (seconds), so dashboards built for vLLM read ours. */
@@ -19,12 +20,6 @@ static const double TPOT_LE[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,
 static const double E2E_LE[] = {0.3,  0.5,  0.8,   1.0,   1.5,   2.0,   2.5,
                                 5.0,  10.0, 15.0,  20.0,  30.0,  40.0,  50.0,
                                 60.0, 120., 240.0, 480.0, 960.0, 1920., 7680.};
-
-double engine_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 const char *engine_finish_str(enum engine_finish f) {
     switch (f) {
@@ -335,7 +330,7 @@ enum tl_status engine_submit(struct engine *e, const int32_t *prompt, int n_prom
     r->e = e;
     atomic_init(&r->refs, 2);
     atomic_init(&r->abort_requested, false);
-    r->t_arrival = engine_now();
+    r->t_arrival = tl_now_s();
     r->p = *p;
     r->p.stop = (const char *const *)r->stop;
     r->stop_token = -1;
@@ -396,7 +391,7 @@ enum tl_status engine_submit(struct engine *e, const int32_t *prompt, int n_prom
 /* ---- metrics ---- */
 
 void engine_observe_finish(struct engine *e, struct engine_request *r) {
-    double now = engine_now();
+    double now = tl_now_s();
     pthread_mutex_lock(&e->metrics_mu);
     e->m.request_success_total[r->finish]++;
     if (r->finish == ENGINE_FINISH_STOP || r->finish == ENGINE_FINISH_LENGTH) {
@@ -468,7 +463,7 @@ enum tl_status engine_create(struct forward *f, struct kvcache *kv, int vocab_si
     hist_init(&e->m.tpot, TPOT_LE, (int)(sizeof TPOT_LE / sizeof *TPOT_LE));
     hist_init(&e->m.e2e, E2E_LE, (int)(sizeof E2E_LE / sizeof *E2E_LE));
     e->m.kv_blocks_total = kvcache_num_blocks(kv);
-    e->last_log = engine_now();
+    e->last_log = tl_now_s();
     *out = e;
     return TL_OK;
 fail:

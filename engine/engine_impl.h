@@ -128,7 +128,6 @@ static inline bool req_before(const struct engine_request *a, const struct engin
 }
 
 /* engine.c */
-double engine_now(void);
 enum tl_status req_queue_push(struct req_queue *q, struct engine_request *r);
 void req_queue_remove_at(struct req_queue *q, int i);
 /* Inserts r keeping the queue's order (req_before: a preempted request goes back ahead of

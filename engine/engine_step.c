@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "engine_impl.h"
 
 static int n_tokens(const struct engine_request *r) {
@@ -338,7 +339,7 @@ static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, int64_t
     e->m.num_preemptions_swap_total = e->n_swap_out;
     e->m.num_preemptions_recompute_total = e->n_recompute;
     e->m.num_swap_recoveries_total = e->n_recovered;
-    if (e->o.kvswap) engine_swap_gauges(e, &e->m, engine_now());
+    if (e->o.kvswap) engine_swap_gauges(e, &e->m, tl_now_s());
     if (dt > 0) {
         e->m.steps_total++;
         e->m.step_blocks_total += blocks;
@@ -420,7 +421,7 @@ static void reap_aborts(struct engine *e, struct req_queue *q) {
 
 enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
     *busy = false;
-    double t0 = engine_now(); /* a step's wall time includes its scheduling and sampling */
+    double t0 = tl_now_s(); /* a step's wall time includes its scheduling and sampling */
     take_inbox(e);
     reap_aborts(e, &e->waiting);
     reap_aborts(e, &e->running);
@@ -496,7 +497,7 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
         }
     } else {
         int li = 0;
-        double now = engine_now();
+        double now = tl_now_s();
         for (int j = 0; j < ns; j++) {
             struct engine_request *r = e->fs_req[j];
             r->n_computed += r->step_take;
@@ -548,12 +549,12 @@ enum tl_status engine_step(struct engine *e, bool *busy, struct tl_err *err) {
         struct engine_request *r = e->fs_req[j];
         if (r->pending != ENGINE_FINISH_NONE) engine_finish_request(e, r, r->pending);
     }
-    double dt = engine_now() - t0;
+    double dt = tl_now_s() - t0;
     if (st == TL_OK) engine_swap_observe_step(e, dt, nt, prompt_tok);
     e->log_prompt += prompt_tok;
     e->log_gen += gen;
     update_gauges(e, prompt_tok, gen, blocks, dt,
                   st == TL_OK ? forward_device_seconds(e->fwd) : 0.0);
-    log_line(e, engine_now());
+    log_line(e, tl_now_s());
     return st;
 }

@@ -9,8 +9,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "collective.h"
 
 /* One backend's view of the step: its ops, its copy of the model, its activation buffers. */
@@ -58,12 +58,6 @@ struct forward {
     struct fwd_seq *tp_seqs; /* (max_seqs) a received step's sequences */
     bool tp_sent;            /* rank 0 sent this step: a failure now must break the group */
 };
-
-static double wall_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static enum tl_status ops_err(const struct forward *f, const struct ops *o, enum tl_status st,
                               struct tl_err *err, const char *what) {
@@ -437,24 +431,24 @@ static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *e
     for (int l = 0; l < c->n_layers; l++) {
         int want = f->split ? f->layer_lane[l] : 0;
         if (want != cur) {
-            double t0 = wall_s();
+            double t0 = tl_now_s();
             enum tl_status st = cross(f, cur, want, T, pending, err);
             if (st != TL_OK) return st;
-            f->lane_cross_s += wall_s() - t0;
+            f->lane_cross_s += tl_now_s() - t0;
             cur = want;
         }
-        double t0 = cur == 1 ? wall_s() : 0;
+        double t0 = cur == 1 ? tl_now_s() : 0;
         enum tl_status st = run_layer(f, &f->lane[cur], l, T, pending, err);
         if (st != TL_OK) return st;
-        if (cur == 1) f->lane_cpu_s += wall_s() - t0;
+        if (cur == 1) f->lane_cpu_s += tl_now_s() - t0;
         pending = !use_fused(f, &f->lane[cur], T);
     }
     int want = f->split ? f->head_lane : 0;
     if (want != cur) {
-        double t0 = wall_s();
+        double t0 = tl_now_s();
         enum tl_status st = cross(f, cur, want, T, pending, err);
         if (st != TL_OK) return st;
-        f->lane_cross_s += wall_s() - t0;
+        f->lane_cross_s += tl_now_s() - t0;
         cur = want;
     }
     const struct fwd_lane *ln = &f->lane[cur];

@@ -6,17 +6,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
+
 struct gen_seq {
     struct kv_seq kv;
     int n_fed; /* prompt tokens already sent through the model */
     struct sampler_rng rng;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static bool is_eos(const struct gen_opts *o, int32_t t) {
     for (int i = 0; i < o->n_eos; i++)
@@ -121,7 +117,7 @@ enum tl_status generate_run(struct forward *f, struct kvcache *kv, int vocab_siz
                 smp[nl++] = (struct fwd_sample){
                     &r->sp, &seqs[fs_req[j]].rng, r->prompt, r->n_prompt, r->out, r->n_out};
         }
-        double t0 = now_s();
+        double t0 = tl_now_s();
         if ((st = forward_step_sample(f, &b, smp, sampler, ids, err)) != TL_OK) goto done;
         nl = 0;
         for (int j = 0; j < ns; j++) {
@@ -137,7 +133,7 @@ enum tl_status generate_run(struct forward *f, struct kvcache *kv, int vocab_siz
                 r->finish = GEN_FINISH_LENGTH;
             if (r->finish) kvcache_seq_release(kv, &s->kv);
         }
-        double dt = now_s() - t0;
+        double dt = tl_now_s() - t0;
         stats->steps++;
         if (has_prefill) {
             stats->prefill_s += dt;

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "tp.h"
 
 #define MAGIC       0x544c5450u /* "TLTP" */
@@ -53,12 +54,6 @@ struct tp_net {
     double call_timeout_s; /* a collective's wait for a peer's data (tp_net_set_call_timeout) */
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void set_sock_opts(int fd) {
     int one = 1;
     /* steps are small messages answered at once: no Nagle delay */
@@ -75,7 +70,7 @@ static void set_sock_opts(int fd) {
 /* The deadline of a wait for a peer's data inside a collective (< 0: none). Every rank runs the
  * same step, so a peer that sends nothing for that long is stuck, not busy. */
 static double call_deadline(const struct tp_net *g) {
-    return g->call_timeout_s > 0 ? now_s() + g->call_timeout_s : -1.0;
+    return g->call_timeout_s > 0 ? tl_now_s() + g->call_timeout_s : -1.0;
 }
 
 /* Writes all n bytes; false on error (errno set). MSG_NOSIGNAL: a dead peer is an error, not a
@@ -98,7 +93,7 @@ static int read_full(int fd, void *p, size_t n, double deadline) {
     char *c = p;
     while (n > 0) {
         if (deadline >= 0) {
-            double left = deadline - now_s();
+            double left = deadline - tl_now_s();
             struct pollfd pf = {.fd = fd, .events = POLLIN};
             int pr = left > 0 ? poll(&pf, 1, (int)(left * 1000) + 1) : 0;
             if (pr < 0 && errno == EINTR) continue;
@@ -522,12 +517,12 @@ static int read_hello(struct tp_net *g, int fd, double deadline, char *why, size
 enum tl_status tp_net_accept(struct tp_net *g, double timeout_s,
                              bool (*alive)(void *user, struct tl_err *why), void *user,
                              struct tl_err *err) {
-    double deadline = now_s() + timeout_s;
+    double deadline = tl_now_s() + timeout_s;
     int joined = 1;
     char rejected[256] = "";
     while (joined < g->world) {
         if (alive && !alive(user, err)) return TL_ERR_INTERNAL;
-        double left = deadline - now_s();
+        double left = deadline - tl_now_s();
         if (left <= 0)
             return tl_fail(err, TL_ERR_IO,
                            "tensor parallel rank 0: %d of %d ranks connected to port %d within "
@@ -544,7 +539,7 @@ enum tl_status tp_net_accept(struct tp_net *g, double timeout_s,
         set_sock_opts(fd);
         char host[NI_MAXHOST] = "?", why[160];
         getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, NULL, 0, NI_NUMERICHOST);
-        double hd = now_s() + 5.0 < deadline ? now_s() + 5.0 : deadline;
+        double hd = tl_now_s() + 5.0 < deadline ? tl_now_s() + 5.0 : deadline;
         int q = read_hello(g, fd, hd, why, sizeof why);
         unsigned char p[HELLO_BYTES];
         put_u32(p, VERSION), put_u32(p + 4, 0), put_u32(p + 8, (uint32_t)g->world);
@@ -574,7 +569,7 @@ enum tl_status tp_net_connect(const char *addr, int port, int rank, int world, d
         return tl_fail(err, TL_ERR_INVALID, "--master-port must be 1..65535, not %d", port);
     struct addrinfo *res = NULL;
     if ((st = resolve(addr, port, false, &res, err)) != TL_OK) return st;
-    double deadline = now_s() + timeout_s;
+    double deadline = tl_now_s() + timeout_s;
     int fd = -1, e = 0;
     while (fd < 0) {
         for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
@@ -586,7 +581,7 @@ enum tl_status tp_net_connect(const char *addr, int port, int rank, int world, d
                 fd = -1;
             }
         }
-        if (fd >= 0 || now_s() >= deadline) break;
+        if (fd >= 0 || tl_now_s() >= deadline) break;
         nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL); /* rank 0 may start later */
     }
     freeaddrinfo(res);

@@ -22,6 +22,7 @@
 #endif
 
 #include "attention.h"
+#include "clock.h"
 #include "dtype.h"
 #include "matmul.h"
 #include "model.h"
@@ -32,12 +33,6 @@
 #define PROBE_COLS   5120
 #define PROBE_COPIES 3
 #define SGEMM_N      1536
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -107,9 +102,9 @@ static void fill_task(void *arg, int64_t b, int64_t e, int tid) {
 }
 
 static double read_pass(struct pool *pool, struct read_args *a, size_t bytes) {
-    double t0 = now_s();
+    double t0 = tl_now_s();
     pool_parallel_for(pool, (int64_t)(bytes / 8), 1 << 16, read_task, a);
-    return now_s() - t0;
+    return tl_now_s() - t0;
 }
 
 static double read_bandwidth(struct pool *pool, struct read_args *a) {
@@ -131,10 +126,10 @@ static double sgemm_gflops(void) {
     for (size_t i = 0; i < nn; i++) a[i] = (float)(i % 17) * 0.1f, b[i] = (float)(i % 13) * 0.2f;
     double t[3];
     for (int r = -1; r < 3; r++) {
-        double t0 = now_s();
+        double t0 = tl_now_s();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, SGEMM_N, SGEMM_N, SGEMM_N, 1.0f, a,
                     SGEMM_N, b, SGEMM_N, 0.0f, c, SGEMM_N);
-        if (r >= 0) t[r] = now_s() - t0;
+        if (r >= 0) t[r] = tl_now_s() - t0;
     }
     free(a), free(b), free(c);
     return 2.0 * SGEMM_N * (double)SGEMM_N * SGEMM_N / median(t, 3) / 1e9;
@@ -150,9 +145,9 @@ static double time_matmul(struct pool *pool, float *scratch, const float *x, int
     cpu_matmul_group_bf16x(pool, scratch, x, m, 1, &w0, NULL, &y);
     for (int r = 0; r < reps; r++) {
         const struct tl_tensor *wr = &w[r % PROBE_COPIES];
-        double t0 = now_s();
+        double t0 = tl_now_s();
         cpu_matmul_group_bf16x(pool, scratch, x, m, 1, &wr, NULL, &y);
-        t[r] = now_s() - t0;
+        t[r] = tl_now_s() - t0;
     }
     return median(t, reps);
 }
@@ -206,9 +201,9 @@ static enum tl_status probe_attention(struct pool *pool, struct ceilings *c, str
     struct attn_shape shape = {H, KVH, HD, BS};
     double t[5];
     for (int r = -1; r < 5; r++) {
-        double t0 = now_s();
+        double t0 = tl_now_s();
         cpu_attention(pool, &shape, &b, tok_seq, q, kc, vc, out, scratch, CTX);
-        if (r >= 0) t[r] = now_s() - t0;
+        if (r >= 0) t[r] = tl_now_s() - t0;
     }
     c->cpu_attn_gflops = 4.0 * H * HD * (double)CTX * S / median(t, 5) / 1e9;
     free(kc), free(vc), free(q), free(out), free(scratch), free(tables);
@@ -222,9 +217,9 @@ static void empty_task(void *arg, int64_t b, int64_t e, int tid) {
 static double dispatch_us(struct pool *pool) {
     double t[201];
     for (int r = 0; r < 201; r++) {
-        double t0 = now_s();
+        double t0 = tl_now_s();
         pool_parallel_for(pool, pool_size(pool), 1, empty_task, NULL);
-        t[r] = now_s() - t0;
+        t[r] = tl_now_s() - t0;
     }
     return median(t, 201) * 1e6;
 }
@@ -280,11 +275,11 @@ static enum tl_status measure_all(int threads, const struct calibrate_gpu *gpu, 
          * keep the window long enough for many CPU passes. */
         size_t bytes = (size_t)((c->pcie_h2d_gbps > 0 ? c->pcie_h2d_gbps : 25) * 40e6);
         st = gpu->h2d_start(gpu->user, bytes, err); /* returns once the copies are queued */
-        double read_bytes = 0, t0 = now_s(), t1 = t0;
+        double read_bytes = 0, t0 = tl_now_s(), t1 = t0;
         while (st == TL_OK && gpu->h2d_busy(gpu->user)) {
             read_pass(pool, &ra, BUF_BYTES / 4);
             read_bytes += (double)(BUF_BYTES / 4);
-            t1 = now_s();
+            t1 = tl_now_s();
         }
         double gbps = 0;
         if (st == TL_OK) st = gpu->h2d_finish(gpu->user, &gbps, err);
@@ -298,9 +293,9 @@ static enum tl_status measure_all(int threads, const struct calibrate_gpu *gpu, 
 }
 
 enum tl_status calibrate_measure_cpu(int threads, struct ceilings *c, struct tl_err *err) {
-    double t0 = now_s();
+    double t0 = tl_now_s();
     enum tl_status st = measure_all(threads, NULL, c, err);
-    c->seconds = now_s() - t0;
+    c->seconds = tl_now_s() - t0;
     return st;
 }
 
@@ -485,10 +480,10 @@ enum tl_status calibrate_get(const struct calibrate_opts *o, struct ceilings *ou
     } else {
         if (!o->quiet) fprintf(stderr, "tierlm: measuring this machine's ceilings (~1 s)...\n");
         memset(out, 0, sizeof *out);
-        double t0 = now_s();
+        double t0 = tl_now_s();
         st = measure_all(o->threads, o->gpu, out, err);
         if (st != TL_OK) return st;
-        out->seconds = now_s() - t0;
+        out->seconds = tl_now_s() - t0;
         snprintf(out->key, sizeof out->key, "%s", key);
         if (calibrate_save(out, path, &lerr) != TL_OK && !o->quiet)
             fprintf(stderr, "tierlm: ceilings not cached: %s\n", lerr.msg);

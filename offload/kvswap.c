@@ -22,6 +22,7 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "clock.h"
 #include "crc32c.h"
 #include "crcpool.h"
 #include "hostmem.h"
@@ -112,12 +113,6 @@ static void say(const struct kvswap *ks, const char *line) {
         ks->o.log(ks->o.log_user, line);
     else
         fprintf(stderr, "tierlm: %s\n", line);
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* ---- pools ---- */
@@ -606,7 +601,7 @@ static void calibrate(struct kvswap *ks) {
     for (int i = 0; i < n; i++)
         ks->io[i] = (struct tier_io){(uint64_t)i, 0, TIER_LOAD, hostmem_slot(&ks->hm, i)};
     for (int rep = 0; rep < 2; rep++) { /* the first run faults the pages in */
-        double t0 = now_s();
+        double t0 = tl_now_s();
         ks->dev.submit(ks->dev.ctx, ks->io, n);
         int got = 0;
         while (got < n) {
@@ -614,13 +609,13 @@ static void calibrate(struct kvswap *ks) {
             if (k == 0) break;
             got += k;
         }
-        double dt = now_s() - t0;
+        double dt = tl_now_s() - t0;
         if (got == n && dt > 0) s->copy_bps = (double)n * (double)ks->block_bytes / dt;
     }
-    double t0 = now_s();
+    double t0 = tl_now_s();
     uint32_t c = 0;
     for (int i = 0; i < n; i++) c ^= crc32c(0, hostmem_slot(&ks->hm, i), ks->block_bytes);
-    double dt = now_s() - t0;
+    double dt = tl_now_s() - t0;
     if (dt > 0)
         s->crc_bps = (double)n * (double)ks->block_bytes / dt *
                      (crcpool_threads(ks->crc) > 0 ? crcpool_threads(ks->crc) : 1);
@@ -631,7 +626,7 @@ static void calibrate(struct kvswap *ks) {
         for (int i = 0; i < m; i++)
             ks->io[i] =
                 (struct tier_io){(uint64_t)i, i, (enum tier_dir)dir, hostmem_slot(&ks->hm, i)};
-        t0 = now_s();
+        t0 = tl_now_s();
         ks->nvme.submit(ks->nvme.ctx, ks->io, m);
         int got = 0, ok = 0;
         while (got < m) {
@@ -640,7 +635,7 @@ static void calibrate(struct kvswap *ks) {
             for (int i = 0; i < k; i++) ok += ks->done[i].res == (int64_t)ks->nvme.io_bytes;
             got += k;
         }
-        dt = now_s() - t0;
+        dt = tl_now_s() - t0;
         double bps = ok == m && dt > 0 ? (double)m * (double)ks->nvme.io_bytes / dt : 1e8;
         if (dir == TIER_STORE)
             s->nvme_write_bps = bps;
