@@ -316,12 +316,18 @@ static enum tl_status open_cpu_lane(const struct model *m, const struct backend_
     if (st != TL_OK) return st;
     b->split = (struct fwd_placement){.layer_on_cpu = b->cpu_layers,
                                       .embed_on_cpu = a->embed_on_host,
-                                      .head_on_cpu = a->head_on_host};
+                                      .head_on_cpu = a->head_on_host,
+                                      .guest_min_tokens = n_cpu > 0 ? a->guest_min_tokens : 0};
     if (!a->quiet)
         fprintf(stderr, "tierlm: the CPU computes %d layer(s)%s%s with %d threads (%s GEMV)\n",
                 n_cpu, a->embed_on_host ? ", the embedding" : "",
                 a->head_on_host ? ", the lm_head" : "", pool_size(cpu_backend_pool(&b->cpu_ops)),
                 cpu_matmul_kernel_name());
+    if (!a->quiet && b->split.guest_min_tokens > 0)
+        fprintf(stderr,
+                "tierlm: steps of %d tokens or more (prefill) run those layers on the GPU, their "
+                "weights streamed through one more staging slot\n",
+                b->split.guest_min_tokens);
     return TL_OK;
 }
 #endif
@@ -348,6 +354,7 @@ enum tl_status backend_open(const struct model *m, const struct backend_args *a,
         go.embed_on_host = a->embed_on_host;
         go.head_on_host = a->head_on_host;
         go.head_streamed = a->head_streamed;
+        go.guest_min_tokens = a->guest_min_tokens;
         go.progress = a->quiet ? NULL : upload_progress;
         struct gpu_plan plan;
         enum tl_status st = gpu_backend_create(m, &go, &b->ops, &b->model, &plan, err);

@@ -39,6 +39,7 @@ struct backend_args {
     const uint8_t *layer_place;
     int stream_slots;
     bool embed_on_host, head_on_host, head_streamed;
+    int guest_min_tokens; /* placement.h: steps this large run the CPU layers on the GPU */
 };
 
 struct backend {

@@ -517,6 +517,7 @@ enum tl_status engine_boot_open(const struct engine_args *a, struct engine_boot 
         ba.embed_on_host = pl.embed == PLACEMENT_CPU;
         ba.head_on_host = pl.lm_head == PLACEMENT_CPU;
         ba.head_streamed = pl.lm_head == PLACEMENT_GPU_STREAMED;
+        ba.guest_min_tokens = pl.guest_min_tokens;
         ba.num_blocks = pl.num_blocks; /* the planner sized the KV of both tiers */
     }
     if ((st = backend_open(b->host_model, &ba, &b->be, err)) != TL_OK) goto fail;

@@ -32,9 +32,11 @@ struct forward {
     bool split;
     uint8_t *layer_lane; /* (n_layers) 0 or 1 */
     int embed_lane, head_lane;
-    float *xfer;         /* host (max_tokens * hidden): the residual stream crossing lanes */
-    int32_t *logit_rows; /* host (max_seqs) */
-    float *hook_buf;     /* host (hidden) */
+    int guest_min_tokens; /* fwd_placement's: lane-1 layers run on lane 0 in steps this large */
+    bool guest;           /* this step runs them there */
+    float *xfer;          /* host (max_tokens * hidden): the residual stream crossing lanes */
+    int32_t *logit_rows;  /* host (max_seqs) */
+    float *hook_buf;      /* host (hidden) */
     forward_hidden_hook hook;
     void *hook_user;
     int hook_token;
@@ -154,6 +156,7 @@ enum tl_status forward_create_split(const struct model *m, const struct ops *ops
         f->lane[1] = (struct fwd_lane){.o = cpu_ops, .m = cpu_m};
         f->embed_lane = pl->embed_on_cpu;
         f->head_lane = pl->head_on_cpu;
+        f->guest_min_tokens = pl->guest_min_tokens > 0 ? pl->guest_min_tokens : 0;
         f->layer_lane = malloc((size_t)m->cfg.n_layers);
         f->xfer = malloc((size_t)max_tokens * (size_t)m->cfg.hidden_size * sizeof *f->xfer);
         if (!f->layer_lane || !f->xfer) st = tl_fail(err, TL_ERR_NOMEM, "out of host memory");
@@ -296,6 +299,31 @@ static enum tl_status fused_mm(const struct ops *o, const void *in, int T,
     return o->matmul_fused(o->ctx, &fm);
 }
 
+/* A layer the CPU lane owns but either lane may run (guests): its new tokens' K and V, before
+ * RoPE, also go into the other lane's cache, through host fp32 like the residual stream. The
+ * other lane's q buffer takes the rotation it does not need. */
+static bool mirrored(const struct forward *f, int l) {
+    return f->split && f->guest_min_tokens > 0 && f->layer_lane[l] == 1;
+}
+
+static enum tl_status mirror_kv(struct forward *f, const struct fwd_lane *from, int l, int T,
+                                struct tl_err *err) {
+    const struct fwd_lane *to = &f->lane[from == &f->lane[0] ? 1 : 0];
+    const struct config *c = &f->m->cfg;
+    size_t n = (size_t)T * (size_t)c->n_kv_heads * (size_t)c->head_dim;
+    const void *src[2] = {from->k, from->v};
+    void *dst[2] = {to->k, to->v};
+    for (int i = 0; i < 2; i++) {
+        enum tl_status st = from->o->read_f32(from->o->ctx, src[i], n, f->xfer);
+        if (st != TL_OK) return ops_err(f, from->o, st, err, "read K/V for the other lane");
+        st = to->o->write_f32(to->o->ctx, f->xfer, n, dst[i]);
+        if (st != TL_OK) return ops_err(f, to->o, st, err, "write K/V from the other lane");
+    }
+    enum tl_status st = to->o->rope_kv_write(to->o->ctx, l, to->q, to->k, to->v);
+    if (st != TL_OK) return ops_err(f, to->o, st, err, "rope/kv write of the other lane's copy");
+    return TL_OK;
+}
+
 /* run_layer with three kernels fewer: the rmsnorms ride in the GEMVs that read their output,
  * silu * up in the gate/up GEMV, and each residual add in the o / down GEMV that produces it, so
  * nothing is pending after the layer. After a layer that left its MLP output pending (the CPU
@@ -317,6 +345,10 @@ static enum tl_status fused_layer(struct forward *f, const struct fwd_lane *ln, 
         OP(fused_mm(o, pending ? ln->xn : ln->res, T, pending ? NULL : &L->attn_norm, eps, 3, w, b,
                     y, OP_EPI_STORE),
            "rmsnorm + q/k/v_proj");
+    }
+    if (mirrored(f, l)) {
+        enum tl_status st = mirror_kv(f, ln, l, T, err);
+        if (st != TL_OK) return st;
     }
     OP(o->rope_kv_write(x, l, ln->q, ln->k, ln->v), "rope/kv write");
     OP(o->attention(x, l, ln->q, ln->attn), "attention");
@@ -370,6 +402,10 @@ static enum tl_status run_layer(struct forward *f, const struct fwd_lane *ln, in
         const struct tl_tensor *b[3] = {opt(&L->bq), opt(&L->bk), opt(&L->bv)};
         void *y[3] = {ln->q, ln->k, ln->v};
         OP(o->matmul(x, ln->xn, T, 3, w, b, y), "q/k/v_proj");
+    }
+    if (mirrored(f, l)) {
+        enum tl_status st = mirror_kv(f, ln, l, T, err);
+        if (st != TL_OK) return st;
     }
     OP(o->rope_kv_write(x, l, ln->q, ln->k, ln->v), "rope/kv write");
     OP(o->attention(x, l, ln->q, ln->attn), "attention");
@@ -429,7 +465,7 @@ static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *e
     }
     bool pending = false; /* the last layer's MLP output is not in the stream yet */
     for (int l = 0; l < c->n_layers; l++) {
-        int want = f->split ? f->layer_lane[l] : 0;
+        int want = f->split && !f->guest ? f->layer_lane[l] : 0;
         if (want != cur) {
             double t0 = tl_now_s();
             enum tl_status st = cross(f, cur, want, T, pending, err);
@@ -673,6 +709,7 @@ static enum tl_status step_logits(struct forward *f, const struct fwd_batch *b, 
         }
         pb = (struct fwd_batch){bucket, f->pad_seqs, bucket, f->pad_tokens, f->pad_positions};
     }
+    f->guest = f->split && f->guest_min_tokens > 0 && pb.n_tokens >= f->guest_min_tokens;
     OP(o->begin_step(x, &pb), "begin_step");
     if (f->split) {
         const struct ops *co = f->lane[1].o;

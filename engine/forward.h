@@ -30,6 +30,11 @@ struct fwd_placement {
     const uint8_t *layer_on_cpu; /* (n_layers) 1 = the CPU computes this layer */
     bool embed_on_cpu;           /* the embedding lookup runs on the CPU (table in host RAM) */
     bool head_on_cpu;            /* final norm + lm_head on the CPU */
+    /* > 0: steps of at least this many tokens run the CPU's layers on the main backend as
+     * guests (it must hold their KV, and fetch their weights in layer_begin), and every run of
+     * such a layer writes its new K/V into both backends' caches, so either can run the next
+     * step (placement.h: guest_min_tokens). 0: the CPU always runs them. */
+    int guest_min_tokens;
 };
 
 /* A forward over two backends: layers the placement gives the CPU run on cpu_ops with cpu_m

@@ -63,6 +63,15 @@ struct gpu_backend {
     size_t *stream_off;  /* (n_stream + 1) offsets of the images in stream_pinned */
     char *slots;         /* device: n_slots * slot_bytes (inside the arena) */
     size_t slot_bytes;
+    /* guests (opts.guest_min_tokens): CPU-placed layer l has its image at guest_pinned +
+     * guest_off[guest_idx[l]] and runs from guest_slot, which the events EV_GUEST_DONE / _FREE
+     * order; guest_in is the layer last copied (or being copied) into the slot, -1 for none */
+    int guest_min_tokens, n_guest, guest_in;
+    int *guest_idx;     /* (n_layers) index among the guests, or -1 */
+    size_t *guest_off;  /* (n_guest + 1) */
+    char *guest_pinned; /* owned, kern_host_alloc */
+    char *guest_slot;   /* device: after the ring's slots */
+    size_t guest_slot_bytes;
     bool no_graphs;               /* streaming: every step runs op by op */
     struct kern_span *span;       /* the device time of each step: begin_step .. the final read */
     struct kern_kvcopier *kvcopy; /* KV blocks to and from host memory (the KV tiers) */
@@ -123,6 +132,30 @@ static enum tl_status op_read_f32(void *ctx, const void *src, size_t n, float *d
     if (st == TL_OK) st = kern_sync(be->kc);
     return kfail(be, st);
 }
+
+/* The copier's events past the ring's: the guest slot's copy done, and its reader done. */
+static int ev_guest_done(const struct gpu_backend *be) {
+    return be->n_stream + be->n_slots;
+}
+
+static int ev_guest_free(const struct gpu_backend *be) {
+    return be->n_stream + be->n_slots + 1;
+}
+
+static bool is_guest(const struct gpu_backend *be, int layer) {
+    return be->n_guest > 0 && layer < be->cfg.n_layers && be->guest_idx[layer] >= 0;
+}
+
+/* The guest after `layer` in layer order (-1: none); layer -1 gives the first. */
+static int next_guest(const struct gpu_backend *be, int layer) {
+    for (int l = layer + 1; l < be->cfg.n_layers; l++)
+        if (be->guest_idx[l] >= 0) return l;
+    return -1;
+}
+
+/* Queues the copy of a guest's weights into the guest slot once the last guest has run; in
+ * pieces, like a streamed unit (stream_issue). */
+static enum tl_status guest_issue(struct gpu_backend *be, int layer);
 
 /* Packs tokens, positions, token->sequence, sequence starts/lengths and block tables into the
  * pinned buffer and uploads them with one copy. The previous step ended with a sync (read_f32),
@@ -192,6 +225,12 @@ static enum tl_status op_begin_step(void *ctx, const struct fwd_batch *b) {
                                     .max_blocks = mb,
                                     .max_seq_len = max_len,
                                     .max_new = max_new};
+    /* a step that runs the guests (the forward decides by the same rule): the first one's copy
+     * starts now, behind the streamed layers already queued */
+    if (be->n_guest > 0 && T >= be->guest_min_tokens) {
+        int first = next_guest(be, -1);
+        if (be->guest_in != first && (st = guest_issue(be, first)) != TL_OK) return kfail(be, st);
+    }
     return TL_OK;
 }
 
@@ -285,9 +324,15 @@ static enum tl_status op_write_f32(void *ctx, const float *src, size_t n, void *
 }
 
 /* A streamed layer waits for its weights; afterwards its slot takes the streamed layer n_slots
- * further on (wrapping into the next step), as soon as the compute stream is done with it. */
+ * further on (wrapping into the next step), as soon as the compute stream is done with it. A
+ * guest waits for its copy, queued now if begin_step or the previous guest has not. */
 static enum tl_status op_layer_begin(void *ctx, int layer) {
     struct gpu_backend *be = ctx;
+    if (is_guest(be, layer)) {
+        enum tl_status st = be->guest_in == layer ? TL_OK : guest_issue(be, layer);
+        if (st == TL_OK) st = kern_copier_wait(be->cp, ev_guest_done(be));
+        return kfail(be, st);
+    }
     int k = be->stream_idx[layer];
     if (k < 0) return TL_OK;
     return kfail(be, kern_copier_wait(be->cp, k));
@@ -312,8 +357,30 @@ static enum tl_status stream_issue(struct gpu_backend *be, int k, int wait_ev) {
     return st;
 }
 
+static enum tl_status guest_issue(struct gpu_backend *be, int layer) {
+    int g = be->guest_idx[layer];
+    const char *src = be->guest_pinned + be->guest_off[g];
+    size_t bytes = be->guest_off[g + 1] - be->guest_off[g];
+    enum tl_status st = TL_OK;
+    for (size_t off = 0; off < bytes && st == TL_OK; off += STREAM_PIECE_BYTES) {
+        size_t n = bytes - off < STREAM_PIECE_BYTES ? bytes - off : STREAM_PIECE_BYTES;
+        st = kern_copier_h2d(be->cp, be->guest_slot + off, src + off, n,
+                             off == 0 ? ev_guest_free(be) : -1,
+                             off + n == bytes ? ev_guest_done(be) : -1);
+    }
+    be->guest_in = st == TL_OK ? layer : -1;
+    return st;
+}
+
 static enum tl_status op_layer_end(void *ctx, int layer) {
     struct gpu_backend *be = ctx;
+    if (is_guest(be, layer)) {
+        /* the slot is free once this layer's kernels ran: the next guest of the step follows */
+        enum tl_status st = kern_copier_mark(be->cp, ev_guest_free(be));
+        int next = next_guest(be, layer);
+        if (st == TL_OK && next >= 0) st = guest_issue(be, next);
+        return kfail(be, st);
+    }
     int k = be->stream_idx[layer];
     if (k < 0 || be->n_stream <= be->n_slots) return TL_OK; /* every streamed layer stays put */
     int j = k % be->n_slots, free_ev = be->n_stream + j;
@@ -582,6 +649,13 @@ static enum tl_status upload_model(struct gpu_backend *be, const struct model *h
                 stage_tensor(&u, src[i], be->stream_pinned + be->stream_off[k] + off);
                 dt->data = be->slots + (size_t)(k % be->n_slots) * be->slot_bytes + off;
                 off += tensor_bytes(src[i], be->act);
+            } else if (be->guest_idx[l] >= 0 && src[i]->data) {
+                /* a guest's image; every guest runs from the one guest slot */
+                *dt = *src[i];
+                dt->dtype = be->act;
+                stage_tensor(&u, src[i], be->guest_pinned + be->guest_off[be->guest_idx[l]] + off);
+                dt->data = be->guest_slot + off;
+                off += tensor_bytes(src[i], be->act);
             }
         }
     }
@@ -646,14 +720,27 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     be->kv_index = malloc((size_t)c->n_layers * sizeof *be->kv_index);
     be->stream_idx = malloc((size_t)(c->n_layers + 1) * sizeof *be->stream_idx);
     be->stream_off = calloc((size_t)c->n_layers + 2, sizeof *be->stream_off);
-    if (!be->kv_index || !be->stream_idx || !be->stream_off) {
+    be->guest_idx = malloc((size_t)c->n_layers * sizeof *be->guest_idx);
+    be->guest_off = calloc((size_t)c->n_layers + 1, sizeof *be->guest_off);
+    if (!be->kv_index || !be->stream_idx || !be->stream_off || !be->guest_idx || !be->guest_off) {
         st = tl_fail(err, TL_ERR_NOMEM, "out of host memory");
         goto fail;
     }
     int n_kv_layers = 0;
+    be->guest_in = -1;
+    be->guest_min_tokens = o->guest_min_tokens;
     for (int l = 0; l < c->n_layers; l++) {
         int place = place_of(o, l);
-        be->kv_index[l] = place == GPU_PLACE_CPU ? -1 : n_kv_layers++;
+        bool guest = place == GPU_PLACE_CPU && o->guest_min_tokens > 0;
+        be->kv_index[l] = place == GPU_PLACE_CPU && !guest ? -1 : n_kv_layers++;
+        be->guest_idx[l] = -1;
+        if (guest) {
+            size_t lb = layer_bytes(host, l, act);
+            be->guest_idx[l] = be->n_guest;
+            be->guest_off[be->n_guest + 1] = be->guest_off[be->n_guest] + lb;
+            be->n_guest++;
+            if (lb > be->guest_slot_bytes) be->guest_slot_bytes = lb;
+        }
         be->stream_idx[l] = -1;
         if (place == GPU_PLACE_STREAM) {
             size_t lb = layer_bytes(host, l, act);
@@ -683,9 +770,9 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
         while (be->n_stream % be->n_slots) be->n_slots--;
         be->no_graphs = true;
     }
-    bool split =
-        be->n_stream > 0 || n_kv_layers < c->n_layers || o->embed_on_host || o->head_on_host;
-    size_t slots_bytes = (size_t)be->n_slots * be->slot_bytes;
+    bool split = be->n_stream > 0 || be->n_guest > 0 || n_kv_layers < c->n_layers ||
+                 o->embed_on_host || o->head_on_host;
+    size_t slots_bytes = (size_t)be->n_slots * be->slot_bytes + be->guest_slot_bytes;
     size_t w_bytes = weight_bytes_on_device(host, act, o) + slots_bytes;
     size_t a_bytes = forward_activation_bytes(c, act, o->max_tokens, o->max_seqs);
     be->attn_ws_bytes = kern_attention_workspace_bytes(&be->shape, o->max_tokens, o->max_model_len);
@@ -712,7 +799,7 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     plan->workspace_bytes = ws_bytes + CUBLAS_RESERVE;
     plan->kv_block_bytes = block_bytes;
     plan->dtype = act;
-    plan->stream_host_bytes = be->stream_off[be->n_stream];
+    plan->stream_host_bytes = be->stream_off[be->n_stream] + be->guest_off[be->n_guest];
     plan->stream_slot_bytes = slots_bytes;
     if (fixed + per_seq > budget) {
         size_t kv_free = budget > fixed ? budget - fixed : 0;
@@ -761,6 +848,7 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     }
     char *p = be->arena + w_bytes;
     be->slots = p - slots_bytes; /* the end of the weight region */
+    be->guest_slot = be->slots + (size_t)be->n_slots * be->slot_bytes;
     be->kv = p;
     p += up(kv_bytes);
     be->act_next = p;
@@ -802,13 +890,18 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
         tl_fail(err, st, "%s", kern_last_error(be->kc));
         goto fail;
     }
-    if (be->n_stream > 0) {
-        /* pinned images of the streamed layers (NUMA-local: the allocating thread's node) */
-        if ((st = kern_host_alloc(be->kc, be->stream_off[be->n_stream],
-                                  (void **)&be->stream_pinned)) != TL_OK ||
-            (st = kern_copier_create(be->kc, be->n_stream + be->n_slots, &be->cp)) != TL_OK) {
+    if (be->n_stream > 0 || be->n_guest > 0) {
+        /* pinned images of the streamed layers and the guests (NUMA-local: the allocating
+         * thread's node); the copier's events: the ring's, then the guest slot's two */
+        if ((be->n_stream > 0 && (st = kern_host_alloc(be->kc, be->stream_off[be->n_stream],
+                                                       (void **)&be->stream_pinned)) != TL_OK) ||
+            (be->n_guest > 0 && (st = kern_host_alloc(be->kc, be->guest_off[be->n_guest],
+                                                      (void **)&be->guest_pinned)) != TL_OK) ||
+            (st = kern_copier_create(be->kc, be->n_stream + be->n_slots + 2, &be->cp)) != TL_OK ||
+            (st = kern_copier_mark(be->cp, be->n_stream + be->n_slots + 1)) != TL_OK) {
             tl_fail(err, st, "pinning %.2f GiB for streamed weights: %s",
-                    be->stream_off[be->n_stream] / GIB, kern_last_error(be->kc));
+                    (be->stream_off[be->n_stream] + be->guest_off[be->n_guest]) / GIB,
+                    kern_last_error(be->kc));
             goto fail;
         }
     }
@@ -848,7 +941,7 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     out->graph_capture_end = op_graph_capture_end;
     out->write_f32 = op_write_f32;
     out->step_device_seconds = op_step_device_seconds;
-    if (be->n_stream > 0) {
+    if (be->n_stream > 0 || be->n_guest > 0) {
         out->layer_begin = op_layer_begin;
         out->layer_end = op_layer_end;
     }
@@ -873,12 +966,15 @@ void gpu_backend_destroy(struct ops *ops) {
         kern_free(be->kc, be->arena);
         kern_host_free(be->kc, be->meta_host);
         kern_host_free(be->kc, be->stream_pinned);
+        kern_host_free(be->kc, be->guest_pinned);
         kern_ctx_destroy(be->kc);
     }
     model_free(be->dm);
     free(be->kv_index);
     free(be->stream_idx);
     free(be->stream_off);
+    free(be->guest_idx);
+    free(be->guest_off);
     free(be);
     ops->ctx = NULL;
 }

@@ -18,7 +18,8 @@
 enum gpu_place {
     GPU_PLACE_RESIDENT = 0, /* in device memory */
     GPU_PLACE_STREAM,       /* in pinned host memory, copied into a staging slot before use */
-    GPU_PLACE_CPU,          /* computed by the CPU backend: no weights or KV on the device */
+    GPU_PLACE_CPU,          /* computed by the CPU backend: no weights or KV on the device
+                               (unless guests, below) */
 };
 
 struct gpu_backend_opts {
@@ -39,6 +40,11 @@ struct gpu_backend_opts {
     bool embed_on_host; /* the CPU lane does the embedding: no device table (unless tied) */
     bool head_on_host;  /* the CPU lane does final norm + lm_head */
     bool head_streamed; /* lm_head streams like a layer, after the last layer (unit n_layers) */
+    /* > 0: the GPU_PLACE_CPU layers are guests (placement.h): steps of at least this many
+     * tokens run them here, so their KV is kept here too, their weights have pinned images and
+     * come in through one more staging slot, the first at begin_step, each next one when the
+     * previous guest's layer_end frees the slot */
+    int guest_min_tokens;
     /* Called during the weight upload with done/total bytes; may be NULL. */
     void (*progress)(void *user, size_t done_bytes, size_t total_bytes);
     void *progress_user;
@@ -47,8 +53,8 @@ struct gpu_backend_opts {
 /* What the plan decided (for logs and the CLI). */
 struct gpu_plan {
     size_t budget_bytes, weight_bytes, activation_bytes, workspace_bytes, kv_bytes;
-    size_t stream_host_bytes; /* pinned host memory holding streamed layers */
-    size_t stream_slot_bytes; /* device staging, all slots */
+    size_t stream_host_bytes; /* pinned host memory holding streamed layers (and guests) */
+    size_t stream_slot_bytes; /* device staging, all slots (the guest slot included) */
     size_t kv_block_bytes;    /* one block, all layers, K and V */
     int num_blocks;
     enum tl_dtype dtype;

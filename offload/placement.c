@@ -39,6 +39,10 @@ int placement_streamed_units(const struct placement *p) {
     return placement_count(p, PLACEMENT_GPU_STREAMED) + (p->lm_head == PLACEMENT_GPU_STREAMED);
 }
 
+bool placement_guests(const struct placement *p) {
+    return p->guest_min_tokens > 0 && placement_count(p, PLACEMENT_CPU) > 0;
+}
+
 void placement_cpu_mask(const struct placement *p, uint8_t *mask) {
     for (int l = 0; l < p->n_layers; l++) mask[l] = p->layer[l] == PLACEMENT_CPU;
 }
@@ -50,8 +54,10 @@ void placement_describe(const struct placement *p, char *buf, size_t n) {
     for (int l = 0; l < p->n_layers && i + 1 < n; l++)
         buf[i++] = p->layer[l] < PLACEMENT_KIND_COUNT ? letter[p->layer[l]] : '?';
     buf[i] = 0;
-    snprintf(buf + i, n - i, " embed=%s lm_head=%s", placement_kind_name(p->embed),
-             placement_kind_name(p->lm_head));
+    i += (size_t)snprintf(buf + i, n - i, " embed=%s lm_head=%s", placement_kind_name(p->embed),
+                          placement_kind_name(p->lm_head));
+    if (p->guest_min_tokens > 0 && placement_count(p, PLACEMENT_CPU) > 0 && i < n)
+        snprintf(buf + i, n - i, " gpu_prefill>=%d", p->guest_min_tokens);
 }
 
 enum tl_status placement_validate(const struct placement *p, const struct config *c,
@@ -90,8 +96,12 @@ enum tl_status placement_validate(const struct placement *p, const struct config
         return tl_fail(err, TL_ERR_INVALID,
                        "placement: staging slots of %zu bytes, the largest streamed unit has %zu",
                        p->stream_slot_bytes, need);
-    /* the GPU keeps one layer's KV even when the CPU runs every layer (gpu_backend.c) */
-    int gpu_layers = p->n_layers - placement_count(p, PLACEMENT_CPU);
+    if (p->guest_min_tokens < 0)
+        return tl_fail(err, TL_ERR_INVALID, "placement: guest_min_tokens %d is negative",
+                       p->guest_min_tokens);
+    /* the GPU keeps one layer's KV even when the CPU runs every layer (gpu_backend.c), and the
+     * CPU layers' too when they are guests */
+    int gpu_layers = p->n_layers - (placement_guests(p) ? 0 : placement_count(p, PLACEMENT_CPU));
     size_t g = (size_t)(gpu_layers ? gpu_layers : 1) * (size_t)p->block_size *
                sizes_kv_token_layer_bytes(c, p->gpu_dtype);
     size_t h = (size_t)placement_count(p, PLACEMENT_CPU) * (size_t)p->block_size *

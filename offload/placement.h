@@ -14,13 +14,18 @@
  *  - CPU: cpu/ computes the unit from the host model's weights (the checkpoint's dtype); its KV
  *    lives in host RAM (fp32, as cpu/ keeps it). The residual stream crosses PCIe in fp32 at
  *    each GPU<->CPU boundary; those copies must not wait behind a weight copy.
+ *    With guest_min_tokens > 0 the CPU layers are also guests of the GPU: steps of at least
+ *    that many tokens (prefill chunks, which the CPU computes far slower than PCIe brings the
+ *    weights) run them on the GPU from one extra staging slot (pinned images in gpu_dtype, like
+ *    streamed layers), and both pools keep their KV (each lane writes the other's copy of the
+ *    new tokens' K/V), so either lane can run any step.
  *  - embed: GPU_RESIDENT, or CPU (the lookup runs on the host, the table stays in host RAM).
  *  - lm_head (with the final norm, of which the GPU keeps a copy in any case): any of the
  *    three; streamed, it is the last unit of the ring. With tied embeddings lm_head is the
  * embedding table, so embed is GPU_RESIDENT exactly when lm_head is.
  *  - KV: a block id covers every layer: the GPU pool holds num_blocks * kv_gpu_block_bytes for
- *    the resident and streamed layers, the host pool num_blocks * kv_host_block_bytes for the
- *    CPU layers.
+ *    the resident and streamed layers (and the CPU layers when they are guests), the host pool
+ *    num_blocks * kv_host_block_bytes for the CPU layers.
  * For the executors: `layer` can be passed as gpu_backend_opts.layer_place as it is (enum
  * gpu_place has the same values; tests/gpu/test_planner_gpu.c asserts it); embed_on_host is
  * embed == CPU, head_on_host is lm_head == CPU, head_streamed is lm_head == GPU_STREAMED, and
@@ -53,9 +58,11 @@ struct placement {
     enum tl_dtype gpu_dtype;             /* F16 / BF16: weights on the GPU and streamed */
     int stream_slots;                    /* GPU staging slots; 0 when nothing streams */
     size_t stream_slot_bytes;            /* one slot: the largest streamed unit */
-    int block_size;                      /* tokens per KV block */
-    int num_blocks; /* blocks the block manager hands out; both pools hold this many (with CPU
-                       layers, give it to gpu_backend as num_blocks_override) */
+    int guest_min_tokens; /* > 0: steps of at least this many tokens run the CPU layers on the
+                             GPU (see CPU above); 0: the CPU always runs them */
+    int block_size;       /* tokens per KV block */
+    int num_blocks;       /* blocks the block manager hands out; both pools hold this many (with CPU
+                             layers, give it to gpu_backend as num_blocks_override) */
     size_t kv_gpu_block_bytes;  /* GPU part of one block: GPU layers, K and V */
     size_t kv_host_block_bytes; /* host part of one block: CPU layers, K and V (fp32) */
 };
@@ -73,6 +80,10 @@ int placement_count(const struct placement *p, enum placement_kind k);
 
 /* Units (layers, plus lm_head) that are streamed. */
 int placement_streamed_units(const struct placement *p);
+
+/* Whether the CPU layers are guests of the GPU in large steps (guest_min_tokens > 0 and some
+ * layer is on the CPU). */
+bool placement_guests(const struct placement *p);
 
 /* mask[l] = 1 when the CPU computes layer l, else 0 (n_layers entries). */
 void placement_cpu_mask(const struct placement *p, uint8_t *mask);

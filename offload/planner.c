@@ -145,10 +145,13 @@ static enum tl_status memory_of(const struct planner_inputs *in, struct placemen
     if (lm_str && ub.lm > slot) slot = ub.lm;
     if (placement_streamed_units(pl) == 0) pl->stream_slots = 0;
     pl->stream_slot_bytes = pl->stream_slots > 0 ? slot : 0;
+    /* guests: one more slot for the CPU layers' weights, their pinned images, their KV here */
+    bool guests = placement_guests(pl);
     out->gpu_budget_bytes = budget;
     out->gpu_weight_bytes =
         ub.norm + (size_t)R * ub.layer + (embed_gpu ? ub.embed : 0) + (!tied && lm_gpu ? ub.lm : 0);
-    out->gpu_staging_bytes = (size_t)pl->stream_slots * pl->stream_slot_bytes;
+    out->gpu_staging_bytes =
+        (size_t)pl->stream_slots * pl->stream_slot_bytes + (guests ? ub.layer : 0);
     out->gpu_activation_bytes =
         sizes_gpu_activation_bytes(c, dt, in->max_num_batched_tokens, in->max_num_seqs);
     out->gpu_workspace_bytes =
@@ -167,7 +170,8 @@ static enum tl_status memory_of(const struct planner_inputs *in, struct placemen
     out->host_budget_bytes = in->host_bytes > 0 ? in->host_bytes : SIZE_MAX;
     out->host_weight_bytes =
         (size_t)S * ub.layer + (lm_str ? ub.lm : 0) + (size_t)C * ub.host_layer +
-        (pl->embed == PLACEMENT_CPU ? ub.host_embed : 0) + (lm_cpu && !tied ? ub.host_embed : 0);
+        (pl->embed == PLACEMENT_CPU ? ub.host_embed : 0) + (lm_cpu && !tied ? ub.host_embed : 0) +
+        (guests ? (size_t)C * ub.layer : 0);
     out->offload_bytes = offload_bytes_of(c, &ub, S, C, pl->embed, pl->lm_head);
     if (C > 0 || lm_cpu || pl->embed == PLACEMENT_CPU) {
         int threads = in->cpu_threads > 0 ? in->cpu_threads : physical_cores();
@@ -188,8 +192,9 @@ static enum tl_status memory_of(const struct planner_inputs *in, struct placemen
     out->host_fits = host_fixed <= out->host_budget_bytes;
 
     /* the GPU keeps one layer's KV even when the CPU runs every layer (gpu_backend.c) */
-    size_t kv_gpu_block =
-        (size_t)(R + S ? R + S : 1) * (size_t)bs * sizes_kv_token_layer_bytes(c, dt);
+    int kv_gpu_layers = R + S + (guests ? C : 0);
+    size_t kv_gpu_block = (size_t)(kv_gpu_layers ? kv_gpu_layers : 1) * (size_t)bs *
+                          sizes_kv_token_layer_bytes(c, dt);
     size_t kv_host_block = (size_t)C * (size_t)bs * sizes_kv_token_layer_bytes(c, TL_DTYPE_F32);
     int64_t per_seq = (mml + bs - 1) / bs;
     int64_t gpu_lim = out->gpu_fits ? (int64_t)(out->gpu_kv_free_bytes / kv_gpu_block) : 0;
@@ -387,13 +392,21 @@ static void run_search(struct search *s) {
                     placement_init_resident(&pl, L, dt, in->block_size);
                     pl.embed = embed;
                     pl.lm_head = lm;
-                    for (int k = su > 0 ? 1 : 0; k <= k_max; k++) {
-                        bool no_stall = false;
-                        if (k > 0 && su % k) continue; /* unit u owns slot u % k */
-                        pl.stream_slots = k;
-                        consider(s, &pl, R, S, C, &full, &no_stall);
-                        if (s->memory_only && s->found) return;
-                        if (no_stall || s->memory_only) break; /* more slots take memory */
+                    /* CPU layers with and without guest steps (prefill on the GPU) */
+                    int guest_min =
+                        C > 0 && s->ce && in->policy != PLANNER_POLICY_CPU
+                            ? stepmodel_guest_min_tokens(c, &pl, s->ce, in->max_num_batched_tokens)
+                            : 0;
+                    for (int g = 0; g <= (guest_min > 0); g++) {
+                        pl.guest_min_tokens = g ? guest_min : 0;
+                        for (int k = su > 0 ? 1 : 0; k <= k_max; k++) {
+                            bool no_stall = false;
+                            if (k > 0 && su % k) continue; /* unit u owns slot u % k */
+                            pl.stream_slots = k;
+                            consider(s, &pl, R, S, C, &full, &no_stall);
+                            if (s->memory_only && s->found) return;
+                            if (no_stall || s->memory_only) break; /* more slots take memory */
+                        }
                     }
                     /* more streaming only frees KV room: stop once the batch fits */
                     if (full) break;
@@ -606,8 +619,9 @@ static void make_reason(const struct planner_inputs *in, struct planner_result *
         w += snprintf(b + w, n - (size_t)w, ", %d stream (PCIe busy %.0f of %.0f ms per step)", S,
                       e->detail.pcie_s * 1e3, st);
     if (C > 0 && w > 0 && (size_t)w < n)
-        w += snprintf(b + w, n - (size_t)w, ", the CPU computes %d (%.0f ms)%s", C,
-                      e->detail.cpu_s * 1e3, S > 0 ? " while PCIe streams, both busy at once" : "");
+        w += snprintf(b + w, n - (size_t)w, ", the CPU computes %d (%.0f ms)%s%s", C,
+                      e->detail.cpu_s * 1e3, S > 0 ? " while PCIe streams, both busy at once" : "",
+                      placement_guests(pl) ? " (prefill chunks run them on the GPU)" : "");
     if (pl->lm_head != PLACEMENT_GPU_RESIDENT && w > 0 && (size_t)w < n)
         w += snprintf(b + w, n - (size_t)w, ", lm_head %s",
                       pl->lm_head == PLACEMENT_CPU ? "on the CPU" : "streamed");
@@ -690,19 +704,8 @@ static enum tl_status plan_view(const struct planner_inputs *in, const struct ce
         out->best[i] = b.best_pred;
         placement_describe(&b.best, out->best_desc[i], sizeof out->best_desc[i]);
     }
-    /* one prefill chunk of one sequence; and, with CPU layers, the same chunk if they streamed
-     * for it (what a prefill mode of the executors would gain) */
+    /* one prefill chunk of one sequence (with guests, the CPU layers run on the GPU for it) */
     out->prefill_s = prefill_chunk_s(in, ce, &out->pl, in->max_num_batched_tokens);
-    if (placement_count(&out->pl, PLACEMENT_CPU) > 0) {
-        struct placement alt = out->pl;
-        for (int l = 0; l < alt.n_layers; l++)
-            if (alt.layer[l] == PLACEMENT_CPU) alt.layer[l] = PLACEMENT_GPU_STREAMED;
-        alt.stream_slots = 1;
-        struct stepmodel_step chunk = {1, in->max_num_batched_tokens, in->max_num_batched_tokens};
-        struct stepmodel_result pr;
-        stepmodel_predict(&in->cfg, &alt, ce, &chunk, &pr);
-        out->prefill_cpu_streamed_s = pr.step_s;
-    }
     make_reason(in, out);
     return TL_OK;
 }

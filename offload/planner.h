@@ -145,10 +145,9 @@ struct planner_result {
     struct planner_prediction pred[PLANNER_NBATCH]; /* the chosen placement */
     struct planner_prediction best[PLANNER_NBATCH]; /* the best placement for that batch */
     char best_desc[PLANNER_NBATCH][PLACEMENT_MAX_LAYERS + 64];
-    double prefill_s;              /* one chunk of max_num_batched_tokens tokens of one sequence */
-    double prefill_cpu_streamed_s; /* the same if the CPU layers streamed for it (0: none) */
-    int candidates;                /* placements evaluated */
-    char reason[400];              /* one line: why this placement */
+    double prefill_s; /* one chunk of max_num_batched_tokens tokens of one sequence */
+    int candidates;   /* placements evaluated */
+    char reason[400]; /* one line: why this placement */
 };
 
 /* Chooses the placement that maximises predicted decode tok/s at the expected batch among all

@@ -100,7 +100,12 @@ void planner_print(FILE *f, const struct planner_inputs *whole, const struct cei
     if (pl->stream_slots)
         fprintf(f, "  %d staging slot%s of %.0f MiB", pl->stream_slots,
                 pl->stream_slots > 1 ? "s" : "", (double)pl->stream_slot_bytes / (1 << 20));
-    if (pl->stream_slots) fprintf(f, "\n");
+    if (placement_guests(pl))
+        fprintf(
+            f, "%s1 slot of %.0f MiB for the CPU layers in steps of %d tokens or more (prefill)",
+            pl->stream_slots ? ", and " : "  ",
+            (double)sizes_layer_bytes(&in->cfg, pl->gpu_dtype) / (1 << 20), pl->guest_min_tokens);
+    if (pl->stream_slots || placement_guests(pl)) fprintf(f, "\n");
 
     fprintf(f, "\nmemory                   %s           host\n",
             in->tensor_parallel_size > 1 ? "per GPU" : "    GPU");
@@ -171,9 +176,11 @@ void planner_print(FILE *f, const struct planner_inputs *whole, const struct cei
         fprintf(f, "  prefill: one %d-token chunk in %.0f ms (%.0f tok/s)",
                 in->max_num_batched_tokens, r->prefill_s * 1e3,
                 in->max_num_batched_tokens / r->prefill_s);
-    if (r->prefill_cpu_streamed_s > 0)
-        fprintf(f, "; %.0f ms if the CPU layers streamed for prefill (the executors do not yet)",
-                r->prefill_cpu_streamed_s * 1e3);
+    if (placement_guests(&r->pl))
+        fprintf(f,
+                "; steps of %d tokens or more run the CPU layers on the GPU, their weights "
+                "streamed through one more slot",
+                r->pl.guest_min_tokens);
     fprintf(f, "\n");
     fprintf(f, "\nreason: %s\n", r->reason);
 }

@@ -127,6 +127,11 @@ static double hop_s(const struct config *c, const struct rates *r, const struct 
     return HOP_LATENCY_S + (double)s->n_tokens * c->hidden_size * 4.0 / r->pcie;
 }
 
+/* Whether step s runs the CPU layers on the GPU as guests (placement.h). */
+static bool guest_step(const struct placement *p, const struct stepmodel_step *s) {
+    return placement_guests(p) && s->n_tokens >= p->guest_min_tokens;
+}
+
 static int build_units(const struct config *c, const struct placement *p, const struct rates *r,
                        const struct stepmodel_step *s, struct unit *u) {
     int n = 0;
@@ -142,9 +147,16 @@ static int build_units(const struct config *c, const struct placement *p, const 
     double copy = (double)sizes_layer_bytes(c, p->gpu_dtype) / r->pcie;
     /* with a slot per streamed unit the weights stay in their slots (gpu_backend.c) */
     bool moves = placement_streamed_units(p) > p->stream_slots;
+    bool guest = guest_step(p, s);
+    /* a guest layer's new K/V go to the other lane's cache: a hop's latency and their bytes */
+    double mirror = placement_guests(p) ? HOP_LATENCY_S + 2.0 * s->n_tokens * c->n_kv_heads *
+                                                              c->head_dim * 4.0 / r->pcie
+                                        : 0.0;
     for (int l = 0; l < p->n_layers; l++) {
-        if (p->layer[l] == PLACEMENT_CPU)
-            u[n++] = (struct unit){LOC_CPU, 0, t_cpu, 0};
+        if (p->layer[l] == PLACEMENT_CPU && guest)
+            u[n++] = (struct unit){LOC_GPU, 1, t_gpu + mirror, copy};
+        else if (p->layer[l] == PLACEMENT_CPU)
+            u[n++] = (struct unit){LOC_CPU, 0, t_cpu + mirror, 0};
         else
             u[n++] =
                 (struct unit){LOC_GPU, moves && p->layer[l] == PLACEMENT_GPU_STREAMED, t_gpu, copy};
@@ -177,6 +189,10 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
                       ce};
     int n_cpu = placement_count(p, PLACEMENT_CPU) + (p->lm_head == PLACEMENT_CPU);
     int n_str = placement_streamed_units(p) > p->stream_slots ? placement_streamed_units(p) : 0;
+    if (guest_step(p, s)) {
+        n_str += n_cpu - (p->lm_head == PLACEMENT_CPU);
+        n_cpu = p->lm_head == PLACEMENT_CPU;
+    }
     /* PCIe DMA and CPU reads share the host's memory: when both run, both use the rates
      * measured while the other one ran. */
     if (n_cpu > 0 && n_str > 0) {
@@ -198,7 +214,9 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
     /* Replay. done_ring[n % slots]: when the unit of streamed copy n finished computing, which
      * frees its slot for copy n + slots; copies are issued in ring order as soon as PCIe and
      * their slot are free. */
-    int slots = p->stream_slots > 0 ? p->stream_slots : 1;
+    /* a guest step's CPU layers copy through their own slot; the replay lets them share the
+     * ring with one slot more, which orders the copies the same way */
+    int slots = (p->stream_slots > 0 ? p->stream_slots : 1) + (guest_step(p, s) ? 1 : 0);
     double copy_free = 0, t = 0, step_end[NSTEPS];
     double done_ring[64];
     int ring = 0; /* copies issued so far */
@@ -246,4 +264,23 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
         if (u[i].streamed) out->pcie_s += u[i].copy_s;
     }
     if (p->lm_head == PLACEMENT_CPU) out->cpu_s += sample_s;
+}
+
+int stepmodel_guest_min_tokens(const struct config *c, const struct placement *p,
+                               const struct ceilings *ce, int max_tokens) {
+    struct rates r = {ce->gpu_hbm_gbps * 1e9,
+                      ce->gpu_gemm_tflops * 1e12,
+                      ce->pcie_h2d_gbps * 1e9,
+                      ce->pcie_d2h_gbps * 1e9,
+                      ce->cpu_read_gbps * 1e9,
+                      ce->cpu_attn_gflops * 1e9,
+                      1.0,
+                      ce};
+    double copy = (double)sizes_layer_bytes(c, p->gpu_dtype) / r.pcie;
+    /* a prefill chunk of one sequence: the CPU's cost grows with the rows, the copy does not */
+    for (int T = 1; T <= max_tokens; T = T < 8 ? T + 1 : T + T / 8) {
+        struct stepmodel_step s = {1, T, T};
+        if (cpu_layer_s(c, &r, &s) >= copy + gpu_layer_s(c, p, &r, &s)) return T;
+    }
+    return 0;
 }

@@ -37,4 +37,10 @@ struct stepmodel_result {
 void stepmodel_predict(const struct config *c, const struct placement *p, const struct ceilings *ce,
                        const struct stepmodel_step *s, struct stepmodel_result *out);
 
+/* The fewest tokens of a step for which running a CPU layer on the GPU as a guest (its weights
+ * copied in, placement.h) beats computing it on the CPU; 0 when no step up to max_tokens does.
+ * Uses p's gpu_dtype and the ceilings only. */
+int stepmodel_guest_min_tokens(const struct config *c, const struct placement *p,
+                               const struct ceilings *ce, int max_tokens);
+
 #endif

@@ -37,6 +37,7 @@ struct layout {
     int slots;
     bool embed_cpu, head_cpu;
     bool head_stream; /* lm_head streamed after the layers */
+    int guest;        /* > 0: steps of this many tokens run the C layers on the GPU as guests */
 };
 
 struct rig {
@@ -75,7 +76,8 @@ static int rig_open(struct rig *g, const struct model *host, enum tl_dtype dt,
                                   .stream_slots = lo->slots,
                                   .embed_on_host = lo->embed_cpu,
                                   .head_on_host = lo->head_cpu,
-                                  .head_streamed = lo->head_stream};
+                                  .head_streamed = lo->head_stream,
+                                  .guest_min_tokens = lo->guest};
     struct gpu_plan plan;
     if (gpu_backend_create(host, &go, &g->gpu, &g->dm, &plan, &err) != TL_OK) goto fail;
     if (g->has_cpu) {
@@ -84,8 +86,10 @@ static int rig_open(struct rig *g, const struct model *host, enum tl_dtype dt,
                                       .block_size = 16,
                                       .max_ctx = 256,
                                       .kv_layers = on_cpu};
-        struct fwd_placement pl = {
-            .layer_on_cpu = on_cpu, .embed_on_cpu = lo->embed_cpu, .head_on_cpu = lo->head_cpu};
+        struct fwd_placement pl = {.layer_on_cpu = on_cpu,
+                                   .embed_on_cpu = lo->embed_cpu,
+                                   .head_on_cpu = lo->head_cpu,
+                                   .guest_min_tokens = lo->guest};
         if (cpu_backend_create(&host->cfg, &co, &g->cpu, &err) != TL_OK ||
             forward_create_split(g->dm, &g->gpu, host, &g->cpu, &pl, step, seqs, &g->fw, &err) !=
                 TL_OK)
@@ -179,15 +183,19 @@ static bool near_tie(const struct fixture *fx, int p, const int32_t *ref, int t,
 
 static void check(const char *fixture, enum tl_dtype dt) {
     static const struct layout layouts[] = {
-        {"all streamed, 1 slot", "S", 1, false, false, false},
-        {"alternate streamed, 2 slots", "RS", 2, false, false, false},
-        {"streamed, slots = layers", "S", MAXL, false, false, false},
-        {"all on the CPU", "C", 0, true, true, false},
-        {"mixed R C S, embedding on the CPU", "RCS", 1, true, false, false},
-        {"CPU middle, head on the CPU", "RCCS", 2, false, true, false},
-        {"streamed lm_head, embedding on the CPU", "RS", 2, true, false, true},
-        {"only lm_head streamed", "R", 1, false, false, true},
-        {"3 units streamed, 2 slots asked", "SR", 2, false, false, true},
+        {"all streamed, 1 slot", "S", 1, false, false, false, 0},
+        {"alternate streamed, 2 slots", "RS", 2, false, false, false, 0},
+        {"streamed, slots = layers", "S", MAXL, false, false, false, 0},
+        {"all on the CPU", "C", 0, true, true, false, 0},
+        {"mixed R C S, embedding on the CPU", "RCS", 1, true, false, false, 0},
+        {"CPU middle, head on the CPU", "RCCS", 2, false, true, false, 0},
+        {"streamed lm_head, embedding on the CPU", "RS", 2, true, false, true, 0},
+        {"only lm_head streamed", "R", 1, false, false, true, 0},
+        {"3 units streamed, 2 slots asked", "SR", 2, false, false, true, 0},
+        /* prefill chunks on the GPU, decode steps of the 5 prompts on the CPU */
+        {"R C S, C layers' prefill on the GPU", "RCS", 1, true, false, false, 6},
+        {"CPU pair, head on the CPU, guests", "RCCS", 2, false, true, false, 6},
+        {"all on the CPU, prefill on the GPU", "C", 0, true, true, false, 6},
     };
     struct fixture fx;
     if (fixture_open(fixture, &fx) != 0) {
@@ -203,7 +211,7 @@ static void check(const char *fixture, enum tl_dtype dt) {
      * step shapes change the kernels (GEMV vs GEMM), so each placement is held to the resident
      * run of its own step size */
     int32_t ref_out[2][FIXTURE_MAX_PROMPTS][64], out[FIXTURE_MAX_PROMPTS][64];
-    struct layout resident = {"resident", "R", 0, false, false, false};
+    struct layout resident = {"resident", "R", 0, false, false, false, 0};
     struct rig g;
     if (rig_open(&g, fx.m, dt, &resident, 256, np)) goto done;
     for (int p = 0; p < np; p++)
