@@ -307,8 +307,13 @@ struct search {
     struct planner_prediction best_pred;
 };
 
+/* The expected batch is what the user runs at once: a placement whose KV holds it beats one
+ * that would serve it in waves, whatever their tok/s at the smaller concurrency; among those
+ * that hold it (or, when none does, among all), the fastest end to end. */
 static bool better(const struct planner_prediction *a, const struct planner_memory *am,
-                   const struct planner_prediction *b, const struct planner_memory *bm) {
+                   const struct planner_prediction *b, const struct planner_memory *bm, int want) {
+    bool a_full = a->concurrency >= want, b_full = b->concurrency >= want;
+    if (a_full != b_full) return a_full;
     if (a->e2e_tok_s > b->e2e_tok_s * 1.005) return true;
     if (a->e2e_tok_s < b->e2e_tok_s / 1.005) return false;
     return am->offload_bytes < bm->offload_bytes; /* as fast: keep more on the GPU */
@@ -349,7 +354,7 @@ static void consider(struct search *s, struct placement *pl, int R, int S, int C
         int want = s->batch < s->in->max_num_seqs ? s->batch : s->in->max_num_seqs;
         if (p.concurrency >= want) *full = true;
         if (p.detail.stall_s < 1e-6) *no_stall = true;
-        if (!s->found || better(&p, &mem, &s->best_pred, &s->best_mem)) {
+        if (!s->found || better(&p, &mem, &s->best_pred, &s->best_mem, want)) {
             s->found = true;
             s->best = *pl;
             s->best_mem = mem;
@@ -378,7 +383,18 @@ static void run_search(struct search *s) {
             int c_max = in->policy == PLANNER_POLICY_STREAM ? 0 : L;
             for (int C = 0; C <= c_max; C++) {
                 int s_max = in->policy == PLANNER_POLICY_CPU ? 0 : L - C;
-                for (int S = 0; S <= s_max; S++) {
+                /* CPU layers run with and without guest steps (prefill on the GPU); the guests'
+                 * KV on the GPU needs more streaming to hold the batch, so each variant stops
+                 * on its own */
+                struct placement pl;
+                placement_init_resident(&pl, L, dt, in->block_size);
+                int guest_min =
+                    C > 0 && s->ce && in->policy != PLANNER_POLICY_CPU
+                        ? stepmodel_guest_min_tokens(c, &pl, s->ce, in->max_num_batched_tokens)
+                        : 0;
+                int variants = guest_min > 0 ? 2 : 1;
+                bool done[2] = {false, false};
+                for (int S = 0; S <= s_max && !(done[0] && done[variants - 1]); S++) {
                     int R = L - C - S;
                     size_t off = offload_bytes_of(c, &ub, S, C, embed, lm);
                     if (!offload_ok(in, off, S + C, ub.layer)) continue;
@@ -387,18 +403,13 @@ static void run_search(struct search *s) {
                      * weights stay in their slots), so at most su - 1 */
                     if (su == 1) continue;
                     int k_max = su == 0 ? 0 : su - 1 < KMAX ? su - 1 : KMAX;
-                    bool full = false;
-                    struct placement pl;
                     placement_init_resident(&pl, L, dt, in->block_size);
                     pl.embed = embed;
                     pl.lm_head = lm;
-                    /* CPU layers with and without guest steps (prefill on the GPU) */
-                    int guest_min =
-                        C > 0 && s->ce && in->policy != PLANNER_POLICY_CPU
-                            ? stepmodel_guest_min_tokens(c, &pl, s->ce, in->max_num_batched_tokens)
-                            : 0;
-                    for (int g = 0; g <= (guest_min > 0); g++) {
+                    for (int g = 0; g < variants; g++) {
+                        if (done[g]) continue;
                         pl.guest_min_tokens = g ? guest_min : 0;
+                        bool full = false;
                         for (int k = su > 0 ? 1 : 0; k <= k_max; k++) {
                             bool no_stall = false;
                             if (k > 0 && su % k) continue; /* unit u owns slot u % k */
@@ -407,9 +418,9 @@ static void run_search(struct search *s) {
                             if (s->memory_only && s->found) return;
                             if (no_stall || s->memory_only) break; /* more slots take memory */
                         }
+                        /* more streaming only frees KV room: stop once the batch fits */
+                        done[g] = full;
                     }
-                    /* more streaming only frees KV room: stop once the batch fits */
-                    if (full) break;
                 }
             }
         }

@@ -66,7 +66,7 @@ c = json.load(open(sys.argv[1]))
 for k in ("cpu_read_gbps", "cpu_sgemm_gflops", "cpu_gemv1_gbps", "cpu_gemv8_gbps",
           "cpu_mm16_gflops", "cpu_mm64_gflops", "cpu_attn_gflops", "cpu_dispatch_us"):
     assert c[k] > 0, k
-assert c["cpu_threads"] >= 1 and c["version"] == 2 and "no GPU" in c["key"]
+assert c["cpu_threads"] >= 1 and c["version"] == 3 and "no GPU" in c["key"]
 PY
 check "the cache file holds every CPU ceiling" $?
 expect "--recalibrate measures again" 0 "ceilings measured now on this machine" \
