@@ -1,19 +1,21 @@
-/* bench_gpu_matmul: kern_matmul's two paths against the memory ceilings of the same run, at the
+/* bench_gpu_matmul: kern_matmul's paths against the memory ceilings of the same run, at the
  * decode shapes of a 14B model (DeepSeek-R1-Distill-Qwen-14B: hidden 5120, 40 / 8 heads of 128,
  * intermediate 13824, vocab 152064), BF16.
  *   1. Ceilings: HBM copy (cudaMemcpy D2D of 1 GiB, bytes read + written) and HBM read: the
  *      best of six read-and-xor kernels over 1 GiB (4 or 8 16-byte loads in flight per thread,
  *      with and without the L2::256B hint the GEMV uses), compiled at run time with NVRTC since
  *      this file is C; each the median of 10.
- *   2. For q/k/v (grouped), o, gate/up (grouped), down and lm_head and m = 1..64: the GEMV
- *      (forced) and cuBLAS (forced), each the median of 50 calls timed one per CUDA event pair
- *      on the context's stream after 5 warm-up calls, and the median of 15 groups of 8 calls
- *      back to back (b2b); calls rotate over enough weight copies (>= 256 MiB) that the weights
- *      stream from HBM rather than the 50 MB L2. GB/s counts the weight bytes once per call (a
- *      forced GEMV above m = 16 reads them once per 16 rows). The two paths' outputs are
- *      compared (relative L2) as a sanity check.
- *   3. One decoder layer's matmuls at m = 1 (q/k/v + o + gate/up + down, automatic path), as a
- *      stream of calls and as a replayed CUDA graph, and the whole token's matmul floor.
+ *   2. For q/k/v (grouped), o, gate/up (grouped), down and lm_head and m = 1..64: the GEMV,
+ *      cuBLAS, the wide path and its 16-rows-a-warp variant (each forced: kern_matmul_force_path
+ *      1, 2, 3, 4), each the median of 50 calls timed one per CUDA event pair on the context's
+ *      stream after 5 warm-up calls, and the median of 15 groups of 8 calls back to back (b2b);
+ *      calls rotate over enough weight copies (>= 256 MiB) that the weights stream from HBM
+ *      rather than the 50 MB L2. GB/s counts the weight bytes once per call (a forced GEMV
+ *      above m = 16 reads them once per 16 rows). Each path's output is compared with cuBLAS's
+ *      (relative L2) as a sanity check.
+ *   3. One decoder layer's matmuls at m = 1, 16, 32 and 64 (q/k/v + o + gate/up + down,
+ *      automatic path), as a stream of calls and as a replayed CUDA graph, and the whole
+ *      token's matmul floor at each m.
  * The GEMV variants tried on the way (and what each gained) are listed at the top of
  * kernels/kern_matmul.cu. Prints a short table last. Usage: bench_gpu_matmul [--reps N] */
 #include <cuda.h>
@@ -34,9 +36,13 @@
 #define MAX_REPS  200
 #define ROTATE_MB 256.0 /* weight bytes rotated over, well past the L2 */
 #define ACT       TL_DTYPE_BF16
-#define N_M       7
+#define N_M       11
+#define N_PATHS   4 /* forced paths 1..4: GEMV, cuBLAS, wide, wide16 */
+#define N_LAYER_M 4
 
-static const int ms[N_M] = {1, 2, 4, 8, 16, 32, 64};
+static const int ms[N_M] = {1, 2, 4, 8, 12, 16, 17, 24, 32, 48, 64};
+static const char *const path_names[N_PATHS] = {"gemv", "cublas", "wide", "wide16"};
+static const int layer_ms[N_LAYER_M] = {1, 16, 32, 64};
 static int reps = 50;
 
 static const double GB = 1e9;
@@ -296,23 +302,23 @@ static void do_matmul(void *arg, int i) {
     CHECK_TL(a->ctx, kern_matmul(a->ctx, ACT, ws->x, a->m, ws->sh->n_w, w, NULL, ws->y));
 }
 
-/* Relative L2 distance between the two paths' outputs for copy 0 at m. */
-static double check_paths(struct kern_ctx *ctx, struct wset *ws, int m, int gemv_path) {
+/* Relative L2 distance between forced path `path`'s outputs and cuBLAS's for copy 0 at m. */
+static double check_path(struct kern_ctx *ctx, struct wset *ws, int m, int path) {
     double num = 0, den = 0;
     for (int p = 0; p < ws->sh->n_w; p++) {
         size_t n = (size_t)m * ws->sh->rows[p];
         uint16_t *h[2];
         float *f[2];
-        for (int path = 1; path <= 2; path++) {
+        for (int j = 0; j < 2; j++) {
             struct mm_arg a = {ctx, ws, m};
-            kern_matmul_force_path(path == 1 ? gemv_path : 2);
+            kern_matmul_force_path(j == 0 ? path : 2);
             do_matmul(&a, 0);
-            h[path - 1] = malloc(n * 2);
-            f[path - 1] = malloc(n * sizeof(float));
-            if (!h[path - 1] || !f[path - 1]) exit(1);
-            CHECK_TL(ctx, kern_download(ctx, h[path - 1], ws->y[p], n * 2));
+            h[j] = malloc(n * 2);
+            f[j] = malloc(n * sizeof(float));
+            if (!h[j] || !f[j]) exit(1);
+            CHECK_TL(ctx, kern_download(ctx, h[j], ws->y[p], n * 2));
             CHECK_TL(ctx, kern_sync(ctx));
-            dtype_to_f32(ACT, h[path - 1], f[path - 1], n);
+            dtype_to_f32(ACT, h[j], f[j], n);
         }
         kern_matmul_force_path(0);
         for (size_t i = 0; i < n; i++) {
@@ -332,12 +338,13 @@ struct layer_arg {
     struct kern_ctx *ctx;
     struct wset *ws[4]; /* qkv, o, gate_up, down: same n_copies */
     int n_copies;
+    int m;
 };
 
 static void do_layer(void *arg, int i) {
     struct layer_arg *a = arg;
     for (int s = 0; s < 4; s++) {
-        struct mm_arg m = {a->ctx, a->ws[s], 1};
+        struct mm_arg m = {a->ctx, a->ws[s], a->m};
         do_matmul(&m, i % a->n_copies);
     }
 }
@@ -447,8 +454,8 @@ int main(int argc, char **argv) {
     kern_free(ctx, b_buf);
 
     /* 2. shapes x m x path */
-    static float t_us[N_SHAPES][N_M][2], t_b2b[N_SHAPES][N_M][2];
-    static double diff[N_SHAPES][N_M];
+    static float t_us[N_SHAPES][N_M][N_PATHS], t_b2b[N_SHAPES][N_M][N_PATHS];
+    static double diff[N_SHAPES][N_M][N_PATHS];
     for (int si = 0; si < N_SHAPES; si++) {
         struct wset ws;
         wset_alloc(ctx, &shapes[si], 2, ROTATE_MB * 1e6, &ws);
@@ -456,26 +463,27 @@ int main(int argc, char **argv) {
                (double)ws.bytes / 1e6, ws.n_copies);
         for (int mi = 0; mi < N_M; mi++) {
             struct mm_arg a = {ctx, &ws, ms[mi]};
-            for (int path = 1; path <= 2; path++) {
-                kern_matmul_force_path(path);
+            printf("  m=%-3d", ms[mi]);
+            for (int pi = 0; pi < N_PATHS; pi++) {
+                kern_matmul_force_path(pi + 1);
                 struct batch_arg b = {&a, 8};
-                t_us[si][mi][path - 1] = 1e3f * time_calls(s, do_matmul, &a, WARMUP, reps);
-                t_b2b[si][mi][path - 1] = 1e3f * time_calls(s, do_batch, &b, 2, 15) / 8;
+                t_us[si][mi][pi] = 1e3f * time_calls(s, do_matmul, &a, WARMUP, reps);
+                t_b2b[si][mi][pi] = 1e3f * time_calls(s, do_batch, &b, 2, 15) / 8;
+                kern_matmul_force_path(0);
+                diff[si][mi][pi] = pi == 1 ? 0.0 : check_path(ctx, &ws, ms[mi], pi + 1);
+                printf("  %s %8.1f us %5.0f GB/s", path_names[pi], t_us[si][mi][pi],
+                       (double)ws.bytes / (t_us[si][mi][pi] * 1e-6) / GB);
             }
-            kern_matmul_force_path(0);
-            diff[si][mi] = check_paths(ctx, &ws, ms[mi], 1);
-            printf("  m=%-3d gemv %8.1f us %6.0f GB/s   cublas %8.1f us %6.0f GB/s   "
-                   "|gemv-cublas|/|cublas| %.1e\n",
-                   ms[mi], t_us[si][mi][0], (double)ws.bytes / (t_us[si][mi][0] * 1e-6) / GB,
-                   t_us[si][mi][1], (double)ws.bytes / (t_us[si][mi][1] * 1e-6) / GB, diff[si][mi]);
+            printf("\n");
         }
         wset_free(ctx, &ws);
     }
 
-    /* 3. one decoder layer at m = 1, automatic path */
+    /* 3. one decoder layer at m = layer_ms[], automatic path */
     struct wset lw[4];
-    struct layer_arg la = {ctx, {&lw[0], &lw[1], &lw[2], &lw[3]}, 4};
+    struct layer_arg la = {ctx, {&lw[0], &lw[1], &lw[2], &lw[3]}, 4, 1};
     size_t layer_bytes = 0;
+    float t_layer[N_LAYER_M], t_graph[N_LAYER_M];
     for (int sidx = 0; sidx < 4; sidx++) {
         /* 4 copies of every part: 2.2 GB per rotation */
         wset_alloc(ctx, &shapes[sidx], 4, 0, &lw[sidx]);
@@ -483,61 +491,71 @@ int main(int argc, char **argv) {
     }
     for (int sidx = 0; sidx < 4; sidx++)
         if (lw[sidx].n_copies < la.n_copies) la.n_copies = lw[sidx].n_copies;
-    float t_layer = 1e3f * time_calls(s, do_layer, &la, WARMUP, reps);
+    for (int li = 0; li < N_LAYER_M; li++) {
+        la.m = layer_ms[li];
+        t_layer[li] = 1e3f * time_calls(s, do_layer, &la, WARMUP, reps);
 
-    /* The same as a graph: 2 * n_copies layers per replay. */
-    cudaGraph_t graph;
-    struct graph_arg ga = {NULL, s};
-    int graph_layers = 2 * la.n_copies;
-    CHECK_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < graph_layers; i++) do_layer(&la, i);
-    CHECK_CUDA(cudaStreamEndCapture(s, &graph));
-    CHECK_CUDA(cudaGraphInstantiate(&ga.exec, graph, 0));
-    float t_graph = 1e3f * time_calls(s, do_graph, &ga, 3, reps < 20 ? reps : 20) / graph_layers;
-    CHECK_CUDA(cudaGraphExecDestroy(ga.exec));
-    CHECK_CUDA(cudaGraphDestroy(graph));
+        /* The same as a graph: 2 * n_copies layers per replay. */
+        cudaGraph_t graph;
+        struct graph_arg ga = {NULL, s};
+        int graph_layers = 2 * la.n_copies;
+        CHECK_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+        for (int i = 0; i < graph_layers; i++) do_layer(&la, i);
+        CHECK_CUDA(cudaStreamEndCapture(s, &graph));
+        CHECK_CUDA(cudaGraphInstantiate(&ga.exec, graph, 0));
+        t_graph[li] = 1e3f * time_calls(s, do_graph, &ga, 3, reps < 20 ? reps : 20) / graph_layers;
+        CHECK_CUDA(cudaGraphExecDestroy(ga.exec));
+        CHECK_CUDA(cudaGraphDestroy(graph));
+    }
     for (int sidx = 0; sidx < 4; sidx++) wset_free(ctx, &lw[sidx]);
 
     /* ---------------- the table ---------------- */
     printf("\n=== kern_matmul, %s, BF16 (ceilings: read %.0f GB/s, copy %.0f GB/s) ===\n",
            info.name, read_gbs, copy_gbs);
-    printf("single call (one call per event pair) and b2b (8 calls per pair); /read = GB/s of "
-           "weights over the read ceiling\n");
-    printf("%-8s %3s | %8s %6s %6s %6s | %8s %6s %6s %6s | %s\n", "shape", "m", "gemv us", "GB/s",
-           "/read", "b2b", "cublasus", "GB/s", "/read", "b2b", "faster");
+    printf("per path: us of one call (one call per event pair), /read = GB/s of weights over the "
+           "read ceiling, b2b = the same for 8 calls back to back; auto = what the automatic "
+           "choice runs\n");
+    printf("%-8s %3s", "shape", "m");
+    for (int pi = 0; pi < N_PATHS; pi++) printf(" | %6s us  /read   b2b", path_names[pi]);
+    printf(" | fastest\n");
     for (int si = 0; si < N_SHAPES; si++) {
         size_t bytes = 0;
         for (int p = 0; p < shapes[si].n_w; p++)
             bytes += (size_t)shapes[si].rows[p] * shapes[si].k * 2;
         for (int mi = 0; mi < N_M; mi++) {
-            double g[2], b[2];
-            for (int j = 0; j < 2; j++) {
-                g[j] = (double)bytes / (t_us[si][mi][j] * 1e-6) / GB;
-                b[j] = (double)bytes / (t_b2b[si][mi][j] * 1e-6) / GB;
+            int best = 0;
+            bool disagree = false;
+            printf("%-8s %3d", shapes[si].name, ms[mi]);
+            for (int pi = 0; pi < N_PATHS; pi++) {
+                double g = (double)bytes / (t_us[si][mi][pi] * 1e-6) / GB;
+                double b = (double)bytes / (t_b2b[si][mi][pi] * 1e-6) / GB;
+                printf(" | %9.1f %5.3f %5.3f", t_us[si][mi][pi], g / read_gbs, b / read_gbs);
+                if (t_us[si][mi][pi] < t_us[si][mi][best]) best = pi;
+                disagree |= diff[si][mi][pi] > 1e-2;
             }
-            printf("%-8s %3d | %8.1f %6.0f %6.3f %6.3f | %8.1f %6.0f %6.3f %6.3f | %s%s\n",
-                   shapes[si].name, ms[mi], t_us[si][mi][0], g[0], g[0] / read_gbs, b[0] / read_gbs,
-                   t_us[si][mi][1], g[1], g[1] / read_gbs, b[1] / read_gbs,
-                   t_us[si][mi][0] < t_us[si][mi][1] ? "gemv" : "cublas",
-                   diff[si][mi] > 1e-2 ? "  PATHS DISAGREE" : "");
+            printf(" | %s%s\n", path_names[best], disagree ? "  PATHS DISAGREE" : "");
         }
     }
-    double lg = (double)layer_bytes / (t_layer * 1e-6) / GB;
-    double lgg = (double)layer_bytes / (t_graph * 1e-6) / GB;
     size_t lm_bytes = (size_t)152064 * 5120 * 2;
-    float t_lm = t_us[N_SHAPES - 1][0][0] < t_us[N_SHAPES - 1][0][1] ? t_us[N_SHAPES - 1][0][0]
-                                                                     : t_us[N_SHAPES - 1][0][1];
-    double tok_bytes = 48.0 * (double)layer_bytes + (double)lm_bytes;
-    double tok_us = 48.0 * t_graph + t_lm;
-    printf("layer m=1 (qkv+o+gate_up+down, %.0f MB): stream %.1f us (%.0f GB/s, %.3f of read), "
-           "graph %.1f us (%.0f GB/s, %.3f of read)\n",
-           (double)layer_bytes / 1e6, t_layer, lg, lg / read_gbs, t_graph, lgg, lgg / read_gbs);
-    printf("lm_head m=1: %.1f us (%.3f of read)\n", t_lm,
-           (double)lm_bytes / (t_lm * 1e-6) / GB / read_gbs);
-    printf("token's matmuls, 48 layers (graph) + lm_head: %.2f ms for %.2f GB; read floor %.2f ms "
-           "-> %.3f of the floor\n",
-           tok_us / 1e3, tok_bytes / GB, tok_bytes / (read_gbs * GB) * 1e3,
-           tok_bytes / (read_gbs * GB) / (tok_us * 1e-6));
+    for (int li = 0; li < N_LAYER_M; li++) {
+        int mi = 0;
+        while (mi < N_M - 1 && ms[mi] != layer_ms[li]) mi++;
+        float t_lm = t_us[N_SHAPES - 1][mi][0];
+        for (int pi = 1; pi < N_PATHS; pi++)
+            if (t_us[N_SHAPES - 1][mi][pi] < t_lm) t_lm = t_us[N_SHAPES - 1][mi][pi];
+        double lg = (double)layer_bytes / (t_layer[li] * 1e-6) / GB;
+        double lgg = (double)layer_bytes / (t_graph[li] * 1e-6) / GB;
+        double tok_bytes = 48.0 * (double)layer_bytes + (double)lm_bytes;
+        double tok_us = 48.0 * t_graph[li] + t_lm;
+        printf("m=%-2d layer (qkv+o+gate_up+down, %.0f MB, auto): stream %.1f us (%.3f of read), "
+               "graph %.1f us (%.3f of read); lm_head (fastest path) %.1f us (%.3f of read)\n",
+               layer_ms[li], (double)layer_bytes / 1e6, t_layer[li], lg / read_gbs, t_graph[li],
+               lgg / read_gbs, t_lm, (double)lm_bytes / (t_lm * 1e-6) / GB / read_gbs);
+        printf("m=%-2d token's matmuls, 48 layers (graph) + lm_head: %.2f ms for %.2f GB; read "
+               "floor %.2f ms -> %.3f of the floor\n",
+               layer_ms[li], tok_us / 1e3, tok_bytes / GB, tok_bytes / (read_gbs * GB) * 1e3,
+               tok_bytes / (read_gbs * GB) / (tok_us * 1e-6));
+    }
 
     kern_free(ctx, a_buf);
     kern_free(ctx, sink);

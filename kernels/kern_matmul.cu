@@ -13,6 +13,14 @@
  * summed through shared memory at the end, bias added in fp32, the result rounded once. m above
  * 16 (forced) runs in launches of 16 rows.
  *
+ * Wide (m 17..64, same conditions): the same kernel with 4 (m <= 32) or 8 n8 tiles of x in one
+ * launch, so the weights are read once per call rather than once per 16 rows. A warp owns 32
+ * weight rows (two 16-row A tiles) so that each x fragment, loaded from L2 by every CTA, feeds
+ * two mmas: x traffic is m / 32 of the weight traffic (2x at m = 64; m / 16 with 16 rows, the
+ * variant forced path 4 keeps for comparison). The accumulators (up to 64) and x fragments
+ * leave room for 4 (m <= 32) or 2 pieces in flight and ~200-250 registers a thread, so 8 warps
+ * an SM. The fused forms take the same path for m 17..64.
+ *
  * What the measurements (bench/bench_gpu_matmul, H100 SXM, 14B decode shapes) decided:
  *   - the L2::256B prefetch hint on the weight loads: +8..12% of bandwidth (a thread group
  *     reads only 64 bytes of a row per load; the hint makes L2 fetch whole 256-byte blocks);
@@ -44,8 +52,14 @@
 #define GEMV_AUTO_MAX_M 16
 /* Rows of x one GEMV launch handles (two n8 tiles of the mma). */
 #define GEMV_MAX_M 16
+/* Rows of x one wide launch handles (eight n8 tiles), and the range of m the automatic choice
+ * gives it: above GEMV_AUTO_MAX_M, where the narrow GEMV would read the weights once per 16
+ * rows, up to WIDE_AUTO_MAX_M, past which cuBLAS (tiles over m as well as rows) is expected to
+ * win. Both are estimates until bench_gpu_matmul has measured the wide path on the H100. */
+#define WIDE_MAX_M      64
+#define WIDE_AUTO_MAX_M 64
 
-static int force_path; /* 0 auto, 1 GEMV, 2 cuBLAS: for tests and benchmarks only */
+static int force_path; /* 0 auto, 1 GEMV, 2 cuBLAS, 3 wide, 4 wide 16 rows a warp: tests, benches */
 
 void kern_matmul_force_path(int path) {
     force_path = path;
@@ -225,6 +239,13 @@ gemv_pieces(float (&acc)[RT][MT][4], const T *const (&wp)[RT][2], const T *const
             }
 }
 
+/* Blocks per SM the compiler must fit (so its register cap): the narrow GEMV configurations
+ * keep 16 warps per SM; the wide ones (m > 16: 4 or 8 n8 tiles, 32 weight rows a warp) hold
+ * too many accumulators and x fragments for that and are allowed the full 255 registers. */
+static constexpr int gemv_min_blocks(int mt, int rt, int w) {
+    return mt * rt <= 2 ? 16 / w : (8 / w > 0 ? 8 / w : 1);
+}
+
 /* T: activation/weight type. MT: n8 tiles of x rows (1 for m <= 8, 2 for m <= 16). RT: 16-row
  * tiles of W per CTA. U: pieces in flight per thread. W: warps per CTA, which split k into W
  * contiguous slices. MODE: what happens around the product (GEMV_*). Lane l of a warp: g = l / 4
@@ -238,12 +259,19 @@ gemv_pieces(float (&acc)[RT][MT][4], const T *const (&wp)[RT][2], const T *const
  * loads go out before the wait for the kernel that wrote x; x is read and y written only after
  * it. */
 template <typename T, int MT, int RT, int U, int W, int MODE>
-static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struct gemv_args a) {
+static __global__ void __launch_bounds__(W * 32, gemv_min_blocks(MT, RT, W))
+    gemv_kernel(const struct gemv_args a) {
     constexpr bool NORM = MODE == GEMV_NORM || MODE == GEMV_SILU;
     constexpr bool PAIR = MODE == GEMV_SILU || MODE == GEMV_SILU_RAW;
-    constexpr int TILE = PAIR ? 8 : 16;       /* weight rows per 16-row mma tile */
-    __shared__ float red[W][RT * MT * 4][32]; /* each warp's partial sums */
-    __shared__ float ss_part[NORM ? W : 1][16];
+    constexpr int TILE = PAIR ? 8 : 16; /* weight rows per 16-row mma tile */
+    constexpr int Q = RT * MT * 4;      /* accumulators per thread */
+    /* The warps' partial sums. Past 16 KB (the wide configurations) the upper half of the
+     * warps adds into the lower half first, so the buffer fits the 48 KB of static shared
+     * memory. */
+    constexpr bool FOLD = W > 1 && W % 2 == 0 && W * Q * 32 * 4 > 16384;
+    constexpr int NR = FOLD ? W / 2 : W;
+    __shared__ float red[NR][Q][32];
+    __shared__ float ss_part[NORM ? W : 1][MT * 8];
     const int lane = (int)(threadIdx.x & 31u), warp = (int)(threadIdx.x >> 5);
     const int g = lane >> 2, t4 = lane & 3;
     const int b = (int)blockIdx.x;
@@ -310,12 +338,28 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
     }
     if (!waited) grid_dep_wait(); /* a warp without pieces: before y is written */
 
+    if (FOLD && warp >= NR) {
 #pragma unroll
-    for (int rt = 0; rt < RT; rt++)
+        for (int rt = 0; rt < RT; rt++)
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++)
+            for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int j = 0; j < 4; j++) red[warp][(rt * MT + mt) * 4 + j][lane] = acc[rt][mt][j];
+                for (int j = 0; j < 4; j++)
+                    red[warp - NR][(rt * MT + mt) * 4 + j][lane] = acc[rt][mt][j];
+    }
+    if (FOLD) __syncthreads();
+    if (!FOLD || warp < NR) {
+#pragma unroll
+        for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    float v = acc[rt][mt][j];
+                    if (FOLD) v += red[warp][(rt * MT + mt) * 4 + j][lane];
+                    red[warp][(rt * MT + mt) * 4 + j][lane] = v;
+                }
+    }
     if (NORM) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
@@ -329,7 +373,7 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
 
     const T *bias = (const T *)a.part[p].bias;
     T *y = (T *)a.part[p].y;
-    for (int e = (int)threadIdx.x; e < RT * MT * 4 * 32; e += W * 32) {
+    for (int e = (int)threadIdx.x; e < Q * 32; e += W * 32) {
         const int l = e & 31, q = e >> 5;
         const int j = q & 3, mt = (q >> 2) % MT, rt = (q >> 2) / MT;
         if (PAIR && j >= 2) continue; /* the up half: read with its gate below */
@@ -339,7 +383,7 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
         if (row >= rows || i >= m) continue;
         float s = 0.0f, inv = 1.0f;
 #pragma unroll
-        for (int v = 0; v < W; v++) s += red[v][q][l];
+        for (int v = 0; v < NR; v++) s += red[v][q][l];
         if (NORM) {
             float t = 0.0f;
 #pragma unroll
@@ -352,7 +396,7 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
             /* as the unfused path rounds: gate and up to T, silu(gate) to T, the product */
             float su = 0.0f;
 #pragma unroll
-            for (int v = 0; v < W; v++) su += red[v][q + 2][l];
+            for (int v = 0; v < NR; v++) su += red[v][q + 2][l];
             su *= inv;
             const float gt = round_to<T>(s);
             const float sg = round_to<T>(gt / (1.0f + expf(-gt)));
@@ -367,9 +411,15 @@ static __global__ void __launch_bounds__(W * 32, 16 / W) gemv_kernel(const struc
     }
 }
 
+/* One launch's shape: MT n8 tiles of x rows (m <= 8 * MT), RT 16-row weight tiles per warp
+ * (8-row gate / up pairs in the SILU modes), U pieces in flight, W warps per CTA. */
+struct gemv_cfg {
+    int mt, rt, u, w;
+};
+
 /* The launch: programmatic stream serialization lets this kernel start (and issue its first
  * weight loads) while the previous kernel on the stream drains. */
-template <typename T, int MT, int U, int W, int MODE>
+template <typename T, int MT, int RT, int U, int W, int MODE>
 static cudaError_t gemv_launch_t(const struct kern_ctx *ctx, const struct gemv_args *a) {
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute attr[1] = {};
@@ -380,51 +430,77 @@ static cudaError_t gemv_launch_t(const struct kern_ctx *ctx, const struct gemv_a
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = ctx->cc_major >= 9 ? 1 : 0; /* PDL is Hopper and newer */
-    return cudaLaunchKernelEx(&cfg, gemv_kernel<T, MT, 1, U, W, MODE>, *a);
+    return cudaLaunchKernelEx(&cfg, gemv_kernel<T, MT, RT, U, W, MODE>, *a);
 }
 
-/* 16 rows per CTA; 8 pieces in flight per thread for m <= 8 (8 KB per warp), 4 for m <= 16
- * (twice the x registers). Warps: 4 when the tiles fit in one wave of 4-warp CTAs (4 per SM;
- * o and down: 320 tiles), else 8 (fewer, longer CTAs: gate/up, lm_head). */
+/* The instantiated configurations (gemv_pick chooses among them). Narrow, m <= 16: 16 rows
+ * per CTA; 8 pieces in flight per thread for m <= 8 (8 KB per warp), 4 for m <= 16 (twice the
+ * x registers). Wide, m <= 64 in one launch so the weights are read once: 32 rows per warp, so
+ * each x fragment (from L2) feeds two weight tiles and x traffic stays at m / 32 of the weight
+ * traffic; 4 pieces in flight for m <= 32, 2 for m <= 64 (the accumulators and x fragments
+ * take the registers). The 16-rows-a-warp wide forms (x traffic m / 16 of the weights, twice
+ * the pieces in flight) are instantiated for GEMV_STORE only: bench_gpu_matmul compares them
+ * (forced path 4). */
 template <typename T, int MODE>
-static cudaError_t gemv_launch_cfg(const struct kern_ctx *ctx, const struct gemv_args *a) {
-    const bool w4 = a->tile_start[a->n_w] <= 4 * ctx->sm_count;
-    if (a->m <= 8)
-        return w4 ? gemv_launch_t<T, 1, 8, 4, MODE>(ctx, a)
-                  : gemv_launch_t<T, 1, 8, 8, MODE>(ctx, a);
-    return w4 ? gemv_launch_t<T, 2, 4, 4, MODE>(ctx, a) : gemv_launch_t<T, 2, 4, 8, MODE>(ctx, a);
+static cudaError_t gemv_launch_cfg(const struct kern_ctx *ctx, const struct gemv_args *a,
+                                   struct gemv_cfg c) {
+#define GEMV_CFG(MT, RT, U)                                                                        \
+    if (c.mt == MT && c.rt == RT && c.u == U)                                                      \
+        return c.w == 4 ? gemv_launch_t<T, MT, RT, U, 4, MODE>(ctx, a)                             \
+                        : gemv_launch_t<T, MT, RT, U, 8, MODE>(ctx, a);
+    GEMV_CFG(1, 1, 8)
+    GEMV_CFG(2, 1, 4)
+    GEMV_CFG(4, 2, 4)
+    GEMV_CFG(8, 2, 2)
+    if constexpr (MODE == GEMV_STORE) {
+        GEMV_CFG(4, 1, 8)
+        GEMV_CFG(8, 1, 4)
+    }
+#undef GEMV_CFG
+    return cudaErrorInvalidConfiguration;
 }
 
 template <typename T>
-static cudaError_t gemv_launch_mode(const struct kern_ctx *ctx, const struct gemv_args *a,
-                                    int mode) {
+static cudaError_t gemv_launch_mode(const struct kern_ctx *ctx, const struct gemv_args *a, int mode,
+                                    struct gemv_cfg c) {
     switch (mode) {
     case GEMV_NORM:
-        return gemv_launch_cfg<T, GEMV_NORM>(ctx, a);
+        return gemv_launch_cfg<T, GEMV_NORM>(ctx, a, c);
     case GEMV_SILU:
-        return gemv_launch_cfg<T, GEMV_SILU>(ctx, a);
+        return gemv_launch_cfg<T, GEMV_SILU>(ctx, a, c);
     case GEMV_RESADD:
-        return gemv_launch_cfg<T, GEMV_RESADD>(ctx, a);
+        return gemv_launch_cfg<T, GEMV_RESADD>(ctx, a, c);
     case GEMV_SILU_RAW:
-        return gemv_launch_cfg<T, GEMV_SILU_RAW>(ctx, a);
+        return gemv_launch_cfg<T, GEMV_SILU_RAW>(ctx, a, c);
     default:
-        return gemv_launch_cfg<T, GEMV_STORE>(ctx, a);
+        return gemv_launch_cfg<T, GEMV_STORE>(ctx, a, c);
     }
 }
 
+/* The configuration for mi rows of x (the rows of one launch) on `wide` (paths 3 and 4) or the
+ * narrow GEMV; narrow_rt selects the 16-rows-a-warp wide form. W (warps per CTA) is set by
+ * gemv_launch from the tile count. */
+static struct gemv_cfg gemv_pick(int mi, bool wide, bool narrow_rt) {
+    if (!wide) return mi <= 8 ? (struct gemv_cfg){1, 1, 8, 0} : (struct gemv_cfg){2, 1, 4, 0};
+    if (narrow_rt) return mi <= 32 ? (struct gemv_cfg){4, 1, 8, 0} : (struct gemv_cfg){8, 1, 4, 0};
+    return mi <= 32 ? (struct gemv_cfg){4, 2, 4, 0} : (struct gemv_cfg){8, 2, 2, 0};
+}
+
 /* mode GEMV_*; for the SILU modes n_w is 2 (gate, up) and y[0] receives the product; norm_w
- * (act dtype, k) for the norm-in modes. */
+ * (act dtype, k) for the norm-in modes. path 1: the narrow GEMV, launches of GEMV_MAX_M rows;
+ * 3: the wide form, launches of WIDE_MAX_M rows (4: its 16-rows-a-warp variant, GEMV_STORE
+ * only). */
 static enum tl_status gemv_launch(const struct kern_ctx *ctx, enum tl_dtype act, const void *x,
                                   int m, int n_w, const struct tl_tensor *const *w,
                                   const struct tl_tensor *const *bias, void *const *y, int mode,
-                                  const void *norm_w, float eps) {
+                                  const void *norm_w, float eps, int path) {
     enum tl_status st = TL_OK;
     const size_t es = dtype_size(act);
     const int k = (int)w[0]->cols;
     const bool pair = mode == GEMV_SILU || mode == GEMV_SILU_RAW;
-    const int n_parts = pair ? 1 : n_w, tile_rows = pair ? 8 : 16;
+    const bool wide = path == 3 || path == 4;
+    const int n_parts = pair ? 1 : n_w, step = wide ? WIDE_MAX_M : GEMV_MAX_M;
     struct gemv_args a;
-    int64_t tiles = 0;
 
     memset(&a, 0, sizeof a);
     a.n_w = n_parts;
@@ -438,26 +514,33 @@ static enum tl_status gemv_launch(const struct kern_ctx *ctx, enum tl_dtype act,
         a.part[p].bias = bias && bias[p] ? bias[p]->data : NULL;
         a.part[p].rows = (int)w[p]->rows;
     }
-    for (int p = 0; p < n_parts; p++) {
-        a.tile_start[p] = (int)tiles;
-        tiles += (w[p]->rows + tile_rows - 1) / tile_rows;
-    }
-    if (tiles > INT_MAX)
-        KERN_FAIL(ctx->err, TL_ERR_UNSUPPORTED, "kern_matmul: %lld row tiles in one launch",
-                  (long long)tiles);
-    for (int p = n_parts; p <= KERN_MATMUL_MAX_GROUP; p++) a.tile_start[p] = (int)tiles;
     KERN_CUDA(ctx->err, kern_enter(ctx));
-    /* Rows of x in launches of GEMV_MAX_M; y rows follow x rows. */
-    for (int i0 = 0; i0 < m; i0 += GEMV_MAX_M) {
-        const int mi = m - i0 < GEMV_MAX_M ? m - i0 : GEMV_MAX_M;
+    /* Rows of x in launches of `step`; y rows follow x rows. */
+    for (int i0 = 0; i0 < m; i0 += step) {
+        const int mi = m - i0 < step ? m - i0 : step;
+        struct gemv_cfg c = gemv_pick(mi, wide, path == 4);
+        const int tile_rows = (pair ? 8 : 16) * c.rt;
+        int64_t tiles = 0;
+        for (int p = 0; p < n_parts; p++) {
+            a.tile_start[p] = (int)tiles;
+            tiles += (w[p]->rows + tile_rows - 1) / tile_rows;
+        }
+        if (tiles > INT_MAX)
+            KERN_FAIL(ctx->err, TL_ERR_UNSUPPORTED, "kern_matmul: %lld row tiles in one launch",
+                      (long long)tiles);
+        for (int p = n_parts; p <= KERN_MATMUL_MAX_GROUP; p++) a.tile_start[p] = (int)tiles;
+        /* 4 warps when the tiles fit in one wave of 4-warp CTAs (o and down), else 8 (fewer,
+         * longer CTAs: gate/up, lm_head); a wide CTA holds about twice the registers, so half
+         * as many fit an SM. */
+        c.w = tiles <= (int64_t)(c.mt * c.rt <= 2 ? 4 : 2) * ctx->sm_count ? 4 : 8;
         a.m = mi;
         a.x = (const char *)x + (size_t)i0 * (size_t)k * es;
         for (int p = 0; p < n_parts; p++)
             a.part[p].y = (char *)y[p] + (size_t)i0 * (size_t)w[p]->rows * es;
         if (act == TL_DTYPE_BF16)
-            KERN_CUDA(ctx->err, gemv_launch_mode<__nv_bfloat16>(ctx, &a, mode));
+            KERN_CUDA(ctx->err, gemv_launch_mode<__nv_bfloat16>(ctx, &a, mode, c));
         else
-            KERN_CUDA(ctx->err, gemv_launch_mode<__half>(ctx, &a, mode));
+            KERN_CUDA(ctx->err, gemv_launch_mode<__half>(ctx, &a, mode, c));
     }
 
 cleanup:
@@ -585,14 +668,15 @@ enum tl_status kern_matmul(const struct kern_ctx *ctx, enum tl_dtype act, const 
         vec_ok = vec_ok && aligned_to(w[p]->data, 16);
     }
 
-    int path = force_path ? force_path : (m <= GEMV_AUTO_MAX_M && vec_ok ? 1 : 2);
-    if (path == 1 && !vec_ok)
+    int path = force_path;
+    if (!path) path = !vec_ok ? 2 : m <= GEMV_AUTO_MAX_M ? 1 : m <= WIDE_AUTO_MAX_M ? 3 : 2;
+    if (path != 2 && !vec_ok)
         return tl_fail(ctx->err, TL_ERR_UNSUPPORTED,
                        "kern_matmul: the GEMV needs k %% 8 == 0 and 16-byte aligned x and "
                        "weights (k = %lld); the automatic path uses cuBLAS here",
                        (long long)k);
-    if (path == 1) return gemv_launch(ctx, act, x, m, n_w, w, bias, y, GEMV_STORE, NULL, 0.0f);
-    return cublas_launch(ctx, act, x, m, n_w, w, bias, y);
+    if (path == 2) return cublas_launch(ctx, act, x, m, n_w, w, bias, y);
+    return gemv_launch(ctx, act, x, m, n_w, w, bias, y, GEMV_STORE, NULL, 0.0f, path);
 }
 
 enum tl_status kern_matmul_fused(const struct kern_ctx *ctx, enum tl_dtype act, const void *x,
@@ -653,5 +737,6 @@ enum tl_status kern_matmul_fused(const struct kern_ctx *ctx, enum tl_dtype act, 
     default:
         return tl_fail(ctx->err, TL_ERR_INVALID, "kern_matmul_fused: epilogue %d", (int)epi);
     }
-    return gemv_launch(ctx, act, x, m, n_w, w, bias, y, mode, norm_w ? norm_w->data : NULL, eps);
+    return gemv_launch(ctx, act, x, m, n_w, w, bias, y, mode, norm_w ? norm_w->data : NULL, eps,
+                       m <= GEMV_AUTO_MAX_M ? 1 : 3);
 }

@@ -1,4 +1,4 @@
-/* test_gpu_matmul: the GPU linear layers (kern_matmul: GEMV and cuBLAS paths, grouped calls,
+/* test_gpu_matmul: the GPU linear layers (kern_matmul: GEMV, wide and cuBLAS paths, grouped calls,
  * biases), the fused forms (kern_matmul_fused: rmsnorm in, silu * up or the residual add out)
  * and the activation-dtype row ops of kernels/kern_matmul.h against their CPU
  * references (cpu_matmul from cpu/matmul.h, cpu_rmsnorm / cpu_silu_mul / cpu_embedding from
@@ -164,9 +164,28 @@ static const struct mcase mcases[] = {
     /* More 16-row tiles than 4 per SM on 132 SMs (8-warp CTAs), last tile partial. */
     {3, 64, 1, {8465}, BIAS(0)},
     {12, 64, 2, {8192, 300}, BIAS(1)},
+    /* The wide path (m 17..64 in one launch: 4 or 8 n8 tiles, x rows past m clamped). */
+    {24, 264, 1, {96}, 0},
+    {31, 264, 1, {96}, BIAS(0)},
+    {32, 264, 1, {100}, 0}, /* rows not a multiple of 32 */
+    {48, 264, 1, {96}, BIAS(0)},
+    {33, 1000, 2, {200, 200}, 0},                              /* partial last piece */
+    {24, 5120, 3, {160, 32, 32}, BIAS(0) | BIAS(1) | BIAS(2)}, /* q/k/v */
+    {48, 5120, 3, {160, 32, 32}, BIAS(0) | BIAS(2)},
+    {64, 5120, 2, {96, 96}, 0}, /* gate/up */
+    {40, 13832, 1, {40}, BIAS(0)},
+    {32, 67, 1, {33}, BIAS(0)}, /* odd k: the wide path refuses too */
+    {64, 67, 2, {33, 5}, 0},
+    {20, 64, 1, {40}, MISALIGN_X},
+    /* More 32-row tiles than 2 per SM (8-warp CTAs, whose warps' sums fold in two steps). */
+    {17, 64, 1, {8465}, BIAS(0)},
+    {64, 64, 2, {8192, 300}, BIAS(1)},
+    {130, 264, 1, {96}, BIAS(0)}, /* forced wide: launches of 64, 64 and 2 rows */
 };
 
-static const char *const path_names[] = {"auto", "gemv", "cublas"};
+/* Forced paths as kern_matmul_force_path numbers them (0 automatic). */
+#define N_PATHS 5
+static const char *const path_names[N_PATHS] = {"auto", "gemv", "cublas", "wide", "wide16"};
 
 /* One matmul case in dtype dt with path forced (0 auto). */
 static enum result run_matmul(const struct kern_ctx *ctx, struct pool *pool, float *scratch,
@@ -228,9 +247,9 @@ static enum result run_matmul(const struct kern_ctx *ctx, struct pool *pool, flo
                                     any_bias ? bp : NULL, yp);
     kern_matmul_force_path(0);
     const bool vec_ok = c->k % 8 == 0 && !(c->flags & MISALIGN_X);
-    if (path == 1 && !vec_ok) { /* the GEMV must refuse, touching nothing */
+    if (path != 0 && path != 2 && !vec_ok) { /* GEMV and wide must refuse, touching nothing */
         if (st != TL_ERR_UNSUPPORTED) {
-            fprintf(stderr, "    forced GEMV on k = %d%s: got %s, want %s\n", c->k,
+            fprintf(stderr, "    forced %s on k = %d%s: got %s, want %s\n", path_names[path], c->k,
                     c->flags & MISALIGN_X ? " (x misaligned)" : "", tl_status_str(st),
                     tl_status_str(TL_ERR_UNSUPPORTED));
             r = RES_FAIL;
@@ -277,6 +296,18 @@ static const struct fcase fcases[] = {
     {16, 64, 2, {200, 200}, false, false, KERN_EPI_SILU},
     {1, 13824, 1, {512}, false, false, KERN_EPI_RESADD}, /* down_proj */
     {13, 520, 1, {100}, false, true, KERN_EPI_RESADD},
+    /* m 17..64: the wide configurations (4 or 8 n8 tiles, 32 weight rows a warp). */
+    {17, 5120, 3, {640, 128, 128}, true, true, KERN_EPI_STORE},
+    {32, 264, 3, {96, 32, 40}, true, false, KERN_EPI_STORE},
+    {64, 5120, 3, {640, 128, 128}, true, true, KERN_EPI_STORE},
+    {24, 1032, 2, {1000, 1000}, true, false, KERN_EPI_SILU}, /* last 16-row pair tile partial */
+    {64, 1032, 2, {1000, 1000}, true, false, KERN_EPI_SILU},
+    {40, 5120, 2, {4500, 4500}, true, false, KERN_EPI_SILU}, /* 282 tiles: 8-warp CTAs */
+    {33, 1032, 2, {77, 77}, false, false, KERN_EPI_SILU},
+    {64, 64, 2, {200, 200}, false, false, KERN_EPI_SILU},
+    {48, 13824, 1, {512}, false, false, KERN_EPI_RESADD},
+    {64, 520, 1, {100}, false, true, KERN_EPI_RESADD},
+    {19, 520, 1, {100}, false, true, KERN_EPI_RESADD},
 };
 static const char *const epi_names[] = {"store", "silu", "resadd"};
 
@@ -362,10 +393,11 @@ static enum result run_fused(const struct kern_ctx *ctx, float *scratch, const s
         yu[p] = ddata(gyu[p]);
         yf[p] = resadd ? ddata(gres) : gyf[p] ? ddata(gyf[p]) : NULL;
     }
-    /* unfused: rmsnorm, matmul (GEMV forced: the path the fused kernel extends), silu */
+    /* unfused: rmsnorm, matmul (forced to the path the fused kernel extends at this m: the
+     * GEMV up to 16 rows, the wide form above), silu */
     enum tl_status st = TL_OK;
     if (c->norm) st = kern_rmsnorm_act(ctx, dt, ddata(gx), NULL, &dnw, 1e-6f, c->m, ddata(gxn));
-    kern_matmul_force_path(1);
+    kern_matmul_force_path(c->m <= 16 ? 1 : 3);
     if (st == TL_OK)
         st = kern_matmul(ctx, dt, c->norm ? ddata(gxn) : ddata(gx), c->m, c->n_w, wp,
                          c->bias ? bp : NULL, yu);
@@ -682,9 +714,9 @@ static enum result run_bad_args(const struct kern_ctx *ctx) {
     const struct gh_status_check checks[] = {
         {"matmul m = 0", kern_matmul(ctx, TL_DTYPE_BF16, fake, 0, 1, one, NULL, y1),
          TL_ERR_INVALID},
-        {"fused m = 17",
-         kern_matmul_fused(ctx, TL_DTYPE_BF16, fake, 17, NULL, 0.0f, 1, one, NULL, y1,
-                           KERN_EPI_RESADD),
+        {"fused m over KERN_FUSED_MAX_M",
+         kern_matmul_fused(ctx, TL_DTYPE_BF16, fake, KERN_FUSED_MAX_M + 1, NULL, 0.0f, 1, one, NULL,
+                           y1, KERN_EPI_RESADD),
          TL_ERR_UNSUPPORTED},
         {"fused silu one weight",
          kern_matmul_fused(ctx, TL_DTYPE_BF16, fake, 1, NULL, 0.0f, 1, one, NULL, y1,
@@ -765,7 +797,7 @@ int main(void) {
     for (size_t ci = 0; ci < sizeof mcases / sizeof mcases[0] && r != RES_ERROR; ci++) {
         const struct mcase *c = &mcases[ci];
         for (int d = 0; d < 2 && r != RES_ERROR; d++)
-            for (int path = 0; path < 3 && r != RES_ERROR; path++) {
+            for (int path = 0; path < N_PATHS && r != RES_ERROR; path++) {
                 char line[256] = "";
                 r = run_matmul(ctx, NULL, scratch, c, dts[d], path, line, sizeof line);
                 n_run++;
