@@ -929,7 +929,9 @@ enum tl_status gpu_backend_create(const struct model *host, const struct gpu_bac
     if (fc->hidden_size % 8 == 0 && fc->intermediate_size % 8 == 0 &&
         (fc->n_heads * fc->head_dim) % 8 == 0) {
         out->matmul_fused = op_matmul_fused;
-        out->fused_max_m = KERN_FUSED_MAX_M;
+        /* above 16 rows the fused forms run on the wide GEMV, which loses to cuBLAS on o,
+         * gate/up and down (kern_matmul.cu): the plain ops are faster there */
+        out->fused_max_m = 16;
     }
     out->rope_kv_write = op_rope_kv_write;
     out->attention = op_attention;

@@ -53,11 +53,15 @@
 /* Rows of x one GEMV launch handles (two n8 tiles of the mma). */
 #define GEMV_MAX_M 16
 /* Rows of x one wide launch handles (eight n8 tiles), and the range of m the automatic choice
- * gives it: above GEMV_AUTO_MAX_M, where the narrow GEMV would read the weights once per 16
- * rows, up to WIDE_AUTO_MAX_M, past which cuBLAS (tiles over m as well as rows) is expected to
- * win. Both are estimates until bench_gpu_matmul has measured the wide path on the H100. */
-#define WIDE_MAX_M      64
-#define WIDE_AUTO_MAX_M 64
+ * gives it above GEMV_AUTO_MAX_M: measured (bench_gpu_matmul, H100, 14B shapes, m 17..64) it
+ * beats cuBLAS only on a group of small weights, q/k/v (0.75-0.63 of the read ceiling against
+ * cuBLAS's 0.57-0.53, which runs the three as separate GEMMs); on o, gate/up, down and lm_head
+ * cuBLAS reads 0.72 / 0.86 / 0.80 / 0.92 of the ceiling where the wide form reaches 0.71-0.50 /
+ * 0.86-0.65 / 0.80-0.59 / 0.92-0.71, falling as m grows (x re-read from L2 per CTA). So the
+ * automatic choice takes it for groups whose every weight has at most WIDE_AUTO_MAX_ROWS rows. */
+#define WIDE_MAX_M         64
+#define WIDE_AUTO_MAX_M    64
+#define WIDE_AUTO_MAX_ROWS 8192
 
 static int force_path; /* 0 auto, 1 GEMV, 2 cuBLAS, 3 wide, 4 wide 16 rows a warp: tests, benches */
 
@@ -668,8 +672,11 @@ enum tl_status kern_matmul(const struct kern_ctx *ctx, enum tl_dtype act, const 
         vec_ok = vec_ok && aligned_to(w[p]->data, 16);
     }
 
+    bool small_group = n_w > 1;
+    for (int p = 0; p < n_w; p++) small_group = small_group && w[p]->rows <= WIDE_AUTO_MAX_ROWS;
     int path = force_path;
-    if (!path) path = !vec_ok ? 2 : m <= GEMV_AUTO_MAX_M ? 1 : m <= WIDE_AUTO_MAX_M ? 3 : 2;
+    if (!path)
+        path = !vec_ok ? 2 : m <= GEMV_AUTO_MAX_M ? 1 : m <= WIDE_AUTO_MAX_M && small_group ? 3 : 2;
     if (path != 2 && !vec_ok)
         return tl_fail(ctx->err, TL_ERR_UNSUPPORTED,
                        "kern_matmul: the GEMV needs k %% 8 == 0 and 16-byte aligned x and "
