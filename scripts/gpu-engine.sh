@@ -102,6 +102,9 @@ if [ -n "${SERVE:-}" ]; then
     tp tp_bs1 --input-len 512 --output-len 128 --num-prompts 8 --max-num-seqs 1
 fi
 
+# the calibration this machine's engine runs used (docs/ceilings-h100-measured.json comes from it)
+cp "${XDG_CACHE_HOME:-$HOME/.cache}"/tierlm/ceilings-*.json "$out/" 2>/dev/null
+
 # everything in one file: the device hands back at most 8
 tar czf "$out/logs.tgz" -C "$out" $(cd "$out" && ls *.log *.json 2>/dev/null | grep -v -e build.log -e cmake.log) 2>/dev/null
 echo
