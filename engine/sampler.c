@@ -2,10 +2,10 @@
  * then greedy or temperature -> min-p -> top-k -> top-p -> draw). kernels/kern_sample.cu is the
  * same function on the GPU: keep the two in step (weights come from sampler_exp.h, and every
  * float operation here is one IEEE operation, never fused, which CMake enforces with
- * -ffp-contract=off). A struct sampler owns
- * vocab-sized scratch so a call allocates nothing; one per thread. No filter sorts the
- * vocabulary: a histogram of the weights finds the one bucket where top-k or top-p cuts, and
- * only that bucket goes through a selection, so a call is a few linear passes. */
+ * -ffp-contract=off). A struct sampler owns vocab-sized scratch so a call allocates nothing; one
+ * per thread. No filter sorts the vocabulary: a histogram of the weights finds the one bucket
+ * where top-k or top-p cuts, and only that bucket goes through a selection, so a call is a few
+ * linear passes, each with an AVX2 twin that computes the same bits (docs/perf-notes.md). */
 #include "sampler.h"
 
 #include <assert.h>
@@ -45,8 +45,9 @@ struct sampler {
     int32_t *cid;     /* owned (vocab): ids */
     struct cand *tmp; /* owned (vocab): the histogram bucket where a filter cuts */
     /* top-p: weight per bucket, this call, in two halves (even and odd candidates) so that
-     * neighbours in one bucket do not wait on each other's add; a bucket's weights are
-     * multiples of one ulp summing below 2^53 of them, so its sum is exact in any order */
+     * neighbours in one bucket do not wait on each other's add. A bucket's weights lie in one
+     * binade (or are its upper power of two), so they are multiples of its ulp and at most 2^24
+     * of them each: fewer than 2^29 sum exactly in double, in any order. */
     double hist_mass[2][SAMPLER_HIST_N];
     int32_t hist_count[4][SAMPLER_HIST_N]; /* top-k: tokens per bucket in four quarters */
 };
