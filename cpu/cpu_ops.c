@@ -31,6 +31,11 @@ struct cpu_backend {
     uint64_t kv_ticket; /* kv_copy batches so far */
     int kv_layers_held; /* layers whose KV is in kv */
     bool bf16_acts;     /* cpu_backend_opts.bf16_acts */
+    /* the sample op's scratch, one per pool thread, made on its first call (a backend that
+     * never holds logits never pays for it): a sampler and a row of logits to edit */
+    struct sampler **smp; /* owned (pool size) */
+    float **smp_row;      /* owned (pool size, smp_vocab) */
+    int smp_vocab;
     char err[256];
 };
 
@@ -267,6 +272,76 @@ static enum tl_status op_write_f32(void *ctx, const float *src, size_t n, void *
     return TL_OK;
 }
 
+/* ---------------- sampling ---------------- */
+
+static void sample_scratch_free(struct cpu_backend *be) {
+    int nt = pool_size(be->pool);
+    for (int t = 0; t < nt; t++) {
+        if (be->smp) sampler_destroy(be->smp[t]);
+        if (be->smp_row) free(be->smp_row[t]);
+    }
+    free(be->smp);
+    free(be->smp_row);
+    be->smp = NULL;
+    be->smp_row = NULL;
+    be->smp_vocab = 0;
+}
+
+static enum tl_status sample_scratch(struct cpu_backend *be, int vocab) {
+    if (be->smp && be->smp_vocab == vocab) return TL_OK;
+    sample_scratch_free(be);
+    int nt = pool_size(be->pool);
+    be->smp = calloc((size_t)nt, sizeof *be->smp);
+    be->smp_row = calloc((size_t)nt, sizeof *be->smp_row);
+    if (!be->smp || !be->smp_row) goto nomem;
+    for (int t = 0; t < nt; t++) {
+        struct tl_err err;
+        be->smp_row[t] = malloc((size_t)vocab * sizeof(float));
+        if (!be->smp_row[t] || sampler_create(vocab, &be->smp[t], &err) != TL_OK) goto nomem;
+    }
+    be->smp_vocab = vocab;
+    return TL_OK;
+nomem:
+    sample_scratch_free(be);
+    return be_fail(be, TL_ERR_NOMEM, "out of host memory for %d samplers of %d tokens", nt, vocab);
+}
+
+struct sample_args {
+    struct cpu_backend *be;
+    const float *logits; /* (n, vocab) */
+    int vocab;
+    const struct op_sample_seq *seqs;
+    int32_t *ids;
+};
+
+/* Rows are the unit: each is one sampler_sample_u on the thread's own scratch, so the ids
+ * are those of the serial sampler whatever the thread count or the order rows are claimed. */
+static void sample_task(void *arg, int64_t r0, int64_t r1, int tid) {
+    const struct sample_args *a = arg;
+    struct sampler *smp = a->be->smp[tid];
+    float *row = a->be->smp_row[tid];
+    for (int64_t r = r0; r < r1; r++) {
+        const struct op_sample_seq *q = &a->seqs[r];
+        /* sampling edits its row (penalties, temperature); the op leaves logits as they are */
+        memcpy(row, a->logits + (size_t)r * a->vocab, (size_t)a->vocab * sizeof *row);
+        a->ids[r] =
+            sampler_sample_u(smp, q->sp, q->u, row, q->prompt, q->n_prompt, q->output, q->n_output);
+    }
+}
+
+/* The logits are fp32 whatever bf16_acts says: that option rounds only the matmuls' inputs. */
+static enum tl_status op_sample(void *ctx, const void *logits, int n, int vocab,
+                                const struct op_sample_seq *seqs, int32_t *ids) {
+    struct cpu_backend *be = ctx;
+    if (n <= 0) return TL_OK;
+    if (vocab <= 0) return be_fail(be, TL_ERR_INTERNAL, "sample: vocabulary of %d tokens", vocab);
+    enum tl_status st = sample_scratch(be, vocab);
+    if (st != TL_OK) return st;
+    struct sample_args a = {be, logits, vocab, seqs, ids};
+    pool_parallel_for(be->pool, n, 1, sample_task, &a);
+    return TL_OK;
+}
+
 /* ---------------- KV blocks to and from host memory ---------------- */
 
 /* A block's image is its 2 * n_kv_layers pieces (the layers this backend keeps KV for, K then
@@ -357,6 +432,7 @@ enum tl_status cpu_backend_create(const struct config *c, const struct cpu_backe
     out->silu_mul = op_silu_mul;
     out->gather_rows = op_gather_rows;
     out->write_f32 = op_write_f32;
+    out->sample = op_sample;
     be->kv_layers_held = n_kv;
     be->bf16_acts = o->bf16_acts;
     if (n_kv > 0) {
@@ -371,6 +447,7 @@ enum tl_status cpu_backend_create(const struct config *c, const struct cpu_backe
 void cpu_backend_destroy(struct ops *ops) {
     struct cpu_backend *be = ops ? ops->ctx : NULL;
     if (!be) return;
+    if (be->pool) sample_scratch_free(be);
     pool_destroy(be->pool);
     free(be->kv);
     free(be->kv_index);

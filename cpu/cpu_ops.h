@@ -1,5 +1,6 @@
 /* cpu_ops: the CPU backend. Implements the op interface (ops.h) with fp32 activations, weights
- * in their file dtype, a paged fp32 KV cache in host memory and a pinned thread pool. The
+ * in their file dtype, a paged fp32 KV cache in host memory and a pinned thread pool; its sample
+ * op runs engine/sampler.c on the pool, one row per task, so the ids are the serial sampler's. The
  * elementwise ops are exported too: they are the reference the GPU kernels are tested against. */
 #ifndef TL_CPU_OPS_H
 #define TL_CPU_OPS_H

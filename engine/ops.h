@@ -160,12 +160,13 @@ struct ops {
     /* The device's PCI bus id ("0000:3b:00.0") to place host memory on its NUMA node; NULL
      * (op or result) when there is no device. */
     const char *(*pci_bus_id)(void *ctx);
-    /* Optional (NULL on the CPU backend): ids[i] (host, n) = the token sampler_sample would pick
-     * from row i of logits (n, vocab) (backend memory, act_dtype, widened to fp32 as read_f32
-     * does) with seqs[i]'s parameters, history and uniform: penalties, then greedy (bit for
-     * bit) or temperature -> min-p -> top-k -> top-p -> draw, on bit-identical weights, so a
-     * draw differs only where u * total falls within summation rounding (~1e-15 relative) of a
-     * cumulative boundary. Leaves logits unchanged. Blocks until the ids are on the host. */
+    /* Optional (NULL: the caller samples on the host): ids[i] (host, n) = the token
+     * sampler_sample_u would pick from row i of logits (n, vocab) (backend memory, act_dtype,
+     * widened to fp32 as read_f32 does) with seqs[i]'s parameters, history and uniform:
+     * penalties, then greedy (bit for bit) or temperature -> min-p -> top-k -> top-p -> draw, on
+     * bit-identical weights. The CPU backend runs sampler_sample_u itself (exactly its ids); the
+     * GPU's draw differs only where u * total falls within summation rounding (~1e-15 relative)
+     * of a cumulative boundary. Leaves logits unchanged. Blocks until the ids are on the host. */
     enum tl_status (*sample)(void *ctx, const void *logits, int n, int vocab,
                              const struct op_sample_seq *seqs, int32_t *ids);
 };

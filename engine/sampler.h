@@ -58,4 +58,12 @@ int32_t sampler_sample(struct sampler *s, const struct sampling_params *p, struc
                        float *logits, const int32_t *prompt, int n_prompt, const int32_t *output,
                        int n_output);
 
+/* sampler_sample with the uniform given instead of taken from a generator: u is what
+ * sampler_rng_uniform would have returned for this token (ignored when p is greedy). The same
+ * token as sampler_sample for the same u; sampler_sample is this function after taking u. For
+ * callers that draw the uniforms in one order and sample the rows elsewhere (in parallel). */
+int32_t sampler_sample_u(struct sampler *s, const struct sampling_params *p, double u,
+                         float *logits, const int32_t *prompt, int n_prompt, const int32_t *output,
+                         int n_output);
+
 #endif

@@ -34,10 +34,15 @@
 #define HOP_LATENCY_S      20e-6
 /* Sampling: the engine samples on the GPU when the GPU computes lm_head (kern_sample: ~40 us
  * a step, only the ids come back); with lm_head on the CPU the logits are on the host and the
- * host sampler takes 16 ns a logit at temperature 1 (test_gpu_sample on the H100 host: 157 ms
- * for 64 rows of 152,064). */
+ * CPU backend's sample op samples them, one row per pool thread at a time (cpu/cpu_ops.c), so
+ * a step costs ceil(rows / threads) rows of HOST_SAMPLE_S_PER_LOGIT per logit each.
+ * 2 ns a logit: one thread at temperature 1 (bench_sampler, vocabulary 152,064, AVX2 passes; a
+ * 2-core AMD EPYC dev host: 1.9 serial, 1.5-1.7 through the op at batch 1; top-p 0.9 costs
+ * 3.3, greedy 0.15). It was 16 ns before the sampler's vector passes (test_gpu_sample on the
+ * H100 host: 157 ms for 64 serial rows); replace it with bench_sampler's per-thread figure on
+ * the serving host (the op at batch 16-64) or calibrate it if hosts differ much. */
 #define GPU_SAMPLE_S            40e-6
-#define HOST_SAMPLE_S_PER_LOGIT 16e-9
+#define HOST_SAMPLE_S_PER_LOGIT 2e-9
 /* DMA from pinned memory takes this much of the host's read bandwidth per byte it moves (the
  * H100 host: 96 GB/s of CPU reads alone, 64 while PCIe pulled 47 GB/s); used when the
  * calibration's loaded read is no measurement (faster than the unloaded one). */
@@ -206,9 +211,11 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
     int nu = build_units(c, p, &r, s, u);
     double hop = hop_s(c, &r, s);
     /* what the host does between steps: logits down (GPU lm_head), sampling */
-    double logits = (double)s->n_seqs * c->vocab_size;
-    const double sample_s =
-        p->lm_head == PLACEMENT_CPU ? logits * HOST_SAMPLE_S_PER_LOGIT : GPU_SAMPLE_S;
+    const int host_threads = ce->cpu_threads > 0 ? ce->cpu_threads : 1;
+    const double row_rounds = (double)((s->n_seqs + host_threads - 1) / host_threads);
+    const double sample_s = p->lm_head == PLACEMENT_CPU
+                                ? row_rounds * c->vocab_size * HOST_SAMPLE_S_PER_LOGIT
+                                : GPU_SAMPLE_S;
     double tail = STEP_FIXED_S + sample_s;
 
     /* Replay. done_ring[n % slots]: when the unit of streamed copy n finished computing, which

@@ -2,7 +2,7 @@
  * (scripts/make_fixtures.py). Per model: last-position logits of each prompt, per-layer hidden
  * states (to name the first layer that diverges), and 40 greedy tokens for every prompt, run
  * alone, as one mixed-length batch, and with 6-token steps that mix prefill and decode
- * sequences in one step. Also: forward_step_sample (the host sampler behind the CPU backend)
+ * sequences in one step. Also: forward_step_sample (the CPU backend's sample op, rows on its pool)
  * picks what forward_step + sampler_sample picks, step by step, with seeded penalised sampling. */
 #include <stdarg.h>
 #include <stddef.h>
