@@ -550,15 +550,16 @@ static void run_task(const struct attn_args *a, int64_t t0, int nq, int kh0, int
     }
 }
 
-/* Items are (token, KV head, split), token-major; an item runs a task if its token starts a
- * tile and its KV head starts one of the tile's head groups. */
+/* Items are (token, split, KV head), token-major; an item runs a task if its token starts a
+ * tile and its KV head starts one of the tile's head groups. Splits outside KV heads spread a
+ * long sequence's tasks over the pool's chunks. */
 static void attn_task(void *arg, int64_t i0, int64_t i1, int tid) {
     const struct attn_args *a = arg;
     int64_t per_token = (int64_t)a->s->n_kv_heads * a->n_split;
     for (int64_t i = i0; i < i1; i++) {
         int64_t t = i / per_token;
         if (!tile_start(a, t)) continue;
-        int rem = (int)(i % per_token), kh = rem / a->n_split, split = rem % a->n_split;
+        int rem = (int)(i % per_token), split = rem / a->s->n_kv_heads, kh = rem % a->s->n_kv_heads;
         int nq = tile_len(a, t), nh = task_heads(a->s, nq);
         if (kh % nh) continue;
         int nc = a->b->positions[t + nq - 1] / ATTN_CHUNK + 1;
