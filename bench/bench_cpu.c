@@ -7,7 +7,11 @@
  *   3. Batch-1 decode of a model (dummy weights of its config.json): tok/s and the weight
  *      bytes streamed per second as a fraction of the bandwidth.
  *   4. Prefill of one prompt of --prefill tokens: tok/s and GFLOP/s against an fp32 sgemm.
- * Usage: bench_cpu [--model DIR] [--threads N] [--tokens N] [--prefill N] [--skip-gemv] */
+ * --attention runs only cpu_attention (the 14B's 40 q / 8 kv heads of 128, fp32 cache, block
+ * 16, scattered block tables) on decode and prefill batches: GB/s of K and V read against the
+ * memory bandwidth, and GFLOP/s.
+ * Usage: bench_cpu [--model DIR] [--threads N] [--tokens N] [--prefill N] [--skip-gemv]
+ *        bench_cpu --attention [--threads N] */
 #include <cblas.h>
 #include <immintrin.h>
 #include <stdio.h>
@@ -15,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "attention.h"
 #include "clock.h"
 #include "cpu_ops.h"
 #include "forward.h"
@@ -137,9 +142,77 @@ static double dispatch_us(struct pool *pool) {
     return median(t, 2001) * 1e6;
 }
 
+/* One cpu_attention batch: n_seqs sequences of n_new new tokens after n_past cached ones. */
+struct attn_case {
+    const char *name;
+    int n_seqs, n_past, n_new, reps;
+};
+
+/* Times cpu_attention on case c: median seconds; *kv_bytes is the K and V the batch attends
+ * over (each cached row once), *flops 4 * heads * head_dim per (token, visible position). */
+static double time_attention(struct pool *pool, const struct attn_case *c, double *kv_bytes,
+                             double *flops) {
+    enum { H = 40, KVH = 8, HD = 128, BS = 16 };
+    int ctx = c->n_past + c->n_new, per_seq = (ctx + BS - 1) / BS, nb = c->n_seqs * per_seq;
+    int T = c->n_seqs * c->n_new;
+    size_t kvd = (size_t)KVH * HD, cache = (size_t)nb * BS * kvd;
+    float *kc = malloc(cache * 4), *vc = malloc(cache * 4);
+    float *q = malloc((size_t)T * H * HD * 4), *out = malloc((size_t)T * H * HD * 4);
+    int32_t *tables = malloc((size_t)nb * 4), *pos = malloc((size_t)T * 4);
+    int32_t *tok_seq = malloc((size_t)T * 4), *toks = calloc((size_t)T, 4);
+    struct fwd_seq *seqs = malloc((size_t)c->n_seqs * sizeof *seqs);
+    for (size_t i = 0; i < cache; i++)
+        kc[i] = (float)(i % 101) * 0.01f - 0.5f, vc[i] = (float)(i % 89) * 0.01f - 0.4f;
+    for (size_t i = 0; i < (size_t)T * H * HD; i++) q[i] = (float)(i % 37) * 0.02f - 0.3f;
+    /* scattered, as after churn: 7 is coprime with every nb used here */
+    for (int i = 0; i < nb; i++) tables[i] = (int32_t)(((int64_t)i * 7) % nb);
+    *flops = 0;
+    for (int s = 0, t = 0; s < c->n_seqs; s++) {
+        seqs[s] = (struct fwd_seq){c->n_new, c->n_past, tables + (size_t)s * per_seq, per_seq, 1};
+        for (int i = 0; i < c->n_new; i++, t++) {
+            pos[t] = c->n_past + i, tok_seq[t] = s;
+            *flops += 4.0 * H * HD * (pos[t] + 1);
+        }
+    }
+    *kv_bytes = (double)c->n_seqs * ctx * (double)kvd * 4 * 2;
+    struct fwd_batch b = {c->n_seqs, seqs, T, toks, pos};
+    struct attn_shape shape = {H, KVH, HD, BS};
+    size_t sf = cpu_attention_scratch_floats(&shape, pool_size(pool));
+    float *scratch = aligned_alloc(64, (sf * 4 + 63) & ~(size_t)63);
+    double t[16];
+    int reps = c->reps < 16 ? c->reps : 16;
+    cpu_attention(pool, &shape, &b, tok_seq, q, kc, vc, out, scratch); /* warm-up */
+    for (int r = 0; r < reps; r++) {
+        double t0 = tl_now_s();
+        cpu_attention(pool, &shape, &b, tok_seq, q, kc, vc, out, scratch);
+        t[r] = tl_now_s() - t0;
+    }
+    free(kc), free(vc), free(q), free(out), free(tables), free(pos), free(tok_seq), free(toks);
+    free(seqs), free(scratch);
+    return median(t, reps);
+}
+
+static void bench_attention(struct pool *pool, double bw) {
+    /* decode: the step-time case, the calibration's shape (offload/calibrate.c), one long
+     * sequence (needs the context split across threads); prefill: 4 prompts of 512 */
+    const struct attn_case cases[] = {{"decode 64 seqs x 576 ctx", 64, 575, 1, 7},
+                                      {"decode 8 seqs x 512 ctx (calibration)", 8, 511, 1, 9},
+                                      {"decode 1 seq x 4096 ctx", 1, 4095, 1, 9},
+                                      {"prefill 4 seqs x 512 new", 4, 0, 512, 3},
+                                      {"prefill chunk 64 new after 1024", 1, 1024, 64, 5}};
+    printf("cpu_attention kernel %s, 40 q / 8 kv heads x 128, fp32 KV, block 16\n",
+           cpu_attention_kernel_name(128));
+    printf("%-40s %10s %10s %8s %10s\n", "what", "time", "KV GB/s", "of bw", "GFLOP/s");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double kv, fl, s = time_attention(pool, &cases[i], &kv, &fl);
+        printf("%-40s %7.2f ms %10.1f %8.2f %10.1f\n", cases[i].name, s * 1e3, kv / s / 1e9,
+               kv / s / 1e9 / bw, fl / s / 1e9);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *model_dir = NULL;
-    int threads = 0, tokens = 32, skip_gemv = 0, prefill = 256;
+    int threads = 0, tokens = 32, skip_gemv = 0, prefill = 256, attention = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model_dir = argv[++i];
@@ -151,9 +224,11 @@ int main(int argc, char **argv) {
             prefill = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--skip-gemv"))
             skip_gemv = 1;
+        else if (!strcmp(argv[i], "--attention"))
+            attention = 1;
         else {
             fprintf(stderr, "usage: bench_cpu [--model DIR] [--threads N] [--tokens N] [--prefill "
-                            "N] [--skip-gemv]\n");
+                            "N] [--skip-gemv] [--attention]\n");
             return 2;
         }
     }
@@ -165,6 +240,12 @@ int main(int argc, char **argv) {
     }
     openblas_set_num_threads(pool_size(pool));
     double bw = read_bandwidth(pool);
+    if (attention) {
+        printf("threads %d, CPU memory read bandwidth %.1f GB/s\n", pool_size(pool), bw);
+        bench_attention(pool, bw);
+        pool_destroy(pool);
+        return 0;
+    }
     printf("threads %d, GEMV kernel %s\n", pool_size(pool), cpu_matmul_kernel_name());
     double gemm_gflops = sgemm_rate();
     printf("ceiling: CPU memory read bandwidth %.1f GB/s, fp32 sgemm %.0f GFLOP/s\n", bw,

@@ -23,7 +23,7 @@ struct cpu_backend {
     int *kv_index;      /* (n_layers) layer -> its KV in kv, or -1 when this backend has none */
     size_t layer_elems; /* one of K or V for one layer */
     int num_blocks, block_size, max_ctx;
-    float *attn_scratch; /* (n_threads, max_ctx) */
+    float *attn_scratch; /* cpu_attention_scratch_floats */
     struct attn_shape shape;
     const struct fwd_batch *batch; /* the current step (borrowed from the caller) */
     int32_t *tok_seq;
@@ -246,8 +246,7 @@ static enum tl_status op_attention(void *ctx, int layer, const void *q, void *ou
         return be_fail(be, TL_ERR_INTERNAL, "layer %d has no KV on the CPU", layer);
     const float *kc = be->kv + (size_t)be->kv_index[layer] * 2 * be->layer_elems,
                 *vc = kc + be->layer_elems;
-    cpu_attention(be->pool, &be->shape, be->batch, be->tok_seq, q, kc, vc, out, be->attn_scratch,
-                  be->max_ctx);
+    cpu_attention(be->pool, &be->shape, be->batch, be->tok_seq, q, kc, vc, out, be->attn_scratch);
     return TL_OK;
 }
 
@@ -408,7 +407,8 @@ enum tl_status cpu_backend_create(const struct config *c, const struct cpu_backe
     be->kv = aligned_alloc(64, (kv_bytes + 63) & ~(size_t)63);
     be->mm_scratch = aligned_alloc(64, MATMUL_SCRATCH_FLOATS * sizeof(float));
     be->inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
-    be->attn_scratch = malloc((size_t)pool_size(be->pool) * (size_t)o->max_ctx * sizeof(float));
+    be->attn_scratch =
+        malloc(cpu_attention_scratch_floats(&be->shape, pool_size(be->pool)) * sizeof(float));
     if (!be->kv || !be->kv_index || !be->mm_scratch || !be->inv_freq || !be->attn_scratch) {
         cpu_backend_destroy(out);
         return tl_fail(err, TL_ERR_NOMEM,

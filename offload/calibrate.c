@@ -184,7 +184,8 @@ static enum tl_status probe_attention(struct pool *pool, struct ceilings *c, str
     size_t cache_floats = (size_t)NB * BS * KVH * HD;
     float *kc = malloc(cache_floats * 4), *vc = malloc(cache_floats * 4);
     float *q = malloc((size_t)S * H * HD * 4), *out = malloc((size_t)S * H * HD * 4);
-    float *scratch = malloc((size_t)pool_size(pool) * CTX * 4);
+    struct attn_shape shape = {H, KVH, HD, BS};
+    float *scratch = malloc(cpu_attention_scratch_floats(&shape, pool_size(pool)) * 4);
     int32_t *tables = malloc((size_t)NB * 4);
     if (!kc || !vc || !q || !out || !scratch || !tables) {
         free(kc), free(vc), free(q), free(out), free(scratch), free(tables);
@@ -201,11 +202,10 @@ static enum tl_status probe_attention(struct pool *pool, struct ceilings *c, str
         tokens[s] = 1, positions[s] = CTX - 1, tok_seq[s] = s;
     }
     struct fwd_batch b = {S, seqs, S, tokens, positions};
-    struct attn_shape shape = {H, KVH, HD, BS};
     double t[5];
     for (int r = -1; r < 5; r++) {
         double t0 = tl_now_s();
-        cpu_attention(pool, &shape, &b, tok_seq, q, kc, vc, out, scratch, CTX);
+        cpu_attention(pool, &shape, &b, tok_seq, q, kc, vc, out, scratch);
         if (r >= 0) t[r] = tl_now_s() - t0;
     }
     c->cpu_attn_gflops = 4.0 * H * HD * (double)CTX * S / median(t, 5) / 1e9;

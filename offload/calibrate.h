@@ -18,8 +18,9 @@
 #include "status.h"
 
 /* Bumped when a probe changes what it measures (2: matmuls as the CPU lane runs them, with the
- * AVX512-BF16 path where the CPU has it; 3: reads and GEMVs from a buffer past the L3), so
- * older caches are measured again. */
+ * AVX512-BF16 path where the CPU has it; 3: reads and GEMVs from a buffer past the L3, and
+ * cpu_attention sharing K/V reads across a group's q heads, with AVX2 kernels), so older caches
+ * are measured again. */
 #define CALIBRATE_VERSION 3
 
 /* Host RAM available to a new allocation now (/proc/meminfo's MemAvailable), 0 if unknown. */

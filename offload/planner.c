@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "attention.h"
 #include "forward.h"
 #include "matmul.h"
 #include "pool.h"
@@ -175,12 +176,16 @@ static enum tl_status memory_of(const struct planner_inputs *in, struct placemen
     out->offload_bytes = offload_bytes_of(c, &ub, S, C, pl->embed, pl->lm_head);
     if (C > 0 || lm_cpu || pl->embed == PLACEMENT_CPU) {
         int threads = in->cpu_threads > 0 ? in->cpu_threads : physical_cores();
-        /* the CPU lane's activations and matmul scratch, attention scratch, the crossing */
+        /* the CPU lane's activations and matmul scratch, attention scratch, the crossing; with
+         * the logits on the host, a sampler and a row per thread (cpu_ops.c: ~32 B a logit) */
+        struct attn_shape as = {c->n_heads, c->n_kv_heads, c->head_dim, bs};
         out->host_buffer_bytes =
             forward_activation_bytes(c, TL_DTYPE_F32, in->max_num_batched_tokens,
                                      in->max_num_seqs) +
-            MATMUL_SCRATCH_FLOATS * sizeof(float) + (size_t)threads * (size_t)mml * 4 +
-            (size_t)in->max_num_batched_tokens * (size_t)c->hidden_size * 4;
+            MATMUL_SCRATCH_FLOATS * sizeof(float) +
+            cpu_attention_scratch_floats(&as, threads) * sizeof(float) +
+            (size_t)in->max_num_batched_tokens * (size_t)c->hidden_size * 4 +
+            (lm_cpu ? (size_t)threads * (size_t)c->vocab_size * 32 : 0);
     }
     out->host_buffer_bytes += in->host_swap_bytes;
     /* tensor parallel (forward.c): every rank's gathered logit parts (tp, max_seqs, part) and

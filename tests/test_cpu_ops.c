@@ -277,7 +277,7 @@ static void test_rope_attention_paged(void **state) {
     float inv_freq[8];
     rope_inv_freq(&cfg, inv_freq);
     int n_past[3] = {0, 9, 30}, n_new[3] = {7, 1, 3};
-    int T = 11, max_ctx = 40;
+    int T = 11;
     int32_t tables[3][16];
     int perm[NB];
     for (int i = 0; i < NB; i++) perm[i] = i;
@@ -356,9 +356,9 @@ static void test_rope_attention_paged(void **state) {
         memcpy(kw, k, (size_t)T * kvd * 4);
         cpu_rope_kv_write(pool, &shape, &b, tok_seq, inv_freq, qw, kw, v, kc, vc);
         assert_true(rel_err_d(qw, qref, (size_t)T * H * HD) < 1e-5);
-        float *scratch = malloc((size_t)threads * max_ctx * 4);
+        float *scratch = malloc(cpu_attention_scratch_floats(&shape, threads) * 4);
         poison(out, (size_t)T * H * HD);
-        cpu_attention(pool, &shape, &b, tok_seq, qw, kc, vc, out, scratch, max_ctx);
+        cpu_attention(pool, &shape, &b, tok_seq, qw, kc, vc, out, scratch);
         t = 0;
         for (int s = 0; s < 3; s++)
             for (int i = 0; i < n_new[s]; i++, t++)

@@ -60,13 +60,14 @@ expect "measures this machine's ceilings" 0 "ceilings measured now on this machi
     "$bin" plan --model "$m" --gpu-memory-gb 24 --max-model-len 4096 --device cpu
 expect "the second run reads them from the cache" 0 "ceilings measured earlier on this machine" \
     "$bin" plan --model "$m" --gpu-memory-gb 24 --max-model-len 4096 --device cpu
-python3 - "$XDG_CACHE_HOME"/tierlm/ceilings-*.json <<'PY'
+version=$(sed -nE 's/^#define CALIBRATE_VERSION ([0-9]+).*/\1/p' "$src/offload/calibrate.h")
+python3 - "$XDG_CACHE_HOME"/tierlm/ceilings-*.json "$version" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
 for k in ("cpu_read_gbps", "cpu_sgemm_gflops", "cpu_gemv1_gbps", "cpu_gemv8_gbps",
           "cpu_mm16_gflops", "cpu_mm64_gflops", "cpu_attn_gflops", "cpu_dispatch_us"):
     assert c[k] > 0, k
-assert c["cpu_threads"] >= 1 and c["version"] == 3 and "no GPU" in c["key"]
+assert c["cpu_threads"] >= 1 and c["version"] == int(sys.argv[2]) and "no GPU" in c["key"]
 PY
 check "the cache file holds every CPU ceiling" $?
 expect "--recalibrate measures again" 0 "ceilings measured now on this machine" \

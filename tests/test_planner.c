@@ -744,9 +744,10 @@ static void test_ceilings_file(void **state) {
     fclose(f);
     assert_int_equal(calibrate_load(path, &b, &err), TL_ERR_FORMAT);
     f = fopen(path, "w");
-    fputs("{\"version\": 3, \"key\": \"k\", \"cpu_model\": \"c\", \"gpu_name\": \"g\", "
-          "\"cpu_threads\": 4, \"gpu_measured\": false}",
-          f);
+    fprintf(f,
+            "{\"version\": %d, \"key\": \"k\", \"cpu_model\": \"c\", \"gpu_name\": \"g\", "
+            "\"cpu_threads\": 4, \"gpu_measured\": false}",
+            CALIBRATE_VERSION);
     fclose(f);
     assert_int_equal(calibrate_load(path, &b, &err), TL_ERR_FORMAT);
     assert_non_null(strstr(err.msg, "cpu_read_gbps"));

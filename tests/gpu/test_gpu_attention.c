@@ -235,7 +235,7 @@ static enum result run_case(const struct kern_ctx *ctx, const struct acase *c, e
     kc0 = malloc(ncache * 2), vc0 = malloc(ncache * 2);
     q32 = malloc(nq * 4), k32 = malloc(nkv * 4), v32 = malloc(nkv * 4), out32 = malloc(nq * 4);
     kc32 = calloc(ncache, 4), vc32 = calloc(ncache, 4);
-    scratch = malloc((size_t)hb.max_seq_len * 4);
+    scratch = malloc(cpu_attention_scratch_floats(&cshape, 1) * 4);
     owner = malloc(slots * sizeof *owner);
     if (!q16 || !k16 || !v16 || !kc0 || !vc0 || !q32 || !k32 || !v32 || !out32 || !kc32 || !vc32 ||
         !scratch || !owner)
@@ -309,8 +309,7 @@ static enum result run_case(const struct kern_ctx *ctx, const struct acase *c, e
     if ((r = bufs_download_check(ctx, &bs)) == RES_ERROR) goto out;
 
     cpu_rope_kv_write(NULL, &cshape, &hb.fb, hb.tok_seq, hdata(gif), q32, k32, v32, kc32, vc32);
-    cpu_attention(NULL, &cshape, &hb.fb, hb.tok_seq, q32, kc32, vc32, out32, scratch,
-                  hb.max_seq_len);
+    cpu_attention(NULL, &cshape, &hb.fb, hb.tok_seq, q32, kc32, vc32, out32, scratch);
 
     if ((rc = gh_compare("q", dt, hdata(gq), q32, nq, tol, line, line_size)) != RES_PASS) r = rc;
     if ((rc = gh_compare("k", dt, hdata(gk), k32, nkv, tol, line, line_size)) != RES_PASS) r = rc;
