@@ -45,6 +45,8 @@ if [ -n "${CPU:-}" ]; then
     row "test_cpu_ops (host CPU)" "rc=$?"
     timeout 300 build-gpu/bench_cpu > "$out/bench_cpu.log" 2>&1
     grep -E "ceiling|GEMV|GEMM|AVX512|threads" "$out/bench_cpu.log"
+    timeout 120 build-gpu/bench_cpu --attention > "$out/bench_cpu_attention.log" 2>&1
+    tail -8 "$out/bench_cpu_attention.log"
     timeout 120 build-gpu/bench_sampler > "$out/bench_sampler.log" 2>&1
     tail -7 "$out/bench_sampler.log"
 fi
