@@ -36,13 +36,12 @@
  * a step, only the ids come back); with lm_head on the CPU the logits are on the host and the
  * CPU backend's sample op samples them, one row per pool thread at a time (cpu/cpu_ops.c), so
  * a step costs ceil(rows / threads) rows of HOST_SAMPLE_S_PER_LOGIT per logit each.
- * 2 ns a logit: one thread at temperature 1 (bench_sampler, vocabulary 152,064, AVX2 passes; a
- * 2-core AMD EPYC dev host: 1.9 serial, 1.5-1.7 through the op at batch 1; top-p 0.9 costs
- * 3.3, greedy 0.15). It was 16 ns before the sampler's vector passes (test_gpu_sample on the
- * H100 host: 157 ms for 64 serial rows); replace it with bench_sampler's per-thread figure on
- * the serving host (the op at batch 16-64) or calibrate it if hosts differ much. */
+ * 3 ns a logit: the op at temperature 1 on the H100 host's 16 threads (bench_sampler, vocabulary
+ * 152,064: 1.46 ns a logit at batch 1, 4.4 at 16, 3.0 at 64 per thread, 1.83 ms for the
+ * 64-row step; top-p 0.9 costs about twice that, greedy a fifth). It was 16 ns before the
+ * sampler's vector passes (157 ms for 64 serial rows on that host). */
 #define GPU_SAMPLE_S            40e-6
-#define HOST_SAMPLE_S_PER_LOGIT 2e-9
+#define HOST_SAMPLE_S_PER_LOGIT 3e-9
 /* DMA from pinned memory takes this much of the host's read bandwidth per byte it moves (the
  * H100 host: 96 GB/s of CPU reads alone, 64 while PCIe pulled 47 GB/s); used when the
  * calibration's loaded read is no measurement (faster than the unloaded one). */
