@@ -339,9 +339,10 @@ static enum tl_status op_layer_begin(void *ctx, int layer) {
 }
 
 /* A streamed unit's copy goes out in pieces: a hidden state crossing back from the CPU lane
- * (write_f32) shares the H2D copy engine with these copies, and would otherwise queue behind a
- * whole layer (550 MB, ~11 ms at PCIe 5.0) instead of one piece (~0.6 ms). */
-#define STREAM_PIECE_BYTES ((size_t)32 << 20)
+ * and a CPU layer's mirrored K/V (write_f32) share the H2D copy engine with these copies, and
+ * would otherwise queue behind a whole layer (550 MB, ~10 ms at PCIe 5.0) instead of one piece
+ * (8 MiB, ~0.15 ms; 32 MiB pieces cost a batch-16 step with six CPU layers ~10 ms of waits). */
+#define STREAM_PIECE_BYTES ((size_t)8 << 20)
 
 static enum tl_status stream_issue(struct gpu_backend *be, int k, int wait_ev) {
     char *slot = be->slots + (size_t)(k % be->n_slots) * be->slot_bytes;

@@ -388,18 +388,23 @@ static void run_search(struct search *s) {
             int c_max = in->policy == PLANNER_POLICY_STREAM ? 0 : L;
             for (int C = 0; C <= c_max; C++) {
                 int s_max = in->policy == PLANNER_POLICY_CPU ? 0 : L - C;
-                /* CPU layers run with and without guest steps (prefill on the GPU); the guests'
-                 * KV on the GPU needs more streaming to hold the batch, so each variant stops
-                 * on its own */
+                /* CPU layers run without guest steps, with them from the size where a layer's
+                 * copy beats the CPU computing it, and with them for prefill only (steps larger
+                 * than any decode step: in a step PCIe bounds, the CPU's time is free until it
+                 * passes the copies'). The guests' KV on the GPU needs more streaming to hold the
+                 * batch, so each variant stops on its own. */
                 struct placement pl;
                 placement_init_resident(&pl, L, dt, in->block_size);
-                int guest_min =
-                    C > 0 && s->ce && in->policy != PLANNER_POLICY_CPU
-                        ? stepmodel_guest_min_tokens(c, &pl, s->ce, in->max_num_batched_tokens)
-                        : 0;
-                int variants = guest_min > 0 ? 2 : 1;
-                bool done[2] = {false, false};
-                for (int S = 0; S <= s_max && !(done[0] && done[variants - 1]); S++) {
+                int gmin[3] = {0, 0, 0}, variants = 1;
+                if (C > 0 && s->ce && in->policy != PLANNER_POLICY_CPU) {
+                    int g = stepmodel_guest_min_tokens(c, &pl, s->ce, in->max_num_batched_tokens);
+                    if (g > 0) gmin[variants++] = g;
+                    int prefill_only = in->max_num_seqs + 1;
+                    if (prefill_only <= in->max_num_batched_tokens && prefill_only > g)
+                        gmin[variants++] = prefill_only;
+                }
+                bool done[3] = {false, variants < 2, variants < 3};
+                for (int S = 0; S <= s_max && !(done[0] && done[1] && done[2]); S++) {
                     int R = L - C - S;
                     size_t off = offload_bytes_of(c, &ub, S, C, embed, lm);
                     if (!offload_ok(in, off, S + C, ub.layer)) continue;
@@ -413,7 +418,7 @@ static void run_search(struct search *s) {
                     pl.lm_head = lm;
                     for (int g = 0; g < variants; g++) {
                         if (done[g]) continue;
-                        pl.guest_min_tokens = g ? guest_min : 0;
+                        pl.guest_min_tokens = gmin[g];
                         bool full = false;
                         for (int k = su > 0 ? 1 : 0; k <= k_max; k++) {
                             bool no_stall = false;

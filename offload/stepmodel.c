@@ -45,10 +45,11 @@
 /* DMA from pinned memory takes this much of the host's read bandwidth per byte it moves (the
  * H100 host: 96 GB/s of CPU reads alone, 64 while PCIe pulled 47 GB/s); used when the
  * calibration's loaded read is no measurement (faster than the unloaded one). */
-#define DMA_READ_SHARE 0.7
-#define GEMV_MAX_M     16 /* the GPU's GEMV/cuBLAS switch (kern_matmul) */
-#define CPU_GEMV_MAX_M 8  /* MATMUL_GEMV_MAX_M (cpu/matmul.h) */
-#define PROBE_PARAMS   (13824.0 * 5120.0)
+#define DMA_READ_SHARE     0.7
+#define GEMV_MAX_M         16                  /* the GPU's GEMV/cuBLAS switch (kern_matmul) */
+#define CPU_GEMV_MAX_M     8                   /* MATMUL_GEMV_MAX_M (cpu/matmul.h) */
+#define STREAM_PIECE_BYTES (8.0 * 1024 * 1024) /* gpu_backend.c: weight copies go in pieces */
+#define PROBE_PARAMS       (13824.0 * 5120.0)
 
 #define NSTEPS    6
 #define MAX_UNITS (PLACEMENT_MAX_LAYERS + 2)
@@ -60,6 +61,7 @@ struct unit {
     int streamed;
     double dur_s;  /* compute */
     double copy_s; /* weight copy, streamed units */
+    int guest;     /* a CPU layer run by the GPU: copied through the one guest slot */
 };
 
 struct rates {
@@ -67,6 +69,7 @@ struct rates {
     double cpu_read, cpu_attn;
     double cpu_slow; /* >= 1: memory-bound CPU time multiplier while PCIe DMA also reads */
     const struct ceilings *ce;
+    double piece_wait; /* an upload's mean wait behind the weight piece the copy engine is on */
 };
 
 static double max2(double a, double b) {
@@ -144,26 +147,30 @@ static int build_units(const struct config *c, const struct placement *p, const 
     /* embedding: a gather of the step's rows */
     double gather = (double)s->n_tokens * c->hidden_size * es;
     if (p->embed == PLACEMENT_CPU)
-        u[n++] = (struct unit){LOC_CPU, 0, gather / r->cpu_read + r->ce->cpu_dispatch_us * 1e-6, 0};
+        u[n++] =
+            (struct unit){LOC_CPU, 0, gather / r->cpu_read + r->ce->cpu_dispatch_us * 1e-6, 0, 0};
     else
-        u[n++] = (struct unit){LOC_GPU, 0, gather / r->hbm + 3e-6, 0};
+        u[n++] = (struct unit){LOC_GPU, 0, gather / r->hbm + 3e-6, 0, 0};
     double t_gpu = gpu_layer_s(c, p, r, s), t_cpu = cpu_layer_s(c, r, s);
     double copy = (double)sizes_layer_bytes(c, p->gpu_dtype) / r->pcie;
     /* with a slot per streamed unit the weights stay in their slots (gpu_backend.c) */
     bool moves = placement_streamed_units(p) > p->stream_slots;
     bool guest = guest_step(p, s);
-    /* a guest layer's new K/V go to the other lane's cache: a hop's latency and their bytes */
-    double mirror = placement_guests(p) ? HOP_LATENCY_S + 2.0 * s->n_tokens * c->n_kv_heads *
-                                                              c->head_dim * 4.0 / r->pcie
-                                        : 0.0;
+    /* a guest layer's new K/V (fp32) go to the other lane's cache: from the GPU a synchronous
+     * read, then the CPU's RoPE and cache write over them; from the CPU an upload that waits
+     * behind the weight piece on the copy engine when weights stream */
+    double kv_bytes = 2.0 * s->n_tokens * c->n_kv_heads * c->head_dim * 4.0;
+    double mirror_down = HOP_LATENCY_S + kv_bytes / r->d2h + 2.0 * kv_bytes / r->cpu_read;
+    double mirror_up = HOP_LATENCY_S + kv_bytes / r->pcie + r->piece_wait;
+    if (!placement_guests(p)) mirror_down = mirror_up = 0;
     for (int l = 0; l < p->n_layers; l++) {
         if (p->layer[l] == PLACEMENT_CPU && guest)
-            u[n++] = (struct unit){LOC_GPU, 1, t_gpu + mirror, copy};
+            u[n++] = (struct unit){LOC_GPU, 1, t_gpu + mirror_down, copy, 1};
         else if (p->layer[l] == PLACEMENT_CPU)
-            u[n++] = (struct unit){LOC_CPU, 0, t_cpu + mirror, 0};
+            u[n++] = (struct unit){LOC_CPU, 0, t_cpu + mirror_up, 0, 0};
         else
-            u[n++] =
-                (struct unit){LOC_GPU, moves && p->layer[l] == PLACEMENT_GPU_STREAMED, t_gpu, copy};
+            u[n++] = (struct unit){LOC_GPU, moves && p->layer[l] == PLACEMENT_GPU_STREAMED, t_gpu,
+                                   copy, 0};
     }
     /* final norm + lm_head over the rows that want logits; tied, lm_head is the embedding */
     double lm_copy = (double)sizes_lm_head_bytes(c, p->gpu_dtype);
@@ -172,11 +179,11 @@ static int build_units(const struct config *c, const struct placement *p, const 
         u[n++] = (struct unit){LOC_CPU, 0,
                                lm_params * cpu_matmul_s_per_param(r, s->n_seqs, host_es(c)) +
                                    2 * r->ce->cpu_dispatch_us * 1e-6,
-                               0};
+                               0, 0};
     else
         u[n++] = (struct unit){LOC_GPU, moves && p->lm_head == PLACEMENT_GPU_STREAMED,
                                gpu_matmul_s(r, lm_params, lm_bytes, s->n_seqs) + 10e-6,
-                               lm_copy / r->pcie};
+                               lm_copy / r->pcie, 0};
     return n;
 }
 
@@ -190,7 +197,8 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
                       ce->cpu_read_gbps * 1e9,
                       ce->cpu_attn_gflops * 1e9,
                       1.0,
-                      ce};
+                      ce,
+                      0.0};
     int n_cpu = placement_count(p, PLACEMENT_CPU) + (p->lm_head == PLACEMENT_CPU);
     int n_str = placement_streamed_units(p) > p->stream_slots ? placement_streamed_units(p) : 0;
     if (guest_step(p, s)) {
@@ -207,6 +215,9 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
         if (busy > 0 && ce->cpu_read_gbps > 0) r.cpu_slow = max2(1.0, ce->cpu_read_gbps / busy);
     }
     struct unit u[MAX_UNITS];
+    /* with weights streaming, an upload (a hidden state back from the CPU, a mirrored K/V)
+     * queues behind half a weight piece on average (gpu_backend.c's STREAM_PIECE_BYTES) */
+    if (n_str > 0) r.piece_wait = 0.5 * STREAM_PIECE_BYTES / r.pcie;
     int nu = build_units(c, p, &r, s, u);
     double hop = hop_s(c, &r, s);
     /* what the host does between steps: logits down (GPU lm_head), sampling */
@@ -219,11 +230,9 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
 
     /* Replay. done_ring[n % slots]: when the unit of streamed copy n finished computing, which
      * frees its slot for copy n + slots; copies are issued in ring order as soon as PCIe and
-     * their slot are free. */
-    /* a guest step's CPU layers copy through their own slot; the replay lets them share the
-     * ring with one slot more, which orders the copies the same way */
-    int slots = (p->stream_slots > 0 ? p->stream_slots : 1) + (guest_step(p, s) ? 1 : 0);
-    double copy_free = 0, t = 0, step_end[NSTEPS];
+     * their slot are free. A guest's copy waits for the previous guest (one slot). */
+    int slots = p->stream_slots > 0 ? p->stream_slots : 1;
+    double copy_free = 0, t = 0, step_end[NSTEPS], guest_free = 0;
     double done_ring[64];
     int ring = 0; /* copies issued so far */
     double last_stall = 0, last_hops_s = 0;
@@ -237,14 +246,17 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
         for (int i = 0; i < nu; i++) {
             double ready = t;
             if (u[i].loc != prev_loc && i > 0) {
-                ready += hop;
-                hops_s += hop;
+                double h = hop + (u[i].loc == LOC_GPU ? r.piece_wait : 0);
+                ready += h;
+                hops_s += h;
                 hops++;
             }
             if (u[i].streamed) {
                 /* copy number `ring` goes to slot ring % slots, free once the unit `slots`
                  * copies back has run */
-                double slot_free = ring >= slots ? done_ring[ring % slots] : 0;
+                double slot_free = u[i].guest      ? guest_free
+                                   : ring >= slots ? done_ring[ring % slots]
+                                                   : 0;
                 double start = max2(copy_free, slot_free);
                 double copied = start + u[i].copy_s;
                 copy_free = copied;
@@ -252,7 +264,10 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
                 ready = max2(ready, copied);
             }
             t = ready + u[i].dur_s;
-            if (u[i].streamed) done_ring[ring++ % slots] = t;
+            if (u[i].guest)
+                guest_free = t;
+            else if (u[i].streamed)
+                done_ring[ring++ % slots] = t;
             prev_loc = u[i].loc;
         }
         /* logits to the host and sampling; the next step's ids go up with its metadata */
@@ -281,7 +296,8 @@ int stepmodel_guest_min_tokens(const struct config *c, const struct placement *p
                       ce->cpu_read_gbps * 1e9,
                       ce->cpu_attn_gflops * 1e9,
                       1.0,
-                      ce};
+                      ce,
+                      0.0};
     double copy = (double)sizes_layer_bytes(c, p->gpu_dtype) / r.pcie;
     /* a prefill chunk of one sequence: the CPU's cost grows with the rows, the copy does not */
     for (int T = 1; T <= max_tokens; T = T < 8 ? T + 1 : T + T / 8) {
