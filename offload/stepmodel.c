@@ -32,6 +32,13 @@
 #define STEP_FIXED_S       50e-6
 #define CPU_LAYER_DISPATCH 12
 #define HOP_LATENCY_S      20e-6
+/* Fitted, not yet explained: with more than one row a step, each CPU layer of a split step
+ * costs this much beyond its parts (the CPU lane's own time and the GPU's matched the model;
+ * the lane crossings took 23 ms at batch 16 with 6 CPU layers and 21 ms at batch 64 with 10
+ * where the model had 1-2 ms; steps 1.24 / 1.18 of the plan, 2.45 / 3.0 ms a CPU layer; at
+ * batch 1, 4 CPU layers, 1.01). Suspects: the pageable crossing copies (two buffers when the
+ * MLP output is pending) and the AMX tile state the pool threads save and restore. */
+#define CPU_LAYER_SPLIT_EXTRA_S 2.7e-3
 /* Sampling: the engine samples on the GPU when the GPU computes lm_head (kern_sample: ~40 us
  * a step, only the ids come back); with lm_head on the CPU the logits are on the host and the
  * CPU backend's sample op samples them, one row per pool thread at a time (cpu/cpu_ops.c), so
@@ -163,11 +170,12 @@ static int build_units(const struct config *c, const struct placement *p, const 
     double mirror_down = HOP_LATENCY_S + kv_bytes / r->d2h + 2.0 * kv_bytes / r->cpu_read;
     double mirror_up = HOP_LATENCY_S + kv_bytes / r->pcie + r->piece_wait;
     if (!placement_guests(p)) mirror_down = mirror_up = 0;
+    double split_extra = s->n_tokens >= 2 ? CPU_LAYER_SPLIT_EXTRA_S : 0.0;
     for (int l = 0; l < p->n_layers; l++) {
         if (p->layer[l] == PLACEMENT_CPU && guest)
             u[n++] = (struct unit){LOC_GPU, 1, t_gpu + mirror_down, copy, 1};
         else if (p->layer[l] == PLACEMENT_CPU)
-            u[n++] = (struct unit){LOC_CPU, 0, t_cpu + mirror_up, 0, 0};
+            u[n++] = (struct unit){LOC_CPU, 0, t_cpu + mirror_up + split_extra, 0, 0};
         else
             u[n++] = (struct unit){LOC_GPU, moves && p->layer[l] == PLACEMENT_GPU_STREAMED, t_gpu,
                                    copy, 0};
