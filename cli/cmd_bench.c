@@ -258,11 +258,19 @@ static int bench_throughput(int argc, char **argv) {
                100.0 * sbusy / el);
     double lane_cpu = m1.decode_cpu_lane_s - m0.decode_cpu_lane_s;
     double lane_cross = m1.decode_cross_s - m0.decode_cross_s;
+    double fwd = m1.decode_forward_s - m0.decode_forward_s;
+    double tail = m1.decode_tail_s - m0.decode_tail_s;
     if (dsteps > 0 && lane_cpu + lane_cross > 0)
         printf("CPU lane: %.2f ms of each decode step in its layers, %.2f ms crossing lanes (GPU "
                "waits included); planner: %.2f ms CPU busy, %.2f ms of crossings\n",
                1e3 * lane_cpu / dsteps, 1e3 * lane_cross / dsteps, 1e3 * b.predicted_cpu_s,
                1e3 * b.predicted_hop_s);
+    if (dsteps > 0 && fwd > 0)
+        printf("Decode step, host time: %.2f ms in the forward (%.2f queuing and the rest of the "
+               "layers, %.2f waiting for the device's tail and the sample), %.2f in the engine "
+               "around it\n",
+               1e3 * fwd / dsteps, 1e3 * (fwd - lane_cpu - lane_cross - tail) / dsteps,
+               1e3 * tail / dsteps, 1e3 * (ds - fwd) / dsteps);
     if (b.offloaded && dsteps > 0)
         printf("Placement %s: planner predicted %.2f ms a decode step (%.1f tok/s); measured "
                "%.2f ms at full batch (%.2f of the prediction)\n",

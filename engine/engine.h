@@ -157,6 +157,8 @@ struct engine_metrics {
     double decode_device_s;    /* of the decode-only steps */
     double decode_cpu_lane_s;  /* host time of those steps in the CPU lane's layers */
     double decode_cross_s;     /* ... and crossing lanes (GPU waits included) */
+    double decode_forward_s;   /* ... in the forward as a whole (the rest is the engine's) */
+    double decode_tail_s;      /* ... of it waiting for the device's tail and the sample */
     /* ---- KV tiers (zero without --swap-space / --nvme-swap-dir) ---- */
     /* num_swapped above is vLLM's num_requests_swapped: sequences whose KV is in the tiers */
     int64_t num_preemptions_swap_total;      /* preemptions that swapped the KV out */

@@ -322,8 +322,8 @@ static void accept_token(struct engine *e, struct engine_request *r, int32_t t, 
 
 static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, int64_t blocks, double dt,
                           double dev) {
-    double lane_cpu = 0, lane_cross = 0;
-    if (dt > 0) forward_lane_seconds(e->fwd, &lane_cpu, &lane_cross);
+    double lane_cpu = 0, lane_cross = 0, fwd = 0, tail = 0;
+    if (dt > 0) forward_lane_seconds(e->fwd, &lane_cpu, &lane_cross, &fwd, &tail);
     int total = kvcache_num_blocks(e->kv);
     int used = total - kvcache_num_free(e->kv) - (e->pad_block >= 0);
     pthread_mutex_lock(&e->metrics_mu);
@@ -352,6 +352,8 @@ static void update_gauges(struct engine *e, int64_t prompt, int64_t gen, int64_t
             e->m.decode_device_s += dev;
             e->m.decode_cpu_lane_s += lane_cpu;
             e->m.decode_cross_s += lane_cross;
+            e->m.decode_forward_s += fwd;
+            e->m.decode_tail_s += tail;
             if (gen == e->o.max_num_seqs) {
                 e->m.full_decode_steps++;
                 e->m.full_decode_s += dt;

@@ -50,6 +50,9 @@ struct forward {
     /* the last step's host time in the CPU lane's ops and in lane crossings (forward_lane_seconds)
      */
     double lane_cpu_s, lane_cross_s;
+    /* ... the whole step's host time, and of it the wait for the device's tail and the sample or
+     * logits read after the layers were queued */
+    double step_s, tail_s;
     int vocab; /* the whole vocabulary: token ids and the logits' width (a shard holds part) */
     /* tensor parallel (forward_set_collective); coll NULL on a whole model */
     const struct tl_collective *coll; /* borrowed */
@@ -448,7 +451,7 @@ static enum tl_status cross(struct forward *f, int from, int to, int T, bool pen
 static enum tl_status run_ops(struct forward *f, int T, int nl, struct tl_err *err) {
     const struct config *c = &f->m->cfg;
     int cur = f->split ? f->embed_lane : 0;
-    f->lane_cpu_s = f->lane_cross_s = 0;
+    f->lane_cpu_s = f->lane_cross_s = f->tail_s = 0;
     {
         const struct fwd_lane *ln = &f->lane[cur];
         const struct ops *o = ln->o;
@@ -737,8 +740,19 @@ static const struct fwd_lane *head_lane(const struct forward *f) {
     return &f->lane[f->split ? f->head_lane : 0];
 }
 
+static enum tl_status step_read(struct forward *f, const struct fwd_batch *b, float *logits,
+                                struct tl_err *err);
+
 enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float *logits,
                             struct tl_err *err) {
+    double t0 = tl_now_s();
+    enum tl_status st = step_read(f, b, logits, err);
+    f->step_s = tl_now_s() - t0;
+    return st;
+}
+
+static enum tl_status step_read(struct forward *f, const struct fwd_batch *b, float *logits,
+                                struct tl_err *err) {
     int nl = 0;
     enum tl_status st = rank0_only(f, err);
     if (st != TL_OK) return st;
@@ -751,13 +765,28 @@ enum tl_status forward_step(struct forward *f, const struct fwd_batch *b, float 
     if (st != TL_OK || nl == 0) return st;
     const struct fwd_lane *hl = head_lane(f);
     const struct ops *o = hl->o;
+    double t0 = tl_now_s();
     OP(o->read_f32(o->ctx, hl->logits, (size_t)nl * f->m->cfg.vocab_size, logits), "read logits");
+    f->tail_s = tl_now_s() - t0;
     return TL_OK;
 }
+
+static enum tl_status step_sample(struct forward *f, const struct fwd_batch *b,
+                                  const struct fwd_sample *smp, struct sampler *host, int32_t *ids,
+                                  struct tl_err *err);
 
 enum tl_status forward_step_sample(struct forward *f, const struct fwd_batch *b,
                                    const struct fwd_sample *smp, struct sampler *host, int32_t *ids,
                                    struct tl_err *err) {
+    double t0 = tl_now_s();
+    enum tl_status st = step_sample(f, b, smp, host, ids, err);
+    f->step_s = tl_now_s() - t0;
+    return st;
+}
+
+static enum tl_status step_sample(struct forward *f, const struct fwd_batch *b,
+                                  const struct fwd_sample *smp, struct sampler *host, int32_t *ids,
+                                  struct tl_err *err) {
     const struct fwd_lane *hl = head_lane(f);
     const struct ops *o = hl->o;
     const int V = f->vocab;
@@ -794,7 +823,9 @@ enum tl_status forward_step_sample(struct forward *f, const struct fwd_batch *b,
                 .n_prompt = smp[i].n_prompt,
                 .output = smp[i].output,
                 .n_output = smp[i].n_output};
+        double t0 = tl_now_s();
         OP(o->sample(o->ctx, hl->logits, nl, V, f->sample_seqs, ids), "sample");
+        f->tail_s = tl_now_s() - t0;
         return TL_OK;
     }
     const size_t row_bytes = (size_t)V * dtype_size(o->act_dtype);
@@ -820,7 +851,10 @@ void forward_set_fusion(struct forward *f, bool on) {
     f->no_fusion = !on;
 }
 
-void forward_lane_seconds(const struct forward *f, double *cpu_s, double *cross_s) {
+void forward_lane_seconds(const struct forward *f, double *cpu_s, double *cross_s, double *step_s,
+                          double *tail_s) {
     *cpu_s = f->lane_cpu_s;
     *cross_s = f->lane_cross_s;
+    *step_s = f->step_s;
+    *tail_s = f->tail_s;
 }

@@ -84,8 +84,11 @@ double forward_device_seconds(const struct forward *f);
 
 /* Host seconds the last step spent in the CPU lane's layers (*cpu_s) and in crossings between
  * lanes (*cross_s: the hidden state's copies, and the wait for the GPU's queued work they
- * include). Both 0 without a split placement. */
-void forward_lane_seconds(const struct forward *f, double *cpu_s, double *cross_s);
+ * include; both 0 without a split placement), in the whole forward_step(_sample) (*step_s), and
+ * of that in the final sample or logits read (*tail_s: the wait for the device's last layers
+ * and the head). */
+void forward_lane_seconds(const struct forward *f, double *cpu_s, double *cross_s, double *step_s,
+                          double *tail_s);
 
 /* Fused linear layers on a backend that has them (ops.matmul_fused; the default) or the plain
  * ops only (for measuring what the fusion buys). Set before the first step: a backend keeps
