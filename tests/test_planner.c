@@ -328,6 +328,65 @@ static void test_order_matters(void **state) {
     assert_true(ra.stall_s > rb.stall_s);
 }
 
+/* Guests (placement.h): the CPU layers' prefill on the GPU. Memory: one more staging slot, the
+ * CPU layers' KV on the GPU as well, their pinned images on the host. The step model: a step of
+ * guest_min_tokens or more runs them on the GPU, their weights over PCIe and no CPU layer time;
+ * a smaller one on the CPU, as without guests. */
+static void test_guests(void **state) {
+    (void)state;
+    struct planner_inputs in = inputs_14b(24, 4096);
+    struct ceilings ce = h100();
+    struct tl_err err;
+    struct placement p, q;
+    placement_init_resident(&p, 48, TL_DTYPE_BF16, 16);
+    for (int g = 0; g < 4; g++) {
+        p.layer[g * 12] = PLACEMENT_CPU;
+        p.layer[g * 12 + 11] = PLACEMENT_GPU_STREAMED;
+    }
+    p.embed = PLACEMENT_CPU;
+    p.stream_slots = 1;
+    q = p;
+    int gmin = stepmodel_guest_min_tokens(&in.cfg, &p, &ce, 2048);
+    assert_true(gmin > 4 && gmin <= 2048);
+    q.guest_min_tokens = gmin;
+    assert_false(placement_guests(&p));
+    assert_true(placement_guests(&q));
+    struct planner_memory mp, mq;
+    assert_int_equal(planner_memory_of(&in, &p, &mp, &err), TL_OK);
+    assert_int_equal(planner_memory_of(&in, &q, &mq, &err), TL_OK);
+    size_t layer = sizes_layer_bytes(&in.cfg, TL_DTYPE_BF16);
+    size_t kv_layer = (size_t)16 * sizes_kv_token_layer_bytes(&in.cfg, TL_DTYPE_BF16);
+    assert_int_equal(mq.gpu_staging_bytes, mp.gpu_staging_bytes + layer);
+    assert_int_equal(mq.host_weight_bytes, mp.host_weight_bytes + 4 * layer);
+    assert_int_equal(p.kv_gpu_block_bytes, 44 * kv_layer);
+    assert_int_equal(q.kv_gpu_block_bytes, 48 * kv_layer);
+    assert_true(mq.num_blocks < mp.num_blocks);
+    if (placement_validate(&q, &in.cfg, &err) != TL_OK) fail_msg("%s", err.msg);
+    char d[256];
+    placement_describe(&q, d, sizeof d);
+    assert_non_null(strstr(d, "gpu_prefill>="));
+
+    /* a 2048-token chunk: on the CPU the four layers cost seconds; as guests, their copies */
+    struct stepmodel_step chunk = {1, 2048, 2048}, dec = {4, 4, 576};
+    struct stepmodel_result rp, rq;
+    stepmodel_predict(&in.cfg, &p, &ce, &chunk, &rp);
+    stepmodel_predict(&in.cfg, &q, &ce, &chunk, &rq);
+    assert_true(rp.cpu_s > 1.0);
+    assert_true(rq.cpu_s < 0.01 * rp.cpu_s);
+    /* the 4 guests' copies beside the 4 streamed layers', at the unloaded PCIe rate (the CPU
+     * computes no layer in the step) */
+    assert_true(fabs(rq.pcie_s - 8.0 * (double)layer / (ce.pcie_h2d_gbps * 1e9)) < 1e-9);
+    assert_true(rq.step_s < 0.2 * rp.step_s);
+    /* a decode step under the threshold: the CPU runs them; the K/V mirror costs a little */
+    stepmodel_predict(&in.cfg, &p, &ce, &dec, &rp);
+    stepmodel_predict(&in.cfg, &q, &ce, &dec, &rq);
+    assert_true(rq.cpu_s >= rp.cpu_s);
+    assert_true(rq.pcie_s == rp.pcie_s);
+    assert_true(rq.step_s >= rp.step_s && rq.step_s < 1.05 * rp.step_s);
+    q.guest_min_tokens = -1;
+    assert_int_equal(placement_validate(&q, &in.cfg, &err), TL_ERR_INVALID);
+}
+
 /* ---------------- the plan ---------------- */
 
 static void check_plan(const struct planner_inputs *in, const struct planner_result *r) {
@@ -771,6 +830,7 @@ int main(void) {
         cmocka_unit_test(test_check_override),
         cmocka_unit_test(test_stepmodel_invariants),
         cmocka_unit_test(test_order_matters),
+        cmocka_unit_test(test_guests),
         cmocka_unit_test(test_plan_fits_all),
         cmocka_unit_test(test_plan_24gb),
         cmocka_unit_test(test_monotone),
