@@ -71,6 +71,16 @@ double fixture_rel_err(const float *a, const double *ref, int n) {
     return sqrt(num / (den > 0 ? den : 1));
 }
 
+double fixture_rel_err_f(const float *a, const float *ref, int n) {
+    double num = 0, den = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
 struct model *fixture_dummy_model(const char *json, uint64_t seed, enum tl_dtype dt,
                                   struct tl_err *err) {
     struct config c;

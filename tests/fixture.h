@@ -37,8 +37,10 @@ int fixture_row(const struct fixture *fx, const char *key, int i, double *out, i
 /* Greedy token t of prompt p recorded from HF. */
 int fixture_greedy(const struct fixture *fx, int p, int t);
 
-/* ||a - ref|| / ||ref||; infinity when a holds NaN or Inf. */
+/* ||a - ref|| / ||ref|| (in double); infinity when a holds NaN or Inf. The _f form takes an
+ * fp32 reference. */
 double fixture_rel_err(const float *a, const double *ref, int n);
+double fixture_rel_err_f(const float *a, const float *ref, int n);
 
 /* A model of dummy weights (dt, seeded) for the config in json; NULL after filling err. */
 struct model *fixture_dummy_model(const char *json, uint64_t seed, enum tl_dtype dt,

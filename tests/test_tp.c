@@ -11,7 +11,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,16 +89,6 @@ static void group_close(struct group *gr) {
     tp_local_destroy(gr->g);
 }
 
-static double rel_err(const float *a, const float *ref, int n) {
-    double d = 0, r = 0;
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        d += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
-        r += (double)ref[i] * ref[i];
-    }
-    return sqrt(d / (r > 0 ? r : 1));
-}
-
 static int argmax(const float *x, int n) {
     int b = 0;
     for (int i = 1; i < n; i++)
@@ -144,7 +133,7 @@ static double compare_steps(struct forward *ref, struct forward *tp, int V, cons
         if (forward_step(tp, &b, lt, &err) != TL_OK) fail_msg("%s sharded: %s", what, err.msg);
         int nl = step > 0 ? 2 : 1;
         for (int i = 0; i < nl; i++) {
-            double e = rel_err(lt + (size_t)i * V, lr + (size_t)i * V, V);
+            double e = fixture_rel_err_f(lt + (size_t)i * V, lr + (size_t)i * V, V);
             if (e > worst) worst = e;
             if (e > TOL_SHARD)
                 fail_msg("%s step %d row %d: logits rel err %.3g > %g", what, step, i, e,
@@ -274,7 +263,7 @@ static void test_fixtures_against_hf(void **state) {
                     forward_step(whole.fw, &b, lr, &err) != TL_OK)
                     fail_msg("%s N=%d: %s", names[k], w, err.msg);
                 if (fixture_row(&fx, "logits", p, ref, V) != 0) fail_msg("%s: logits", names[k]);
-                double e_hf = fixture_rel_err(lt, ref, V), e_whole = rel_err(lt, lr, V);
+                double e_hf = fixture_rel_err(lt, ref, V), e_whole = fixture_rel_err_f(lt, lr, V);
                 if (e_hf > TOL_REF || e_whole > TOL_SHARD)
                     fail_msg("%s N=%d prompt %d: rel err %.3g vs HF (%g), %.3g vs unsharded (%g)",
                              names[k], w, p, e_hf, TOL_REF, e_whole, TOL_SHARD);

@@ -11,7 +11,6 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
-#include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -140,16 +139,6 @@ static int procs_close(struct procs *p, int *codes) {
     return ok;
 }
 
-static double rel_err(const float *a, const float *ref, int n) {
-    double d = 0, r = 0;
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        d += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
-        r += (double)ref[i] * ref[i];
-    }
-    return sqrt(d / (r > 0 ? r : 1));
-}
-
 static void test_processes_equal_threads(void **state) {
     (void)state;
     struct model *m = dummy(7);
@@ -199,7 +188,7 @@ static void test_processes_equal_threads(void **state) {
         for (int s = 0; s < STEPS; s++)
             for (int i = 0; i < 2; i++) {
                 size_t o = ((size_t)s * 2 + i) * V;
-                double e = rel_err(net + o, whole + o, V);
+                double e = fixture_rel_err_f(net + o, whole + o, V);
                 if (e > worst) worst = e;
             }
         printf("N=%d: processes == threads bit for bit; max rel err vs unsharded %.2e\n", world,

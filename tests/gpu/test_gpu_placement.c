@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "cpu_ops.h"
 #include "fixture.h"
 #include "forward.h"
@@ -22,14 +23,6 @@
 #define NB   128
 
 static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL: " __VA_ARGS__);                                                 \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 struct layout {
     const char *name;
@@ -240,12 +233,7 @@ static void check(const char *fixture, enum tl_dtype dt) {
                           "%s %s %s prompt %d: streamed logits differ from resident", fixture,
                           dname, lo->name, p);
                 } else {
-                    double d = 0, n = 0;
-                    for (int i = 0; i < V; i++) {
-                        d += (double)(logits[i] - r[i]) * (logits[i] - r[i]);
-                        n += (double)r[i] * r[i];
-                    }
-                    double e = sqrt(d / (n > 0 ? n : 1));
+                    double e = fixture_rel_err_f(logits, r, V);
                     worst = e > worst ? e : worst;
                     CHECK(e <= tol, "%s %s %s prompt %d: logits rel err %.3g vs resident", fixture,
                           dname, lo->name, p, e);

@@ -41,6 +41,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "check.h"
 #include "fixture.h"
 #include "forward.h"
 #include "gpu_backend.h"
@@ -62,15 +63,6 @@
 static const float exp_tab[32] = SAMPLER_EXP_TABLE;
 
 static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL: " __VA_ARGS__);                                                 \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static double now_s(void) {
     struct timespec ts;

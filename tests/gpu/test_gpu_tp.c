@@ -5,12 +5,12 @@
  * logits of every prompt must meet the bound the unsharded CUDA engine meets against HF's fp32
  * run (test_gpu_parity), and the shards' vocabulary-parallel embedding (kern_embedding_part_act)
  * must feed them. Prints the sharded-vs-unsharded difference too. Exit 77 without a GPU. */
-#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "fixture.h"
 #include "forward.h"
 #include "gpu_backend.h"
@@ -31,15 +31,6 @@
 #define MAXCT 256
 
 static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL: " __VA_ARGS__);                                                 \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 struct rank {
     struct ops ops;
@@ -85,16 +76,6 @@ static int prefill(struct forward *fw, struct kvcache *kv, const int32_t *ids, i
     return st == TL_OK ? 0 : -1;
 }
 
-static double rel_err(const float *a, const float *ref, int n) {
-    double d = 0, r = 0;
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        d += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
-        r += (double)ref[i] * ref[i];
-    }
-    return sqrt(d / (r > 0 ? r : 1));
-}
-
 static void check(const char *name, enum tl_dtype dt, int world) {
     struct fixture fx;
     if (fixture_open(name, &fx) != 0) {
@@ -135,7 +116,7 @@ static void check(const char *name, enum tl_dtype dt, int world) {
             break;
         }
         fixture_row(&fx, "logits", p, ref, V);
-        double e = fixture_rel_err(lt, ref, V), ew = rel_err(lt, lw, V);
+        double e = fixture_rel_err(lt, ref, V), ew = fixture_rel_err_f(lt, lw, V);
         worst = e > worst ? e : worst;
         worst_whole = ew > worst_whole ? ew : worst_whole;
         CHECK(e <= tol, "%s %s N=%d prompt %d: logits rel err %.3g > %g vs HF fp32", name, dname,

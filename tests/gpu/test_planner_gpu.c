@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "gpu_backend.h"
 #include "gpu_sample.h"
 #include "kern.h"
@@ -26,15 +27,6 @@ _Static_assert((int)PLACEMENT_GPU_RESIDENT == (int)GPU_PLACE_RESIDENT &&
                "enum placement_kind and enum gpu_place must agree");
 
 static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL: " __VA_ARGS__);                                                 \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static void workspace_sweep(void) {
     const int heads[][2] = {{40, 8}, {32, 8}, {64, 8}, {14, 2}, {28, 4}, {16, 16}, {12, 2}, {8, 1}};
