@@ -376,6 +376,20 @@ static void run_search(struct search *s) {
     struct unit_bytes ub = unit_bytes_of(c, dt);
     static const uint8_t lm_kinds[] = {PLACEMENT_GPU_RESIDENT, PLACEMENT_CPU,
                                        PLACEMENT_GPU_STREAMED};
+    /* CPU layers run without guest steps, with them from the size where a layer's copy beats
+     * the CPU computing it, and with them for prefill only (steps larger than any decode step:
+     * in a step PCIe bounds, the CPU's time is free until it passes the copies'). Both
+     * thresholds depend only on the GPU dtype and the ceilings. */
+    struct placement pl;
+    placement_init_resident(&pl, L, dt, in->block_size);
+    int gmin[3] = {0, 0, 0}, guest_variants = 1;
+    if (s->ce && in->policy != PLANNER_POLICY_CPU) {
+        int g = stepmodel_guest_min_tokens(c, &pl, s->ce, in->max_num_batched_tokens);
+        if (g > 0) gmin[guest_variants++] = g;
+        int prefill_only = in->max_num_seqs + 1;
+        if (prefill_only <= in->max_num_batched_tokens && prefill_only > g)
+            gmin[guest_variants++] = prefill_only;
+    }
     for (int li = 0; li < 3; li++) {
         uint8_t lm = lm_kinds[li];
         if (in->policy == PLANNER_POLICY_STREAM && lm == PLACEMENT_CPU) continue;
@@ -388,21 +402,9 @@ static void run_search(struct search *s) {
             int c_max = in->policy == PLANNER_POLICY_STREAM ? 0 : L;
             for (int C = 0; C <= c_max; C++) {
                 int s_max = in->policy == PLANNER_POLICY_CPU ? 0 : L - C;
-                /* CPU layers run without guest steps, with them from the size where a layer's
-                 * copy beats the CPU computing it, and with them for prefill only (steps larger
-                 * than any decode step: in a step PCIe bounds, the CPU's time is free until it
-                 * passes the copies'). The guests' KV on the GPU needs more streaming to hold the
-                 * batch, so each variant stops on its own. */
-                struct placement pl;
-                placement_init_resident(&pl, L, dt, in->block_size);
-                int gmin[3] = {0, 0, 0}, variants = 1;
-                if (C > 0 && s->ce && in->policy != PLANNER_POLICY_CPU) {
-                    int g = stepmodel_guest_min_tokens(c, &pl, s->ce, in->max_num_batched_tokens);
-                    if (g > 0) gmin[variants++] = g;
-                    int prefill_only = in->max_num_seqs + 1;
-                    if (prefill_only <= in->max_num_batched_tokens && prefill_only > g)
-                        gmin[variants++] = prefill_only;
-                }
+                /* the guests' KV on the GPU needs more streaming to hold the batch, so each
+                 * variant stops on its own */
+                int variants = C > 0 ? guest_variants : 1;
                 bool done[3] = {false, variants < 2, variants < 3};
                 for (int S = 0; S <= s_max && !(done[0] && done[1] && done[2]); S++) {
                     int R = L - C - S;

@@ -79,6 +79,19 @@ struct rates {
     double piece_wait; /* an upload's mean wait behind the weight piece the copy engine is on */
 };
 
+/* The ceilings in bytes and flop per second, nothing slowed by sharing. */
+static struct rates rates_of(const struct ceilings *ce) {
+    return (struct rates){ce->gpu_hbm_gbps * 1e9,
+                          ce->gpu_gemm_tflops * 1e12,
+                          ce->pcie_h2d_gbps * 1e9,
+                          ce->pcie_d2h_gbps * 1e9,
+                          ce->cpu_read_gbps * 1e9,
+                          ce->cpu_attn_gflops * 1e9,
+                          1.0,
+                          ce,
+                          0.0};
+}
+
 static double max2(double a, double b) {
     return a > b ? a : b;
 }
@@ -198,15 +211,7 @@ static int build_units(const struct config *c, const struct placement *p, const 
 void stepmodel_predict(const struct config *c, const struct placement *p, const struct ceilings *ce,
                        const struct stepmodel_step *s, struct stepmodel_result *out) {
     memset(out, 0, sizeof *out);
-    struct rates r = {ce->gpu_hbm_gbps * 1e9,
-                      ce->gpu_gemm_tflops * 1e12,
-                      ce->pcie_h2d_gbps * 1e9,
-                      ce->pcie_d2h_gbps * 1e9,
-                      ce->cpu_read_gbps * 1e9,
-                      ce->cpu_attn_gflops * 1e9,
-                      1.0,
-                      ce,
-                      0.0};
+    struct rates r = rates_of(ce);
     int n_cpu = placement_count(p, PLACEMENT_CPU) + (p->lm_head == PLACEMENT_CPU);
     int n_str = placement_streamed_units(p) > p->stream_slots ? placement_streamed_units(p) : 0;
     if (guest_step(p, s)) {
@@ -297,15 +302,7 @@ void stepmodel_predict(const struct config *c, const struct placement *p, const 
 
 int stepmodel_guest_min_tokens(const struct config *c, const struct placement *p,
                                const struct ceilings *ce, int max_tokens) {
-    struct rates r = {ce->gpu_hbm_gbps * 1e9,
-                      ce->gpu_gemm_tflops * 1e12,
-                      ce->pcie_h2d_gbps * 1e9,
-                      ce->pcie_d2h_gbps * 1e9,
-                      ce->cpu_read_gbps * 1e9,
-                      ce->cpu_attn_gflops * 1e9,
-                      1.0,
-                      ce,
-                      0.0};
+    struct rates r = rates_of(ce);
     double copy = (double)sizes_layer_bytes(c, p->gpu_dtype) / r.pcie;
     /* a prefill chunk of one sequence: the CPU's cost grows with the rows, the copy does not */
     for (int T = 1; T <= max_tokens; T = T < 8 ? T + 1 : T + T / 8) {
